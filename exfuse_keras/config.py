@@ -1,0 +1,455 @@
+"""Typed configuration: dataclass sections, YAML loading, dotted overrides, validation.
+
+A run is described by one YAML file whose top-level sections are ``model``, ``data``,
+``train``, ``eval`` and ``export``. Every key has a default here, so a YAML file lists only
+what it changes. ``load_config`` rejects unknown keys (with a close-match suggestion), wrong
+types and out-of-range values with one line that names the file and the key; the resolved
+config is written next to every run with ``save_config`` so the run can be reproduced.
+
+A file may start from another with ``base: other.yaml`` (a path relative to the file, or a
+list of them); its sections are merged key by key under the file's own.
+
+Example::
+
+    cfg = load_config("configs/exfuse_resnet101.yaml", ["train.batch_size=16"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import yaml
+
+__all__ = [
+    "BackboneConfig", "SEBConfig", "ECREConfig", "DAPConfig", "SSConfig", "ModelConfig",
+    "DataConfig", "TrainConfig", "EvalConfig", "ExportConfig", "Config", "ConfigError",
+    "load_config", "config_from_dict", "save_config", "config_to_dict",
+]
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)
+SS_LEVELS = ("res2", "res3", "res4")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the source and the key."""
+
+
+@dataclass
+class BackboneConfig:
+    """ResNet / ResNeXt v1 bottleneck encoder (exfuse-spec.md, "LR").
+
+    ``blocks`` is the number of bottleneck blocks per stage: ``[3, 4, 23, 3]`` is the standard
+    101-layer arrangement and ``[8, 8, 9, 8]`` the paper's layer rearrangement (LR).
+    ``cardinality`` x ``base_width`` is the grouped width of the first stage (ResNeXt 32x4d:
+    32 and 4; ResNet: 1 and 64). ``base_channels`` is the stage-1 width before the 4x
+    expansion (64 for every ImageNet model; smaller for the quick-start model).
+    """
+
+    blocks: list[int] = field(default_factory=lambda: [3, 4, 23, 3])
+    cardinality: int = 32
+    base_width: int = 4
+    base_channels: int = 64
+    stem_channels: int = 64
+    convention: Literal["torchvision", "keras"] = "torchvision"
+    norm: Literal["batch", "sync_batch", "frozen"] = "batch"
+    bn_momentum: float = 0.99
+    weights: Optional[str] = None
+    preprocessing: Literal["auto", "caffe", "torch", "scale"] = "auto"
+
+    def validate(self, where: str) -> None:
+        if len(self.blocks) != 4 or any(b < 1 for b in self.blocks):
+            _fail(where, "model.backbone.blocks", "must be four positive block counts (res2..res5)", self.blocks)
+        for key in ("cardinality", "base_width", "base_channels", "stem_channels"):
+            _positive(where, f"model.backbone.{key}", getattr(self, key))
+        if not 0.0 < self.bn_momentum < 1.0:
+            _fail(where, "model.backbone.bn_momentum", "must be in (0, 1)", self.bn_momentum)
+        if self.weights is not None and self.weights != "imagenet":
+            if not self.weights.endswith((".h5", ".keras", ".weights.h5")):
+                _fail(where, "model.backbone.weights",
+                      "must be null, 'imagenet' or a path to a .h5/.keras file", self.weights)
+        if self.weights == "imagenet":
+            if self.convention != "keras" or self.cardinality != 1 or self.base_width != 64 \
+                    or self.base_channels != 64 or self.stem_channels != 64 \
+                    or self.blocks not in ([3, 4, 6, 3], [3, 4, 23, 3], [3, 8, 36, 3]):
+                _fail(where, "model.backbone.weights",
+                      "'imagenet' exists only for keras-convention ResNet-50/101/152 "
+                      "(blocks [3,4,6,3], [3,4,23,3] or [3,8,36,3], cardinality 1, base_width 64)",
+                      self.weights)
+
+    @property
+    def resolved_preprocessing(self) -> str:
+        """The input normalisation the backbone's weights expect."""
+        if self.preprocessing != "auto":
+            return self.preprocessing
+        return "caffe" if self.convention == "keras" else "torch"
+
+
+@dataclass
+class SEBConfig:
+    """Semantic Embedding Branch (paper Sec. 3.1, Fig. 4)."""
+
+    enabled: bool = True
+
+
+@dataclass
+class ECREConfig:
+    """Explicit Channel Resolution Embedding (paper Sec. 3.2, Fig. 5, Table 4).
+
+    ``enabled`` makes the top upsampling (res5 scores -> res4 resolution) a sub-pixel
+    upsampling (depth_to_space); otherwise it is the decoder's usual upsampling.
+    ``supervised`` adds the auxiliary output ``"ecre"`` at 1/16 resolution. The four rows of
+    Table 4 are the four combinations.
+    """
+
+    enabled: bool = True
+    supervised: bool = True
+
+
+@dataclass
+class DAPConfig:
+    """Densely Adjacent Prediction (paper Sec. 3.2).
+
+    ``placement``: ``upsampling`` (cheap: the last upsampling emits C*k^2 channels, then DAP)
+    or ``refinement`` (expressive: the last Boundary Refinement runs on C*k^2 channels).
+    """
+
+    enabled: bool = True
+    kernel: int = 3
+    placement: Literal["upsampling", "refinement"] = "upsampling"
+
+
+@dataclass
+class SSConfig:
+    """Semantic Supervision heads at segmentation time (paper Sec. 3.1, Fig. 3).
+
+    Each level in ``levels`` gets a head whose output ``"ss_<level>"`` predicts which classes
+    are present in the crop. ``[]`` switches them off.
+    """
+
+    levels: list[str] = field(default_factory=list)
+    channels: int = 256
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    gcn_kernel: int = 15
+    upsampling: Literal["deconv", "bilinear"] = "deconv"
+    seb: SEBConfig = field(default_factory=SEBConfig)
+    ecre: ECREConfig = field(default_factory=ECREConfig)
+    dap: DAPConfig = field(default_factory=DAPConfig)
+    ss: SSConfig = field(default_factory=SSConfig)
+
+    def validate(self, where: str) -> None:
+        self.backbone.validate(where)
+        if self.gcn_kernel < 1 or self.gcn_kernel % 2 == 0:
+            _fail(where, "model.gcn_kernel", "must be a positive odd integer", self.gcn_kernel)
+        if self.dap.kernel < 1 or self.dap.kernel % 2 == 0:
+            _fail(where, "model.dap.kernel", "must be a positive odd integer (the centre pixel votes for itself)",
+                  self.dap.kernel)
+        for level in self.ss.levels:
+            if level not in SS_LEVELS:
+                _fail(where, "model.ss.levels", f"entries must be among {list(SS_LEVELS)}", self.ss.levels)
+        if len(set(self.ss.levels)) != len(self.ss.levels):
+            _fail(where, "model.ss.levels", "must not repeat a level", self.ss.levels)
+        _positive(where, "model.ss.channels", self.ss.channels)
+
+
+@dataclass
+class DataConfig:
+    """The dataset and what the model needs to know about it.
+
+    ``num_classes``, ``class_names`` and ``palette`` describe the labels, so a user's own
+    dataset needs no code change. ``palette`` defaults to the PASCAL VOC colour map.
+    """
+
+    dataset: str = "voc"
+    root: str = "data"
+    num_classes: int = 21
+    class_names: list[str] = field(default_factory=lambda: list(VOC_CLASSES))
+    palette: Optional[list[list[int]]] = None
+    ignore_label: int = 255
+    crop_size: int = 512
+
+    def validate(self, where: str) -> None:
+        if self.num_classes < 2:
+            _fail(where, "data.num_classes", "must be at least 2", self.num_classes)
+        if self.num_classes > 255:
+            _fail(where, "data.num_classes", "must be at most 255 (label 255 is the ignore label)",
+                  self.num_classes)
+        if len(self.class_names) != self.num_classes:
+            _fail(where, "data.class_names",
+                  f"must have data.num_classes = {self.num_classes} entries, got {len(self.class_names)}",
+                  self.class_names)
+        if self.palette is not None:
+            if len(self.palette) < self.num_classes or any(
+                    len(c) != 3 or any(not 0 <= v <= 255 for v in c) for c in self.palette):
+                _fail(where, "data.palette",
+                      f"must be at least {self.num_classes} [r, g, b] triples of 0..255", self.palette)
+        if not 0 <= self.ignore_label <= 255 or self.ignore_label < self.num_classes:
+            _fail(where, "data.ignore_label", "must be in [num_classes, 255]", self.ignore_label)
+        if self.crop_size <= 0 or self.crop_size % 32:
+            _fail(where, "data.crop_size", "must be a positive multiple of 32 (the output stride)",
+                  self.crop_size)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16
+    epochs: int = 50
+    steps_per_epoch: int = 1000
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 1000
+    poly_power: float = 0.9
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        for key in ("batch_size", "epochs", "steps_per_epoch"):
+            _positive(where, f"train.{key}", getattr(self, key))
+        if self.learning_rate <= 0:
+            _fail(where, "train.learning_rate", "must be positive", self.learning_rate)
+        if not 0 <= self.momentum < 1:
+            _fail(where, "train.momentum", "must be in [0, 1)", self.momentum)
+        if self.weight_decay < 0:
+            _fail(where, "train.weight_decay", "must be >= 0", self.weight_decay)
+        if self.warmup_steps < 0:
+            _fail(where, "train.warmup_steps", "must be >= 0", self.warmup_steps)
+
+
+@dataclass
+class EvalConfig:
+    """Test-time protocol: single scale (ablations) or multi-scale + flip (final numbers)."""
+
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    flip: bool = False
+
+    def validate(self, where: str) -> None:
+        if not self.scales or any(s <= 0 for s in self.scales):
+            _fail(where, "eval.scales", "must be a non-empty list of positive scales", self.scales)
+
+
+@dataclass
+class ExportConfig:
+    max_side: int = 2048
+    tflite_size: list[int] = field(default_factory=lambda: [512, 512])
+
+    def validate(self, where: str) -> None:
+        _positive(where, "export.max_side", self.max_side)
+        if len(self.tflite_size) != 2 or any(s <= 0 or s % 32 for s in self.tflite_size):
+            _fail(where, "export.tflite_size", "must be [height, width], positive multiples of 32",
+                  self.tflite_size)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self, where: str = "config") -> "Config":
+        for section in (self.model, self.data, self.train, self.eval, self.export):
+            section.validate(where)
+        return self
+
+
+def _fail(where: str, key: str, expected: str, value) -> typing.NoReturn:
+    raise ConfigError(f"{where}: {key} {expected}, got {value!r}")
+
+
+def _positive(where: str, key: str, value) -> None:
+    if value <= 0:
+        _fail(where, key, "must be positive", value)
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(value, tp, key: str, where: str):
+    """Checks ``value`` against the annotation ``tp`` and converts mappings to dataclasses."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            _fail(where, key, f"must be {_type_name(tp)}", value)
+        return _build(tp, value, key, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(value, inner, key, where)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            _fail(where, key, f"must be {_type_name(tp)}", value)
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            _fail(where, key, f"must be {_type_name(tp)}", value)
+        (inner,) = typing.get_args(tp)
+        return [_convert(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(where, key, "must be true or false", value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(where, key, "must be an integer", value)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(where, key, "must be a number", value)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(where, key, "must be a string", value)
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def _build(cls, values: dict, prefix: str, where: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in names:
+            close = difflib.get_close_matches(str(name), names, n=1)
+            hint = f"; did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else \
+                f"; expected one of {names}"
+            raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+        kwargs[name] = _convert(value, hints[name], key, where)
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(tree: dict, dotted: str, value, where: str) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: cannot set '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from_dict(values: dict, where: str = "config") -> Config:
+    """Builds and validates a ``Config`` from nested dicts (e.g. parsed YAML)."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections, got {type(values).__name__}")
+    return _build(Config, values, "", where).validate(where)
+
+
+def _read_yaml(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: config file not found")
+    with open(path, encoding="utf-8") as f:
+        try:
+            values = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return values
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml_with_bases(path: str, chain: tuple) -> dict:
+    if os.path.abspath(path) in chain:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    values = _read_yaml(path)
+    bases = values.pop("base", None)
+    if bases is None:
+        return values
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: base must be a path or a list of paths, got {bases!r}")
+    merged: dict = {}
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(path), base)
+        merged = _merge(merged, _read_yaml_with_bases(base_path, chain + (os.path.abspath(path),)))
+    return _merge(merged, values)
+
+
+def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Reads a YAML config, applies ``key.sub=value`` overrides and validates the result.
+
+    Args:
+        path: YAML file, or ``None`` for the defaults.
+        overrides: dotted assignments such as ``"train.batch_size=16"``; values are parsed as
+            YAML (``[1, 2]``, ``true``, ``null``).
+
+    Raises:
+        ConfigError: one line naming the file (or ``--set``) and the offending key.
+    """
+    values: dict = {}
+    where = "config"
+    if path is not None:
+        where = os.fspath(path)
+        values = _read_yaml_with_bases(where, ())
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.batch_size=16")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(values, key.strip(), value, f"--set {key.strip()}")
+    try:
+        return config_from_dict(values, where)
+    except ConfigError as err:
+        # An override's problem is reported against the override rather than the file.
+        message = str(err)
+        for item in overrides:
+            key = item.split("=", 1)[0].strip()
+            if f"'{key}'" in message or f" {key} " in message:
+                raise ConfigError(message.replace(f"{where}: ", f"{where} with --set {item}: ", 1)) from None
+        raise
+
+
+def save_config(cfg: Config, path: str) -> None:
+    """Writes the resolved config as YAML; ``load_config`` reads it back to an equal config."""
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, default_flow_style=None)

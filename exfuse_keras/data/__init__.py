@@ -1,0 +1,1 @@
+"""Datasets, palettes and input pipelines."""

@@ -1,0 +1,16 @@
+"""ExFuse's building blocks, each a serializable Keras layer named after its paper term."""
+
+from exfuse_keras.layers.dap import DenselyAdjacentPrediction
+from exfuse_keras.layers.ecre import SubPixelUpsampling
+from exfuse_keras.layers.gcn import BoundaryRefinement, GlobalConvolution
+from exfuse_keras.layers.initializers import BilinearUpsamplingInitializer
+from exfuse_keras.layers.preprocessing import InputNormalization
+from exfuse_keras.layers.resize import BilinearUpsampling, ResizeToMatch
+from exfuse_keras.layers.seb import SemanticEmbeddingBranch
+from exfuse_keras.layers.supervision import SemanticSupervisionHead
+
+__all__ = [
+    "BilinearUpsampling", "BilinearUpsamplingInitializer", "BoundaryRefinement",
+    "DenselyAdjacentPrediction", "GlobalConvolution", "InputNormalization", "ResizeToMatch",
+    "SemanticEmbeddingBranch", "SemanticSupervisionHead", "SubPixelUpsampling",
+]

@@ -1,0 +1,83 @@
+"""The GCN baseline's two modules (Peng et al., "Large Kernel Matters", CVPR 2017, Fig. 2).
+
+ExFuse (Sec. 2, Fig. 2) builds on them: every backbone stage is scored by a Global
+Convolution block and refined by Boundary Refinement in the top-down decoder.
+"""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="exfuse")
+class GlobalConvolution(keras.layers.Layer):
+    """Global Convolutional Network block: a separable k x k receptive field.
+
+    Two branches, (k x 1 then 1 x k) and (1 x k then k x 1), summed; no BN, no ReLU inside
+    (GCN paper Sec. 3.1). Shapes: ``[N, H, W, C_in] -> [N, H, W, filters]``.
+
+    Args:
+        filters: output channels (the number of classes in ExFuse).
+        kernel_size: k, odd; the GCN paper's best is 15.
+    """
+
+    def __init__(self, filters, kernel_size=15, **kwargs):
+        super().__init__(**kwargs)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        k = kernel_size
+        conv = lambda shape, name: keras.layers.Conv2D(filters, shape, padding="same", name=name,
+                                                       dtype=self.dtype_policy)
+        self.left_kx1 = conv((k, 1), "left_kx1")
+        self.left_1xk = conv((1, k), "left_1xk")
+        self.right_1xk = conv((1, k), "right_1xk")
+        self.right_kx1 = conv((k, 1), "right_kx1")
+
+    def build(self, input_shape):
+        mid_shape = (*input_shape[:3], self.filters)
+        self.left_kx1.build(input_shape)
+        self.left_1xk.build(mid_shape)
+        self.right_1xk.build(input_shape)
+        self.right_kx1.build(mid_shape)
+
+    def call(self, x):
+        return self.left_1xk(self.left_kx1(x)) + self.right_kx1(self.right_1xk(x))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:3], self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package="exfuse")
+class BoundaryRefinement(keras.layers.Layer):
+    """Boundary Refinement: a residual ``S + conv3x3(relu(conv3x3(S)))`` (GCN paper Fig. 2c).
+
+    Shapes: ``[N, H, W, filters] -> [N, H, W, filters]``.
+
+    Args:
+        filters: channels of the score map (input and output).
+    """
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.conv1 = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name="conv1",
+                                         dtype=self.dtype_policy)
+        self.conv2 = keras.layers.Conv2D(filters, 3, padding="same", name="conv2", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        if input_shape[-1] is not None and input_shape[-1] != self.filters:
+            raise ValueError(f"{self.name}: expects {self.filters} input channels, got {input_shape[-1]}")
+        self.conv1.build(input_shape)
+        self.conv2.build(input_shape)
+
+    def call(self, x):
+        return x + self.conv2(self.conv1(x))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}

@@ -1,0 +1,66 @@
+"""Resizing that works for any input height and width.
+
+``UpSampling2D(interpolation="bilinear")`` and ``keras.layers.Resizing`` need static sizes
+(or leak ``training=True``, keras-hub#2495); these layers take the target size from tensors
+at run time, so the model accepts unknown height/width and converts to TFLite's
+RESIZE_BILINEAR.
+"""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="exfuse")
+class ResizeToMatch(keras.layers.Layer):
+    """Resizes ``inputs[0]`` to the spatial size of ``inputs[1]``.
+
+    Shapes: ``[N, h, w, C]`` and ``[N, H, W, *]`` -> ``[N, H, W, C]``.
+
+    Args:
+        interpolation: ``"bilinear"`` (features, probabilities) or ``"nearest"`` (labels).
+    """
+
+    def __init__(self, interpolation="bilinear", **kwargs):
+        super().__init__(**kwargs)
+        if interpolation not in ("bilinear", "nearest"):
+            raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+        self.interpolation = interpolation
+
+    def call(self, inputs):
+        x, reference = inputs
+        size = tf.shape(reference)[1:3]
+        out = tf.image.resize(x, size, method=self.interpolation)
+        return tf.cast(out, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        x_shape, ref_shape = input_shape
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "interpolation": self.interpolation}
+
+
+@keras.saving.register_keras_serializable(package="exfuse")
+class BilinearUpsampling(keras.layers.Layer):
+    """Bilinear upsampling by an integer factor. Shapes: ``[N, H, W, C] -> [N, fH, fW, C]``.
+
+    Args:
+        factor: the integer scale factor.
+    """
+
+    def __init__(self, factor=2, **kwargs):
+        super().__init__(**kwargs)
+        if int(factor) != factor or factor < 1:
+            raise ValueError(f"factor must be a positive integer, got {factor!r}")
+        self.factor = int(factor)
+
+    def call(self, x):
+        size = tf.shape(x)[1:3] * self.factor
+        return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        return (n, None if h is None else h * self.factor, None if w is None else w * self.factor, c)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}

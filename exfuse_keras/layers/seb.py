@@ -1,0 +1,51 @@
+"""Semantic Embedding Branch (ExFuse Sec. 3.1, Fig. 4)."""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="exfuse")
+class SemanticEmbeddingBranch(keras.layers.Layer):
+    """Embeds the semantics of every higher level into a low-level feature map.
+
+    ``x_l <- x_l * prod_h upsample_bilinear(conv3x3(x_h))`` over all higher levels h: each
+    3x3 conv maps x_h to x_l's channel count at x_h's own (coarser) resolution, is resized
+    bilinearly to x_l's size, and the products gate x_l element-wise. Applied to res2, res3
+    and res4 before their Global Convolution.
+
+    Shapes: ``[x_l, x_h1, x_h2, ...]`` with ``x_l: [N, H, W, C_l]`` and
+    ``x_h: [N, H / 2^j, W / 2^j, C_h]`` -> ``[N, H, W, C_l]``.
+
+    Args:
+        kernel_size: size of the convolution on each higher level (the paper's is 3).
+    """
+
+    def __init__(self, kernel_size=3, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+        self.convs = []
+
+    def build(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) < 2:
+            raise ValueError(f"{self.name}: expects [low, high_1, ...] with at least one higher level")
+        channels = input_shape[0][-1]
+        for i, high_shape in enumerate(input_shape[1:]):
+            conv = keras.layers.Conv2D(channels, self.kernel_size, padding="same", name=f"conv_high{i + 1}",
+                                       dtype=self.dtype_policy)
+            conv.build(high_shape)
+            self.convs.append(conv)
+
+    def call(self, inputs):
+        low, highs = inputs[0], inputs[1:]
+        size = tf.shape(low)[1:3]
+        out = low
+        for conv, high in zip(self.convs, highs):
+            gate = tf.image.resize(conv(high), size, method="bilinear")
+            out = out * tf.cast(gate, out.dtype)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size}

@@ -1,0 +1,111 @@
+"""``build_model``: the ExFuse network of the paper's Fig. 2, assembled from a config.
+
+Top-down, as in the figure: the backbone gives res2..res5; the Semantic Embedding Branch
+gates res2..res4 with the semantics of every higher level; a Global Convolution block scores
+each level; the decoder starts from res5's scores, upsamples them (sub-pixel with ECRE),
+fuses each lower level's refined scores, and upsamples twice more to the input resolution,
+where Densely Adjacent Prediction averages each pixel's neighbour votes. Semantic
+Supervision heads classify the early stages.
+
+Every module is a config switch, so the GCN baseline and each ablation row of Table 3 and
+Table 4 is one YAML file (see configs/).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from exfuse_keras.backbones.resnext import STAGES, build_backbone
+from exfuse_keras.backbones.weights import load_backbone_weights
+from exfuse_keras.config import Config
+from exfuse_keras.layers import (BilinearUpsampling, BilinearUpsamplingInitializer, BoundaryRefinement,
+                                 DenselyAdjacentPrediction, GlobalConvolution, InputNormalization,
+                                 SemanticEmbeddingBranch, SemanticSupervisionHead, SubPixelUpsampling)
+
+OUTPUT_STRIDE = 32
+
+
+def _upsample(x, filters: int, mode: str, name: str):
+    """The decoder's 2x upsampling: a learned deconvolution (GCN baseline) or bilinear.
+
+    With ``filters`` wider than the input (DAP's C*k^2), bilinear is followed by a 1x1 conv.
+    """
+    if mode == "deconv":
+        return keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", name=name,
+                                            kernel_initializer=BilinearUpsamplingInitializer())(x)
+    x = BilinearUpsampling(2, name=name)(x)
+    if filters != x.shape[-1]:
+        x = keras.layers.Conv2D(filters, 1, name=f"{name}_proj")(x)
+    return x
+
+
+def _float32(x, name: str):
+    """Names an output and keeps it float32 under a mixed-precision policy."""
+    return keras.layers.Activation("linear", dtype="float32", name=name)(x)
+
+
+def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
+    """Builds ExFuse (or any ablation of it) as a functional ``keras.Model``.
+
+    Input: ``"image"``, RGB float values in [0, 255], ``[N, H, W, 3]`` with H and W
+    multiples of 32 (any such size). Outputs, a dict:
+
+    - ``"logits"``: ``[N, H, W, num_classes]`` class scores, float32.
+    - ``"ecre"`` (when ``model.ecre.supervised``): ``[N, H/16, W/16, num_classes]``.
+    - ``"ss_res2"``, ``"ss_res3"``, ``"ss_res4"`` (those in ``model.ss.levels``):
+      ``[N, num_classes]`` class-presence logits.
+    """
+    m = cfg.model
+    num_classes = cfg.data.num_classes
+    image = keras.Input((None, None, 3), name="image")
+    x = InputNormalization(m.backbone.resolved_preprocessing, name="normalization")(image)
+    backbone = build_backbone(m.backbone)
+    if m.backbone.weights:
+        load_backbone_weights(backbone, m.backbone)
+    features = backbone(x)
+
+    # Encoder side: SEB multiplies each low level by the upsampled semantics of all higher ones.
+    embedded = dict(features)
+    if m.seb.enabled:
+        for i, level in enumerate(STAGES[:-1]):
+            higher = [features[h] for h in STAGES[i + 1:]]
+            embedded[level] = SemanticEmbeddingBranch(name=f"seb_{level}")([features[level], *higher])
+
+    scores = {level: GlobalConvolution(num_classes, m.gcn_kernel, name=f"gcn_{level}")(embedded[level])
+              for level in STAGES}
+
+    # Decoder side, top-down from res5 (stride 32) to the input resolution.
+    outputs = {}
+    s = BoundaryRefinement(num_classes, name="br_res5")(scores["res5"])
+    if m.ecre.enabled:
+        s = SubPixelUpsampling(num_classes, block_size=2, name="ecre_subpixel")(s)
+    else:
+        s = _upsample(s, num_classes, m.upsampling, name="up_res5")
+    if m.ecre.supervised:
+        outputs["ecre"] = _float32(s, "ecre")
+    for level in ("res4", "res3", "res2"):
+        lateral = BoundaryRefinement(num_classes, name=f"br_{level}")(scores[level])
+        s = keras.layers.Add(name=f"fuse_{level}")([s, lateral])
+        s = BoundaryRefinement(num_classes, name=f"br_fused_{level}")(s)
+        if level != "res2":
+            s = _upsample(s, num_classes, m.upsampling, name=f"up_{level}")
+    s = _upsample(s, num_classes, m.upsampling, name="up_stride2")
+    s = BoundaryRefinement(num_classes, name="br_stride2")(s)
+    if m.dap.enabled:
+        votes = num_classes * m.dap.kernel ** 2
+        s = _upsample(s, votes, m.upsampling, name="up_stride1")
+        if m.dap.placement == "refinement":
+            s = BoundaryRefinement(votes, name="br_stride1")(s)
+        s = DenselyAdjacentPrediction(m.dap.kernel, name="dap")(s)
+    else:
+        s = _upsample(s, num_classes, m.upsampling, name="up_stride1")
+        s = BoundaryRefinement(num_classes, name="br_stride1")(s)
+    outputs["logits"] = _float32(s, "logits")
+
+    for level in m.ss.levels:
+        downsamples = len(STAGES) - 1 - STAGES.index(level)
+        head = SemanticSupervisionHead(num_classes, downsamples, m.ss.channels, name=f"ss_head_{level}")
+        outputs[f"ss_{level}"] = _float32(head(features[level]), f"ss_{level}")
+
+    ordered = {key: outputs[key] for key in ("logits", "ecre", "ss_res2", "ss_res3", "ss_res4") if key in outputs}
+    return keras.Model(image, ordered, name=name)
