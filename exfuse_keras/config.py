@@ -28,7 +28,7 @@ import yaml
 
 __all__ = [
     "BackboneConfig", "SEBConfig", "ECREConfig", "DAPConfig", "SSConfig", "ModelConfig",
-    "DataConfig", "TrainConfig", "EvalConfig", "ExportConfig", "Config", "ConfigError",
+    "FolderConfig", "DataConfig", "TrainConfig", "EvalConfig", "ExportConfig", "Config", "ConfigError",
     "load_config", "config_from_dict", "save_config", "config_to_dict",
 ]
 
@@ -38,6 +38,8 @@ VOC_CLASSES = (
     "sheep", "sofa", "train", "tvmonitor",
 )
 SS_LEVELS = ("res2", "res3", "res4")
+# Values of data.dataset; exfuse_keras/data/pipeline.py maps each to its reader.
+DATASETS = ("voc", "train_aug", "shapes", "folder")
 
 
 class ConfigError(ValueError):
@@ -71,6 +73,10 @@ class BackboneConfig:
             _fail(where, "model.backbone.blocks", "must be four positive block counts (res2..res5)", self.blocks)
         for key in ("cardinality", "base_width", "base_channels", "stem_channels"):
             _positive(where, f"model.backbone.{key}", getattr(self, key))
+        if self.base_channels * self.base_width < 64:
+            _fail(where, "model.backbone.base_width",
+                  "times base_channels must be at least 64 (each group needs a channel: "
+                  "width = base_channels * base_width / 64 per group)", self.base_width)
         if not 0.0 < self.bn_momentum < 1.0:
             _fail(where, "model.backbone.bn_momentum", "must be in (0, 1)", self.bn_momentum)
         if self.weights is not None and self.weights != "imagenet":
@@ -166,20 +172,64 @@ class ModelConfig:
 
 
 @dataclass
+class FolderConfig:
+    """A user's own dataset (``data.dataset: folder``): a folder of images and one of masks.
+
+    Masks are PNGs named like their image (``masks/<id>.png`` for ``images/<id>.jpg``), palette
+    or single-channel, holding class indices. The split comes from ``train_list`` and
+    ``val_list`` (text files of ids, one per line, like VOC's ImageSets) when given, otherwise
+    from a random ``val_fraction`` of the images drawn with ``split_seed``. Paths are relative
+    to ``data.root``.
+    """
+
+    image_dir: str = "images"
+    mask_dir: str = "masks"
+    train_list: Optional[str] = None
+    val_list: Optional[str] = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+
+    def validate(self, where: str) -> None:
+        if (self.train_list is None) != (self.val_list is None):
+            _fail(where, "data.folder.train_list",
+                  "and data.folder.val_list must be given together (or neither, to split by val_fraction)",
+                  self.train_list)
+        if not 0.0 < self.val_fraction < 1.0:
+            _fail(where, "data.folder.val_fraction", "must be in (0, 1)", self.val_fraction)
+
+
+@dataclass
 class DataConfig:
-    """The dataset and what the model needs to know about it.
+    """The dataset, what the model needs to know about it, and the input pipeline's settings.
 
     ``num_classes``, ``class_names`` and ``palette`` describe the labels, so a user's own
     dataset needs no code change. ``palette`` defaults to the PASCAL VOC colour map.
+
+    ``dataset``: ``voc`` (VOC 2012 train/val), ``train_aug`` (SBD + VOC train, 10,582 images;
+    val = VOC val), ``shapes`` (the built-in data, generated under ``root`` when missing) or
+    ``folder`` (``folder`` section). ``root`` holds the downloads or extracted folders;
+    prepared TFDS records go to ``tfds_dir`` (default ``<root>/tfds``).
+
+    Training augmentation (exfuse_keras/data/pipeline.py): a random scale in ``scale_range``,
+    padding to ``crop_size`` (the image with ``mean_rgb``, the mask with ``ignore_label``), a
+    random crop, a horizontal flip when ``flip`` and colour jitter when ``photometric_jitter``.
+    ``shuffle_buffer`` examples are shuffled at a time (encoded, about 100 kB each for VOC).
     """
 
     dataset: str = "voc"
     root: str = "data"
+    tfds_dir: Optional[str] = None
     num_classes: int = 21
     class_names: list[str] = field(default_factory=lambda: list(VOC_CLASSES))
     palette: Optional[list[list[int]]] = None
     ignore_label: int = 255
     crop_size: int = 512
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    flip: bool = True
+    photometric_jitter: bool = False
+    mean_rgb: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    shuffle_buffer: int = 1000
+    folder: FolderConfig = field(default_factory=FolderConfig)
 
     def validate(self, where: str) -> None:
         if self.num_classes < 2:
@@ -201,6 +251,14 @@ class DataConfig:
         if self.crop_size <= 0 or self.crop_size % 32:
             _fail(where, "data.crop_size", "must be a positive multiple of 32 (the output stride)",
                   self.crop_size)
+        if self.dataset not in DATASETS:
+            _fail(where, "data.dataset", f"must be one of {list(DATASETS)}", self.dataset)
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            _fail(where, "data.scale_range", "must be [min, max] with 0 < min <= max", self.scale_range)
+        if len(self.mean_rgb) != 3 or any(not 0 <= v <= 255 for v in self.mean_rgb):
+            _fail(where, "data.mean_rgb", "must be three values in 0..255 (R, G, B)", self.mean_rgb)
+        _positive(where, "data.shuffle_buffer", self.shuffle_buffer)
+        self.folder.validate(where)
 
 
 @dataclass

@@ -88,10 +88,10 @@ def _graph_flops(graph, owner: str, totals: dict, layer_names: list, depth: int 
 
 
 def count_flops(model, height: int, width: int) -> dict:
-    """FLOPs of one ``[1, height, width, 3]`` forward pass, per top-level layer name."""
+    """FLOPs of one ``[1, height, width, C]`` forward pass, per top-level layer name."""
     import tensorflow as tf
 
-    spec = tf.TensorSpec([1, height, width, 3], tf.float32)
+    spec = tf.TensorSpec([1, height, width, model.input.shape[-1]], tf.float32)
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     totals: dict = {}
     _graph_flops(concrete.graph, "other", totals, [layer.name for layer in model.layers])

@@ -1,0 +1,1 @@
+"""Training: the run driver behind train.py."""

@@ -1,0 +1,119 @@
+"""The ResNet/ResNeXt builder against keras.applications and the reference parameter counts."""
+
+import keras
+import numpy as np
+import pytest
+
+from exfuse_keras.backbones.resnext import build_backbone, build_classifier
+from exfuse_keras.backbones.weights import WeightsError, copy_weights_by_name, load_backbone_weights
+from exfuse_keras.config import BackboneConfig
+
+# exfuse-spec.md's table (torchvision-style, 1000-class head); the standard rows equal
+# torchvision's published counts.
+REFERENCE_COUNTS = [
+    ([3, 4, 6, 3], 1, 64, 25_557_032),     # ResNet-50
+    ([3, 4, 6, 3], 32, 4, 25_028_904),     # ResNeXt-50 32x4d
+    ([3, 4, 23, 3], 1, 64, 44_549_160),    # ResNet-101
+    ([3, 4, 23, 3], 32, 4, 44_177_704),    # ResNeXt-101 32x4d
+    ([8, 8, 9, 8], 32, 4, 52_381_480),     # ResNeXt-101 32x4d with layer rearrangement
+    ([3, 4, 23, 3], 32, 8, 88_791_336),    # ResNeXt-101 32x8d
+]
+
+
+def _trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize("blocks,cardinality,base_width,expected", REFERENCE_COUNTS)
+def test_torchvision_style_parameter_counts(blocks, cardinality, base_width, expected):
+    cfg = BackboneConfig(blocks=blocks, cardinality=cardinality, base_width=base_width)
+    assert _trainable(build_classifier(cfg, 1000)) == expected
+
+
+def test_keras_convention_loads_keras_applications_resnet101_weights(rng):
+    reference = keras.applications.ResNet101(weights=None, include_top=False, input_shape=(None, None, 3))
+    cfg = BackboneConfig(blocks=[3, 4, 23, 3], cardinality=1, base_width=64, convention="keras")
+    backbone = build_backbone(cfg)
+    assert backbone.count_params() == reference.count_params()
+    copied = copy_weights_by_name(reference, backbone)
+    assert copied == sum(1 for layer in reference.layers if layer.weights)
+    x = rng.standard_normal((1, 96, 64, 3)).astype("float32") * 50
+    expected = reference(x, training=False).numpy()
+    got = backbone(x, training=False)
+    assert got["res5"].shape == expected.shape == (1, 3, 2, 2048)
+    assert np.abs(got["res5"].numpy() - expected).max() <= 1e-5 * np.abs(expected).max()
+    assert [got[k].shape[1] for k in ("res2", "res3", "res4", "res5")] == [24, 12, 6, 3]
+
+
+@pytest.fixture(scope="module")
+def resnet50_weights(tmp_path_factory):
+    """A keras.applications ResNet50 weights file, standing in for the ImageNet download."""
+    source = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(None, None, 3))
+    path = str(tmp_path_factory.mktemp("weights") / "resnet50_notop.weights.h5")
+    source.save_weights(path)
+    return source, path
+
+
+def _resnet50_cfg(weights):
+    return BackboneConfig(blocks=[3, 4, 6, 3], cardinality=1, base_width=64, convention="keras", weights=weights)
+
+
+def test_local_weights_file_loads_offline(resnet50_weights, rng):
+    source, path = resnet50_weights
+    backbone = build_backbone(_resnet50_cfg(path))
+    load_backbone_weights(backbone, _resnet50_cfg(path))
+    x = rng.uniform(-100, 100, (1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(backbone(x)["res5"].numpy(), source(x).numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_imagenet_weights_go_through_keras_download(resnet50_weights, rng, monkeypatch):
+    """`weights: imagenet` asks keras.applications for its file; here the download returns a local one."""
+    from keras.src.applications import resnet
+
+    source, path = resnet50_weights
+    requested = []
+
+    def fake_get_file(fname, origin, **kwargs):
+        requested.append((fname, origin))
+        return path
+
+    monkeypatch.setattr(resnet.file_utils, "get_file", fake_get_file)
+    backbone = build_backbone(_resnet50_cfg("imagenet"))
+    load_backbone_weights(backbone, _resnet50_cfg("imagenet"))
+    assert requested and requested[0][0] == "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert requested[0][1].startswith("https://")
+    x = rng.uniform(-100, 100, (1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(backbone(x)["res5"].numpy(), source(x).numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_missing_or_mismatched_weights_fail_clearly(tmp_path):
+    cfg = _resnet50_cfg(str(tmp_path / "missing.h5"))
+    with pytest.raises(WeightsError, match="file not found: .*missing.h5"):
+        load_backbone_weights(build_backbone(cfg), cfg)
+    tiny = BackboneConfig(blocks=[1, 1, 1, 1], cardinality=1, base_width=64, base_channels=8, stem_channels=8)
+    with pytest.raises(WeightsError, match="no layer 'conv2_block1_0_conv'|shapes"):
+        copy_weights_by_name(build_backbone(tiny), build_backbone(_resnet50_cfg(None)))
+
+
+def test_norm_choices():
+    def bns(norm):
+        model = build_backbone(BackboneConfig(blocks=[1, 1, 1, 1], base_channels=8, stem_channels=8,
+                                              cardinality=2, base_width=16, norm=norm))
+        return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+    assert all(not bn.synchronized and bn.trainable for bn in bns("batch"))
+    assert all(bn.synchronized for bn in bns("sync_batch"))
+    frozen = bns("frozen")
+    assert all(not bn.trainable and not bn.trainable_weights for bn in frozen)
+
+
+def test_conventions_place_the_stride_differently():
+    def conv(convention, name):
+        cfg = BackboneConfig(blocks=[1, 1, 1, 1], base_channels=8, stem_channels=8, cardinality=1,
+                             base_width=64, convention=convention)
+        return build_backbone(cfg).get_layer(name)
+
+    assert conv("keras", "conv3_block1_1_conv").strides == (2, 2) and conv("keras", "conv3_block1_1_conv").use_bias
+    assert conv("torchvision", "conv3_block1_1_conv").strides == (1, 1)
+    assert conv("torchvision", "conv3_block1_2_conv").strides == (2, 2)
+    assert not conv("torchvision", "conv3_block1_2_conv").use_bias

@@ -1,0 +1,166 @@
+"""Each ExFuse layer against an independent numpy reference, plus serialization round trips."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from exfuse_keras.layers import (BilinearUpsampling, BilinearUpsamplingInitializer, BoundaryRefinement,
+                                 DenselyAdjacentPrediction, GlobalConvolution, InputNormalization,
+                                 ResizeToMatch, SemanticEmbeddingBranch, SemanticSupervisionHead,
+                                 SubPixelUpsampling)
+from tests.conftest import assert_layer_roundtrip
+from tests.reference import bilinear_resize, conv2d_same, dap_reference
+
+
+def _random(rng, *shape):
+    return rng.standard_normal(shape).astype("float32")
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_dap_matches_formula_including_borders(rng, k):
+    x = _random(rng, 2, 5, 7, 3 * k * k)
+    out = DenselyAdjacentPrediction(k)(x).numpy()
+    assert out.shape == (2, 5, 7, 3)
+    np.testing.assert_allclose(out, dap_reference(x, k), atol=1e-5)
+
+
+def test_dap_reads_the_right_neighbour(rng):
+    # One vote in channel group (a, b) = (0, 2) at pixel (2, 2) is for pixel (2 - 0 + 1, 2 - 2 + 1) = (3, 1).
+    x = np.zeros((1, 5, 5, 9), "float32")
+    x[0, 2, 2, 0 * 3 + 2] = 9.0
+    out = DenselyAdjacentPrediction(3)(x).numpy()[0, :, :, 0]
+    expected = np.zeros((5, 5))
+    expected[3, 1] = 1.0
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_dap_roundtrip_and_validation(rng, tmp_path):
+    assert_layer_roundtrip(DenselyAdjacentPrediction(3, name="dap"), _random(rng, 1, 6, 8, 18), tmp_path)
+    with pytest.raises(ValueError, match="odd"):
+        DenselyAdjacentPrediction(2)
+    with pytest.raises(ValueError, match="multiple of k"):
+        DenselyAdjacentPrediction(3)(np.zeros((1, 4, 4, 10), "float32"))
+
+
+def test_subpixel_equals_conv_then_depth_to_space(rng, tmp_path):
+    x = _random(rng, 2, 3, 4, 6)
+    layer = SubPixelUpsampling(5, block_size=2, name="subpixel")
+    out = layer(x).numpy()
+    assert out.shape == (2, 6, 8, 5)
+    conv = layer.conv(x).numpy()
+    np.testing.assert_allclose(out, tf.nn.depth_to_space(conv, 2).numpy(), atol=1e-6)
+    # DCR order: sub-pixel (i, j) of channel c comes from conv channel (i * r + j) * C + c.
+    assert np.allclose(out[:, 1::2, 0::2, 3], conv[..., (1 * 2 + 0) * 5 + 3], atol=1e-6)
+    assert_layer_roundtrip(layer, x, tmp_path)
+
+
+def test_subpixel_and_dap_convert_to_single_tflite_builtins(rng):
+    inputs = keras.Input((8, 8, 4))
+    x = SubPixelUpsampling(9 * 2, block_size=2)(inputs)
+    outputs = DenselyAdjacentPrediction(3)(x)
+    model = keras.Model(inputs, outputs)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    flatbuffer = converter.convert()
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    assert ops.count("DEPTH_TO_SPACE") == 1
+    assert "RESHAPE" not in ops and "TRANSPOSE" not in ops
+    assert not any(op.startswith("Flex") for op in ops)
+    interpreter.allocate_tensors()
+    x_in = _random(rng, 1, 8, 8, 4)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x_in)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, model(x_in).numpy(), atol=1e-5)
+
+
+def test_seb_matches_hand_computation(rng, tmp_path):
+    low, high1, high2 = _random(rng, 1, 8, 8, 3), _random(rng, 1, 4, 4, 5), _random(rng, 1, 2, 2, 7)
+    layer = SemanticEmbeddingBranch(name="seb")
+    out = layer([low, high1, high2]).numpy()
+    assert out.shape == low.shape
+    kernels = []
+    for conv, shape in zip(layer.convs, [(3, 3, 5, 3), (3, 3, 7, 3)]):
+        kernel = rng.standard_normal(shape).astype("float32") * 0.3
+        bias = rng.standard_normal(3).astype("float32") * 0.1
+        conv.set_weights([kernel, bias])
+        kernels.append((kernel, bias))
+    out = layer([low, high1, high2]).numpy()
+    gate1 = bilinear_resize(conv2d_same(high1, *kernels[0]), 8, 8)
+    gate2 = bilinear_resize(conv2d_same(high2, *kernels[1]), 8, 8)
+    np.testing.assert_allclose(out, low * gate1 * gate2, rtol=1e-4, atol=1e-5)
+    assert_layer_roundtrip(layer, [low, high1, high2], tmp_path)
+
+
+def test_gcn_matches_two_separable_branches(rng, tmp_path):
+    x = _random(rng, 1, 9, 7, 4)
+    layer = GlobalConvolution(3, kernel_size=5, name="gcn")
+    out = layer(x).numpy()
+    w = {name: getattr(layer, name).get_weights() for name in ("left_kx1", "left_1xk", "right_1xk", "right_kx1")}
+    left = conv2d_same(conv2d_same(x, *w["left_kx1"]), *w["left_1xk"])
+    right = conv2d_same(conv2d_same(x, *w["right_1xk"]), *w["right_kx1"])
+    np.testing.assert_allclose(out, left + right, rtol=1e-4, atol=1e-4)
+    assert w["left_kx1"][0].shape == (5, 1, 4, 3) and w["right_1xk"][0].shape == (1, 5, 4, 3)
+    assert_layer_roundtrip(layer, x, tmp_path, atol=1e-5)
+    with pytest.raises(ValueError, match="odd"):
+        GlobalConvolution(3, kernel_size=4)
+
+
+def test_boundary_refinement_is_residual(rng, tmp_path):
+    x = _random(rng, 2, 6, 5, 4)
+    layer = BoundaryRefinement(4, name="br")
+    out = layer(x).numpy()
+    w1, w2 = layer.conv1.get_weights(), layer.conv2.get_weights()
+    expected = x + conv2d_same(np.maximum(conv2d_same(x, *w1), 0), *w2)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    assert_layer_roundtrip(layer, x, tmp_path, atol=1e-5)
+
+
+def test_resize_layers_match_numpy_bilinear(rng, tmp_path):
+    x = _random(rng, 1, 3, 5, 2)
+    np.testing.assert_allclose(BilinearUpsampling(2)(x).numpy(), bilinear_resize(x, 6, 10), atol=1e-5)
+    ref = np.zeros((1, 7, 4, 1), "float32")
+    np.testing.assert_allclose(ResizeToMatch()([x, ref]).numpy(), bilinear_resize(x, 7, 4), atol=1e-5)
+    assert_layer_roundtrip(BilinearUpsampling(2, name="up"), x, tmp_path)
+    assert_layer_roundtrip(ResizeToMatch("nearest", name="match"), [x, ref], tmp_path)
+
+
+def test_input_normalization_matches_keras_applications(rng, tmp_path):
+    pixels = rng.uniform(0, 255, (2, 4, 4, 3)).astype("float32")
+    caffe = InputNormalization("caffe", name="norm")(pixels).numpy()
+    np.testing.assert_allclose(caffe, keras.applications.resnet.preprocess_input(pixels.copy()), atol=1e-4)
+    torch = InputNormalization("torch")(pixels).numpy()
+    expected = (pixels / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(torch, expected, atol=1e-5)
+    np.testing.assert_allclose(InputNormalization("scale")(pixels).numpy(), pixels / 127.5 - 1, atol=1e-6)
+    assert_layer_roundtrip(InputNormalization("caffe", name="norm"), pixels, tmp_path, atol=1e-4)
+
+
+def test_semantic_supervision_head(rng, tmp_path):
+    x = _random(rng, 2, 16, 16, 6)
+    head = SemanticSupervisionHead(num_classes=4, num_downsamples=3, channels=8, name="ss")
+    out = head(x, training=False).numpy()
+    assert out.shape == (2, 4)
+    # Three stride-2 blocks take 16x16 to res5's 2x2 before pooling.
+    y = x
+    for conv, bn in head.blocks:
+        y = keras.ops.relu(bn(conv(y), training=False))
+    assert y.shape[1:3] == (2, 2)
+    np.testing.assert_allclose(out, head.classifier(keras.ops.mean(y, axis=(1, 2))).numpy(), atol=1e-5)
+    assert_layer_roundtrip(head, x, tmp_path, atol=1e-5)
+
+
+def test_bilinear_initializer_upsamples_and_repeats_classes(rng):
+    x = rng.uniform(size=(1, 4, 4, 2)).astype("float32")
+    deconv = keras.layers.Conv2DTranspose(2 * 9, 4, strides=2, padding="same", use_bias=False,
+                                          kernel_initializer=BilinearUpsamplingInitializer())
+    out = deconv(x).numpy()
+    # Every one of the 9 copies of class c is the same bilinear upsampling of input channel c.
+    np.testing.assert_allclose(out[..., 0:9], np.repeat(out[..., :1], 9, axis=-1))
+    np.testing.assert_allclose(out[..., 9:18], np.repeat(out[..., 9:10], 9, axis=-1))
+    # Interior pixels equal the half-pixel bilinear resize.
+    np.testing.assert_allclose(out[0, 1:-1, 1:-1, 0], bilinear_resize(x, 8, 8)[0, 1:-1, 1:-1, 0], atol=1e-5)
+    config = keras.initializers.serialize(BilinearUpsamplingInitializer())
+    assert isinstance(keras.initializers.deserialize(config), BilinearUpsamplingInitializer)

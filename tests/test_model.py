@@ -1,0 +1,152 @@
+"""build_model: every shipped config, output keys per switch, any input size, saving, fit, BN."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from exfuse_keras import build_model
+from exfuse_keras.backbones.resnext import build_classifier
+from exfuse_keras.config import BackboneConfig, config_from_dict, load_config
+from exfuse_keras.summary import count_flops, main as summary_main, summarize
+from tests.conftest import tiny_config_dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
+
+
+def _layer_names(model):
+    return [layer.name for layer in model.layers]
+
+
+def _expected_keys(cfg):
+    keys = {"logits"}
+    if cfg.model.ecre.supervised:
+        keys.add("ecre")
+    keys.update(f"ss_{level}" for level in cfg.model.ss.levels)
+    return keys
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: os.path.relpath(p, ROOT))
+def test_shipped_config_builds_with_matching_outputs(path):
+    cfg = load_config(path, ["model.backbone.weights=null"])
+    model = build_model(cfg)
+    names = _layer_names(model)
+    assert set(model.output.keys()) == _expected_keys(cfg)
+    # A switched-off module leaves no layers behind.
+    assert any(n.startswith("seb_") for n in names) == cfg.model.seb.enabled
+    assert ("ecre_subpixel" in names) == cfg.model.ecre.enabled
+    assert ("up_res5" in names) == (not cfg.model.ecre.enabled)
+    assert ("dap" in names) == cfg.model.dap.enabled
+    assert ("br_stride1" in names) == (not cfg.model.dap.enabled or cfg.model.dap.placement == "refinement")
+    assert sum(n.startswith("ss_head_") for n in names) == len(cfg.model.ss.levels)
+    out = model.predict(np.zeros((1, 64, 64, 3), "float32"), verbose=0)
+    c = cfg.data.num_classes
+    assert out["logits"].shape == (1, 64, 64, c)
+    if "ecre" in out:
+        assert out["ecre"].shape == (1, 4, 4, c)
+    for level in cfg.model.ss.levels:
+        assert out[f"ss_{level}"].shape == (1, c)
+
+
+def test_lr_is_a_block_count_setting():
+    standard = load_config(os.path.join(ROOT, "configs/ablation/row2_ss.yaml"))
+    rearranged = load_config(os.path.join(ROOT, "configs/ablation/row3_ss_lr.yaml"))
+    assert standard.model.backbone.blocks == [3, 4, 23, 3] and rearranged.model.backbone.blocks == [8, 8, 9, 8]
+    assert sum(standard.model.backbone.blocks) == sum(rearranged.model.backbone.blocks) == 33
+
+
+@pytest.mark.parametrize("height,width", [(64, 96), (96, 64), (32, 160)])
+def test_any_size_divisible_by_32(height, width, tiny_config):
+    model = build_model(tiny_config)
+    out = model(np.random.default_rng(0).uniform(0, 255, (2, height, width, 3)).astype("float32"))
+    assert out["logits"].shape == (2, height, width, 5)
+    assert out["ecre"].shape == (2, height // 16, width // 16, 5)
+
+
+@pytest.mark.parametrize("placement,upsampling", [("upsampling", "deconv"), ("refinement", "deconv"),
+                                                  ("upsampling", "bilinear")])
+def test_keras_round_trip_of_the_whole_model(placement, upsampling, tmp_path, rng):
+    cfg = config_from_dict(tiny_config_dict(dap={"enabled": True, "kernel": 3, "placement": placement},
+                                            upsampling=upsampling))
+    model = build_model(cfg)
+    x = rng.uniform(0, 255, (1, 64, 96, 3)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    got = reloaded.predict(x, verbose=0)
+    assert set(got) == set(expected)
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], atol=1e-5)
+
+
+def test_outputs_stay_float32_under_mixed_precision(tiny_config):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model(tiny_config)
+        out = model(np.zeros((1, 64, 64, 3), "float32"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("gcn_res5").compute_dtype == "float16"
+    assert all(str(v.dtype) == "<dtype: 'float32'>" for v in out.values())
+
+
+def test_inference_leaves_batchnorm_statistics_unchanged(tiny_config, rng):
+    model = build_model(tiny_config)
+    before = [w.numpy().copy() for w in model.non_trainable_weights]
+    assert before, "the tiny model has BatchNorm moving statistics"
+    x = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    model(x, training=False)
+    model.predict(x, verbose=0)
+    for old, new in zip(before, model.non_trainable_weights):
+        np.testing.assert_array_equal(old, new.numpy())
+    model(x, training=True)
+    assert any(not np.array_equal(old, new.numpy()) for old, new in zip(before, model.non_trainable_weights))
+
+
+def test_a_few_fit_steps_lower_the_loss(rng):
+    keras.utils.set_random_seed(0)
+    cfg = config_from_dict(tiny_config_dict(ecre={"enabled": True, "supervised": False}, ss={"levels": []}))
+    model = build_model(cfg)
+    x = rng.uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    # A learnable target: the class is the brightest channel's index (0..2) or 3/4 for dark/bright pixels.
+    y = np.argmax(x, axis=-1)
+    y[x.mean(-1) < 60] = 3
+    y[x.mean(-1) > 200] = 4
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    history = model.fit(x, {"logits": y}, epochs=15, batch_size=4, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_flops_counter_against_formulas():
+    inputs = keras.Input((None, None, 8))
+    x = keras.layers.Conv2D(16, 3, padding="same", groups=4, name="grouped")(inputs)
+    x = keras.layers.Conv2DTranspose(6, 4, strides=2, padding="same", name="deconv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(10, name="dense")(x)
+    flops = count_flops(keras.Model(inputs, x), 16, 16)
+    assert flops["grouped"] == 2 * 16 * 16 * 16 * 3 * 3 * (8 // 4)
+    assert flops["deconv"] == 2 * 16 * 16 * 16 * 4 * 4 * 6
+    assert flops["dense"] == 2 * 6 * 10
+
+
+def test_resnet101_flops_match_the_reference_count():
+    cfg = BackboneConfig(blocks=[3, 4, 23, 3], cardinality=1, base_width=64)
+    total = sum(count_flops(build_classifier(cfg), 224, 224).values())
+    assert total / 1e9 == pytest.approx(15.6, abs=0.1)  # exfuse-spec.md: 15.6 GFLOPs at 224x224
+
+
+def test_summary_parts_and_command(tiny_config, capsys):
+    rows = summarize(build_model(tiny_config), 64, 64)
+    assert {"backbone", "SEB", "GCN", "ECRE", "decoder", "final stage", "SS heads", "total"} <= set(rows)
+    assert rows["total"]["params"] == build_model(tiny_config).count_params()
+    assert rows["total"]["gflops"] == pytest.approx(sum(r["gflops"] for k, r in rows.items() if k != "total"))
+    assert summary_main(["--config", os.path.join(ROOT, "configs/quickstart.yaml"), "--size", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "backbone" in printed and "GFLOPs @ 64x64" in printed
+    assert summary_main(["--config", os.path.join(ROOT, "configs/quickstart.yaml"), "--size", "60"]) == 2
