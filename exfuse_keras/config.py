@@ -27,7 +27,7 @@ from typing import Literal, Optional
 import yaml
 
 __all__ = [
-    "BackboneConfig", "SEBConfig", "ECREConfig", "DAPConfig", "SSConfig", "ModelConfig",
+    "BackboneConfig", "InitConfig", "SEBConfig", "ECREConfig", "DAPConfig", "SSConfig", "ModelConfig",
     "FolderConfig", "DataConfig", "TrainConfig", "EvalConfig", "ExportConfig", "Config", "ConfigError",
     "load_config", "config_from_dict", "save_config", "config_to_dict",
 ]
@@ -262,29 +262,66 @@ class DataConfig:
 
 
 @dataclass
+class InitConfig:
+    """Where a training stage starts from (the paper's stages 2 and 3 start from the previous one).
+
+    ``from_run``: a run directory or ``.keras`` file; ``part``: ``backbone`` (its layers only)
+    or ``model`` (every layer whose name and shapes match).
+    """
+
+    from_run: Optional[str] = None
+    part: Literal["backbone", "model"] = "model"
+
+
+@dataclass
 class TrainConfig:
+    """Optimisation and run settings.
+
+    ``batch_size`` is the global batch (split across replicas). ``learning_rate`` is for
+    ``reference_batch_size`` images and is scaled linearly to ``batch_size``. An epoch is
+    ``steps_per_epoch`` steps: the unit of backup (exact resume), validation and logging.
+    ``mixed_precision`` and ``jit_compile`` default to on for GPUs and off for CPUs (``auto``);
+    ``deterministic`` turns on TensorFlow's op determinism for bit-reproducible runs.
+    """
+
     batch_size: int = 16
     epochs: int = 50
     steps_per_epoch: int = 1000
     optimizer: Literal["sgd", "adamw"] = "sgd"
     learning_rate: float = 0.01
+    reference_batch_size: int = 16
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_steps: int = 1000
     poly_power: float = 0.9
+    ecre_loss_weight: float = 1.0
+    ss_loss_weight: float = 0.2
+    class_weights: Optional[list[float]] = None
+    ohem_fraction: Optional[float] = None
+    mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = "auto"
+    jit_compile: Literal["auto", "on", "off"] = "auto"
+    deterministic: bool = False
     seed: int = 0
+    val_batch_size: int = 1
+    max_train_seconds: Optional[float] = None
+    init: InitConfig = field(default_factory=InitConfig)
 
     def validate(self, where: str) -> None:
-        for key in ("batch_size", "epochs", "steps_per_epoch"):
+        for key in ("batch_size", "epochs", "steps_per_epoch", "reference_batch_size", "val_batch_size"):
             _positive(where, f"train.{key}", getattr(self, key))
         if self.learning_rate <= 0:
             _fail(where, "train.learning_rate", "must be positive", self.learning_rate)
         if not 0 <= self.momentum < 1:
             _fail(where, "train.momentum", "must be in [0, 1)", self.momentum)
-        if self.weight_decay < 0:
-            _fail(where, "train.weight_decay", "must be >= 0", self.weight_decay)
-        if self.warmup_steps < 0:
-            _fail(where, "train.warmup_steps", "must be >= 0", self.warmup_steps)
+        for key in ("weight_decay", "warmup_steps", "ecre_loss_weight", "ss_loss_weight"):
+            if getattr(self, key) < 0:
+                _fail(where, f"train.{key}", "must be >= 0", getattr(self, key))
+        if self.ohem_fraction is not None and not 0 < self.ohem_fraction <= 1:
+            _fail(where, "train.ohem_fraction", "must be in (0, 1] or null", self.ohem_fraction)
+        if self.class_weights is not None and any(w < 0 for w in self.class_weights):
+            _fail(where, "train.class_weights", "must be non-negative", self.class_weights)
+        if self.max_train_seconds is not None and self.max_train_seconds <= 0:
+            _fail(where, "train.max_train_seconds", "must be positive or null", self.max_train_seconds)
 
 
 @dataclass
@@ -322,6 +359,10 @@ class Config:
     def validate(self, where: str = "config") -> "Config":
         for section in (self.model, self.data, self.train, self.eval, self.export):
             section.validate(where)
+        weights = self.train.class_weights
+        if weights is not None and len(weights) != self.data.num_classes:
+            _fail(where, "train.class_weights", f"must have data.num_classes = {self.data.num_classes} entries",
+                  weights)
         return self
 
 
