@@ -1,43 +1,282 @@
-"""The job behind train.py.
+"""The training job behind train.py: config -> dataset -> model -> ``model.fit`` -> run directory.
 
-Today it resolves the config, writes it into the run directory and prints the model's
-per-part parameters and FLOPs; fitting on the data pipeline is the training issue's.
+Run directory (one layout; evaluation and export read it)::
+
+    <model-dir>/
+      config.yaml      the resolved config (load_config reads it back)
+      versions.json    Python, TensorFlow, Keras, the git commit, the strategy and replicas
+      best.keras       the model with the best validation mIoU so far
+      last.keras       the model at the end of training
+      backup/          BackupAndRestore state: rerun the same command to resume after a kill
+      logs/            TensorBoard: loss per head, lr, mIoU, steps/s; images/ (predictions)
+      history.csv      one row per epoch
+
+An "epoch" is ``train.steps_per_epoch`` steps: the unit of backup, validation and logging.
+Its batches are a pure function of (``train.seed``, global step): after a kill the rerun
+restores the last finished epoch and replays exactly the batches the lost one had, so with
+``train.deterministic`` it ends with the uninterrupted run's weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
+import subprocess
 import sys
+import time
+
+STRATEGY_CHOICES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+BEST_METRIC = "val_logits_miou"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train ExFuse.")
+    parser = argparse.ArgumentParser(description="Train ExFuse with model.fit.")
     parser.add_argument("--config", required=True, help="YAML config (see configs/)")
     parser.add_argument("--model-dir", required=True, help="run directory (config, checkpoints, logs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.batch_size=8 (repeatable)")
+    parser.add_argument("--strategy", default="auto", choices=STRATEGY_CHOICES,
+                        help="auto: TPU if present, MirroredStrategy with >1 GPU, else default")
     return parser.parse_args(argv)
+
+
+def _git_commit() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_versions(path: str, **extra) -> dict:
+    import keras
+    import tensorflow as tf
+
+    info = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "git_commit": _git_commit(), "platform": platform.platform(), **extra}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+    return info
+
+
+def completed_epochs(backup_dir: str) -> int:
+    """Epochs a previous, interrupted run of this directory finished (0 for a new run).
+
+    Reads the metadata Keras' BackupAndRestore writes, so the dataset can start at the same
+    step that ``fit`` will resume from.
+    """
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return int(json.load(f)["epoch"])
+
+
+def with_targets(dataset, output_names):
+    """(image, mask) -> (image, {output: mask}): every loss derives its own target from the mask."""
+    return dataset.map(lambda image, mask: (image, {name: mask for name in output_names}))
+
+
+def training_dataset(cfg, output_names, start_step: int, strategy):
+    """The training batches from global step ``start_step`` on, for ``strategy``.
+
+    Data epochs (full passes, reshuffled per epoch) are independent of fit's epochs
+    (``steps_per_epoch`` steps); the stream starts at the data epoch and offset of
+    ``start_step`` in each input pipeline.
+    """
+    import tensorflow as tf
+
+    from exfuse_keras.data.pipeline import make_dataset, num_examples, prepare_builder
+
+    prepare_builder(cfg.data)
+    total = num_examples(cfg.data, "train")
+
+    def dataset_fn(input_context=None):
+        pipelines = input_context.num_input_pipelines if input_context else 1
+        pipeline_id = input_context.input_pipeline_id if input_context else 0
+        batch = input_context.get_per_replica_batch_size(cfg.train.batch_size) if input_context \
+            else cfg.train.batch_size
+        shard_size = len(range(pipeline_id, total, pipelines))
+        per_epoch = shard_size // batch
+        if per_epoch == 0:
+            raise ValueError(f"data: the train split has {total} examples, fewer than one batch of "
+                             f"{batch} per input pipeline")
+        epoch, offset = divmod(start_step, per_epoch)
+        dataset = make_dataset(cfg, "train", training=True, epoch=epoch, repeat=True,
+                               input_context=input_context)
+        return with_targets(dataset.skip(offset), output_names)
+
+    if strategy.num_replicas_in_sync > 1 or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return strategy.distribute_datasets_from_function(dataset_fn)
+    return dataset_fn()
+
+
+def initialize_from(model, init) -> int:
+    """Copies weights from a previous stage's run directory or ``.keras`` file.
+
+    ``init.part == "backbone"`` copies the backbone's layers; ``"model"`` every layer whose
+    name and weight shapes match (a head for another number of classes is left as built).
+    Returns the number of layers copied.
+    """
+    import keras
+
+    from exfuse_keras.backbones.weights import WeightsError, _layers_by_name, copy_weights_by_name
+
+    path = init.from_run
+    if os.path.isdir(path):
+        path = os.path.join(path, "best.keras")
+    if not os.path.isfile(path):
+        raise WeightsError(f"train.init.from_run: no model at {path}")
+    source = keras.models.load_model(path, compile=False)
+    if init.part == "backbone":
+        return copy_weights_by_name(source.get_layer("backbone"), model.get_layer("backbone"))
+    available = _layers_by_name(source)
+    copied = 0
+    for name, layer in _layers_by_name(model).items():
+        src = available.get(name)
+        if src is not None and [w.shape for w in src.get_weights()] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(src.get_weights())
+            copied += 1
+    return copied
+
+
+def build_training_model(cfg, jit_compile: bool):
+    """The compiled model: losses per output, the streaming mIoU on ``logits``, the optimiser."""
+    from exfuse_keras.losses import build_losses
+    from exfuse_keras.metrics import StreamingMeanIoU
+    from exfuse_keras.model import build_model
+    from exfuse_keras.training.optim import build_optimizer
+
+    model = build_model(cfg)
+    if cfg.train.init.from_run:
+        copied = initialize_from(model, cfg.train.init)
+        print(f"initialised {copied} layers ({cfg.train.init.part}) from {cfg.train.init.from_run}")
+    output_names = list(model.output.keys())
+    losses, loss_weights = build_losses(cfg, output_names)
+    model.compile(
+        optimizer=build_optimizer(cfg, cfg.train.epochs * cfg.train.steps_per_epoch),
+        loss=losses, loss_weights=loss_weights,
+        metrics={"logits": [StreamingMeanIoU(cfg.data.num_classes, cfg.data.ignore_label, name="miou")]},
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def _callbacks(cfg, model_dir: str, val_sample, is_chief: bool, backup_dir: str):
+    import keras
+    import numpy as np
+
+    from exfuse_keras.data.palette import voc_palette
+    from exfuse_keras.training.callbacks import (ImageSummary, LearningRateLogger, Throughput,
+                                                 TimeBudget)
+
+    palette = np.asarray(cfg.data.palette, np.uint8) if cfg.data.palette else voc_palette()
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"),
+        keras.callbacks.TerminateOnNaN(),
+        LearningRateLogger(),
+        Throughput(cfg.train.batch_size),
+    ]
+    if is_chief:
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "best.keras"), monitor=BEST_METRIC,
+                                            mode="max", save_best_only=True),
+            keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+            keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), write_graph=False),
+        ]
+        if val_sample is not None:
+            callbacks.append(ImageSummary(os.path.join(model_dir, "logs"), *val_sample, palette))
+    if cfg.train.max_train_seconds:
+        callbacks.append(TimeBudget(cfg.train.max_train_seconds))
+    return callbacks
+
+
+def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> dict:
+    """Trains (or resumes) the run in ``model_dir``; returns the last epoch's logs and timing."""
+    import keras
+    import tensorflow as tf
+
+    from exfuse_keras.config import save_config
+    from exfuse_keras.data.pipeline import make_dataset
+    from exfuse_keras.training.strategy import resolve_jit, resolve_precision, select_strategy
+
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    precision = resolve_precision(cfg.train.mixed_precision)
+    keras.mixed_precision.set_global_policy(precision)
+    jit = resolve_jit(cfg.train.jit_compile)
+    strategy = select_strategy(strategy_name)
+    is_chief = _is_chief(strategy)
+    # Non-chief workers of a multi-worker run write to their own temporary folder, so two
+    # workers never write (or lock) the same file.
+    run_dir = model_dir if is_chief else os.path.join(model_dir, ".workers", f"worker_{_task_id()}")
+    os.makedirs(run_dir, exist_ok=True)
+    backup_dir = os.path.join(run_dir, "backup")
+    if is_chief:
+        save_config(cfg, os.path.join(model_dir, "config.yaml"))
+        write_versions(os.path.join(model_dir, "versions.json"), strategy=type(strategy).__name__,
+                       replicas=strategy.num_replicas_in_sync, precision=precision, jit_compile=jit)
+    print(f"strategy: {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}, "
+          f"global batch: {cfg.train.batch_size}, precision: {precision}, XLA: {jit}")
+
+    with strategy.scope():
+        model = build_training_model(cfg, jit)
+    if is_chief and verbose:
+        model.summary(line_length=100, expand_nested=False)
+    output_names = list(model.output.keys())
+
+    start_epoch = completed_epochs(backup_dir)
+    if start_epoch:
+        print(f"resuming from the backup in {backup_dir}: {start_epoch} epochs done")
+    train_data = training_dataset(cfg, output_names, start_epoch * cfg.train.steps_per_epoch, strategy)
+    val_data = with_targets(make_dataset(cfg, "val", training=False, batch_size=cfg.train.val_batch_size),
+                            output_names)
+    val_sample = None
+    if is_chief:
+        images, masks = next(iter(make_dataset(cfg, "val", training=False, batch_size=4)))
+        val_sample = (images.numpy(), masks.numpy())
+
+    callbacks = _callbacks(cfg, model_dir, val_sample, is_chief, backup_dir)
+    started = time.perf_counter()
+    history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
+                        validation_data=val_data, callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - started
+    if is_chief:
+        model.save(os.path.join(model_dir, "last.keras"))
+    last = {key: float(values[-1]) for key, values in history.history.items()} if history.history else {}
+    return {"logs": last, "train_seconds": seconds, "epochs_run": len(history.epoch),
+            "best_miou": max(history.history.get(BEST_METRIC, [float("nan")]))}
+
+
+def _task_id() -> int:
+    return int(json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0))
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(getattr(strategy, "extended", None), "_cluster_resolver", None)
+    if resolver is None or not os.environ.get("TF_CONFIG"):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type in ("chief", None) or (task_type == "worker" and task_id == 0
+                                            and "chief" not in resolver.cluster_spec().as_dict())
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from exfuse_keras.config import ConfigError, load_config, save_config
+    from exfuse_keras.config import ConfigError, load_config
 
     try:
         cfg = load_config(args.config, args.set)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    os.makedirs(args.model_dir, exist_ok=True)
-    save_config(cfg, os.path.join(args.model_dir, "config.yaml"))
-
-    from exfuse_keras.model import build_model
-    from exfuse_keras.summary import format_summary, summarize
-
-    model = build_model(cfg)
-    size = cfg.data.crop_size
-    print(f"{args.config}: outputs {list(model.output.keys())}; resolved config in "
-          f"{os.path.join(args.model_dir, 'config.yaml')}")
-    print(format_summary(summarize(model, size, size), size, size))
+    result = train(cfg, args.model_dir, args.strategy)
+    miou = result["logs"].get(BEST_METRIC)
+    print(f"trained {result['epochs_run']} epochs in {result['train_seconds']:.0f} s; "
+          f"last val mIoU {miou if miou is None else round(miou, 4)}, best {result['best_miou']:.4f}; "
+          f"run directory {args.model_dir}")
     return 0

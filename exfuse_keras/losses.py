@@ -1,0 +1,152 @@
+"""Losses for each model output, each deriving its own target from the one label mask.
+
+- ``"logits"``: softmax cross-entropy over valid pixels (label != ignore).
+- ``"ecre"``: the same at 1/16, against labels downsampled nearest (ExFuse Sec. 3.2: the
+  supervision is what makes the sub-pixel upsampling work).
+- ``"ss_<level>"``: sigmoid cross-entropy on the multi-hot set of classes present in the
+  crop (segmentation-time Semantic Supervision, Sec. 3.1).
+
+Replica invariance: every loss returns (sum over this replica's terms) / (count over the
+*global* batch), the count all-reduced across replicas when more than one is in sync. Keras
+sums the replicas' gradients, so 1 device and N replicas give the same loss and gradients
+(../shared/tf-keras-notes.md). The reduction is therefore ``"sum"`` of an already
+normalised scalar.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+
+def global_sum(value: tf.Tensor) -> tf.Tensor:
+    """Sums ``value`` over the replicas in sync (identity on one device)."""
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+    return value
+
+
+def labels_like(mask: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """The int32 label map ``[N, h, w]`` at the logits' resolution (nearest when it differs)."""
+    mask = tf.convert_to_tensor(mask)
+    if mask.shape.rank == 4:
+        mask = mask[..., 0]
+    mask = tf.cast(mask, tf.int32)
+    target = tf.shape(logits)[1:3]
+    source = tf.shape(mask)[1:3]
+
+    def resize():
+        return tf.image.resize(mask[..., None], target, method="nearest")[..., 0]
+
+    return tf.cond(tf.reduce_all(tf.equal(source, target)), lambda: mask, resize)
+
+
+def class_presence(mask: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """Multi-hot ``[N, num_classes]``: 1 where a class has at least one pixel in the image."""
+    mask = tf.convert_to_tensor(mask)
+    if mask.shape.rank == 4:
+        mask = mask[..., 0]
+    flat = tf.reshape(tf.cast(mask, tf.int32), [tf.shape(mask)[0], -1])
+    one_hot = tf.one_hot(flat, num_classes, dtype=tf.float32)  # ignore (>= C) becomes all zeros
+    return tf.reduce_max(one_hot, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="exfuse")
+class SegmentationCrossEntropy(keras.losses.Loss):
+    """Softmax cross-entropy over valid pixels, normalised by the global valid-pixel count.
+
+    ``y_true``: the label mask ``[N, H, W]`` (or ``[N, H, W, 1]``), ignore label excluded;
+    ``y_pred``: logits ``[N, h, w, C]``; the mask is resized nearest when ``h, w`` differ
+    (the ECRE output at 1/16).
+
+    Args:
+        num_classes: C.
+        ignore_label: label value that contributes nothing (VOC's 255).
+        class_weights: optional per-class weights (length C), multiplying each pixel's loss.
+        ohem_fraction: online hard example mining: keep only the hardest fraction of this
+            replica's valid pixels (``None`` keeps all).
+    """
+
+    def __init__(self, num_classes: int, ignore_label: int = 255,
+                 class_weights: Optional[Sequence[float]] = None, ohem_fraction: Optional[float] = None,
+                 name: str = "segmentation_cross_entropy", **kwargs):
+        kwargs.pop("reduction", None)
+        super().__init__(name=name, reduction="sum", **kwargs)
+        self.num_classes = num_classes
+        self.ignore_label = ignore_label
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.ohem_fraction = ohem_fraction
+
+    def call(self, y_true, y_pred):
+        logits = tf.cast(y_pred, tf.float32)
+        labels = labels_like(y_true, logits)
+        valid = tf.logical_and(tf.not_equal(labels, self.ignore_label), labels < self.num_classes)
+        safe_labels = tf.where(valid, labels, tf.zeros_like(labels))
+        per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
+        weights = tf.cast(valid, tf.float32)
+        if self.class_weights is not None:
+            weights *= tf.gather(tf.constant(self.class_weights, tf.float32), safe_labels)
+        if self.ohem_fraction is not None:
+            flat = tf.reshape(tf.where(valid, per_pixel, -1.0), [-1])
+            keep = tf.maximum(1, tf.cast(tf.cast(tf.reduce_sum(tf.cast(valid, tf.int32)), tf.float32)
+                                         * self.ohem_fraction, tf.int32))
+            threshold = tf.math.top_k(flat, k=tf.minimum(keep, tf.size(flat))).values[-1]
+            weights *= tf.cast(per_pixel >= threshold, tf.float32)
+        count = global_sum(tf.reduce_sum(tf.cast(weights > 0, tf.float32)))
+        return tf.reduce_sum(per_pixel * weights) / tf.maximum(count, 1.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("reduction", None)
+        return {**config, "num_classes": self.num_classes, "ignore_label": self.ignore_label,
+                "class_weights": self.class_weights, "ohem_fraction": self.ohem_fraction}
+
+
+@keras.saving.register_keras_serializable(package="exfuse")
+class ClassPresenceLoss(keras.losses.Loss):
+    """Sigmoid cross-entropy on which classes are present, for the SS heads' logits.
+
+    ``y_true``: the label mask; ``y_pred``: ``[N, C]`` logits. Averaged over classes and over
+    the global batch.
+    """
+
+    def __init__(self, num_classes: int, name: str = "class_presence", **kwargs):
+        kwargs.pop("reduction", None)
+        super().__init__(name=name, reduction="sum", **kwargs)
+        self.num_classes = num_classes
+
+    def call(self, y_true, y_pred):
+        logits = tf.cast(y_pred, tf.float32)
+        targets = class_presence(y_true, self.num_classes)
+        per_image = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=-1)
+        images = global_sum(tf.cast(tf.shape(per_image)[0], tf.float32))
+        return tf.reduce_sum(per_image) / tf.maximum(images, 1.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("reduction", None)
+        return {**config, "num_classes": self.num_classes}
+
+
+def build_losses(cfg, output_names: Sequence[str]) -> tuple[dict, dict]:
+    """The loss and loss weight for each of the model's outputs, from ``cfg.train``."""
+    num_classes, ignore = cfg.data.num_classes, cfg.data.ignore_label
+    t = cfg.train
+    losses, weights = {}, {}
+    for name in output_names:
+        if name == "logits":
+            losses[name] = SegmentationCrossEntropy(num_classes, ignore, t.class_weights, t.ohem_fraction,
+                                                    name="logits_loss")
+            weights[name] = 1.0
+        elif name == "ecre":
+            losses[name] = SegmentationCrossEntropy(num_classes, ignore, t.class_weights, name="ecre_loss")
+            weights[name] = t.ecre_loss_weight
+        elif name.startswith("ss_"):
+            losses[name] = ClassPresenceLoss(num_classes, name=f"{name}_loss")
+            weights[name] = t.ss_loss_weight
+        else:
+            raise ValueError(f"no loss is defined for model output {name!r}")
+    return losses, weights

@@ -1,0 +1,97 @@
+"""Training callbacks beyond Keras' own: learning rate and throughput in the logs, image
+summaries for TensorBoard, and a wall-clock budget."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from exfuse_keras.data.palette import colorize
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds ``lr`` (the schedule's value at the current step) to each epoch's logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            optimizer = self.model.optimizer
+            logs["lr"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class Throughput(keras.callbacks.Callback):
+    """Adds ``steps_per_sec`` and ``images_per_sec`` of the epoch's training steps to its logs."""
+
+    def __init__(self, global_batch: int):
+        super().__init__()
+        self.global_batch = global_batch
+        self._start = None
+        self._steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._steps = None, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._start is None:  # the first step of an epoch may trace; time from its end
+            self._start = -1.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._start == -1.0:
+            self._start = time.perf_counter()
+        else:
+            self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._steps and self._start and self._start > 0:
+            rate = self._steps / (time.perf_counter() - self._start)
+            logs["steps_per_sec"] = rate
+            logs["images_per_sec"] = rate * self.global_batch
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once ``seconds`` of wall-clock time have passed since ``on_train_begin``."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self._start = None
+        self.stopped_early = False
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() - self._start > self.seconds:
+            self.model.stop_training = True
+            self.stopped_early = True
+
+
+class ImageSummary(keras.callbacks.Callback):
+    """Writes input, ground truth and prediction (colourised) for a few images to TensorBoard.
+
+    Args:
+        log_dir: TensorBoard folder (images go to ``<log_dir>/images``).
+        images: float ``[N, H, W, 3]`` RGB 0..255.
+        masks: int ``[N, H, W]`` with the ignore label.
+        palette: ``[K, 3]`` uint8 colours of the classes.
+    """
+
+    def __init__(self, log_dir: str, images: np.ndarray, masks: np.ndarray, palette: np.ndarray):
+        super().__init__()
+        self.images = images
+        self.masks = masks
+        self.palette = palette
+        self.writer = tf.summary.create_file_writer(f"{log_dir}/images")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logits = self.model.predict(self.images, verbose=0)["logits"]
+        prediction = np.argmax(logits, axis=-1).astype(np.uint8)
+        truth = np.stack([colorize(m.astype(np.uint8), self.palette) for m in self.masks])
+        predicted = np.stack([colorize(p, self.palette) for p in prediction])
+        with self.writer.as_default(step=epoch):
+            tf.summary.image("input", self.images.astype(np.uint8), max_outputs=len(self.images))
+            tf.summary.image("ground_truth", truth, max_outputs=len(self.images))
+            tf.summary.image("prediction", predicted, max_outputs=len(self.images))
+        self.writer.flush()

@@ -1,0 +1,147 @@
+"""Losses, the streaming mIoU and the optimiser against hand computations."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from exfuse_keras.config import config_from_dict
+from exfuse_keras.losses import ClassPresenceLoss, SegmentationCrossEntropy, build_losses, class_presence
+from exfuse_keras.metrics import StreamingMeanIoU, confusion_matrix, scores_from_confusion
+from exfuse_keras.model import build_model
+from exfuse_keras.training.optim import PolyWithWarmup, build_optimizer
+from tests.conftest import tiny_config_dict
+
+
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def _numpy_ce(labels, logits, ignore=255, weights=None):
+    valid = labels != ignore
+    safe = np.where(valid, labels, 0)
+    nll = -np.take_along_axis(_log_softmax(logits.astype(np.float64)), safe[..., None], -1)[..., 0]
+    w = valid.astype(np.float64) * (1.0 if weights is None else np.asarray(weights)[safe])
+    return (nll * w).sum() / valid.sum(), nll, valid
+
+
+def test_cross_entropy_over_valid_pixels(rng):
+    logits = rng.standard_normal((2, 8, 8, 4)).astype("float32") * 3
+    labels = rng.integers(0, 4, (2, 8, 8))
+    labels[0, :3] = 255
+    expected, _, _ = _numpy_ce(labels, logits)
+    got = SegmentationCrossEntropy(4)(labels, logits).numpy()
+    assert got == pytest.approx(expected, rel=1e-5)
+    weights = [1.0, 2.0, 0.5, 3.0]
+    got_w = SegmentationCrossEntropy(4, class_weights=weights)(labels, logits).numpy()
+    assert got_w == pytest.approx(_numpy_ce(labels, logits, weights=weights)[0], rel=1e-5)
+
+
+def test_ohem_keeps_the_hardest_pixels(rng):
+    logits = rng.standard_normal((1, 8, 8, 3)).astype("float32") * 3
+    labels = rng.integers(0, 3, (1, 8, 8))
+    labels[0, 0] = 255
+    full, nll, valid = _numpy_ce(labels, logits)
+    assert SegmentationCrossEntropy(3, ohem_fraction=1.0)(labels, logits).numpy() == pytest.approx(full, rel=1e-5)
+    hardest = np.sort(nll[valid])[::-1][: int(valid.sum() * 0.25)]
+    got = SegmentationCrossEntropy(3, ohem_fraction=0.25)(labels, logits).numpy()
+    assert got == pytest.approx(hardest.mean(), rel=1e-5)
+
+
+def test_ecre_loss_uses_labels_downsampled_nearest(rng):
+    # Labels constant over 16x16 blocks: the block value is the only right nearest sample.
+    blocks = rng.integers(0, 5, (2, 3, 4))
+    labels = np.kron(blocks, np.ones((16, 16), int))
+    labels[0, :16, :16] = 255
+    logits = rng.standard_normal((2, 3, 4, 5)).astype("float32")
+    small = blocks.copy()
+    small[0, 0, 0] = 255
+    got = SegmentationCrossEntropy(5)(labels, logits).numpy()
+    assert got == pytest.approx(_numpy_ce(small, logits)[0], rel=1e-5)
+
+
+def test_class_presence_loss(rng):
+    labels = np.zeros((2, 4, 4), int)
+    labels[0, 0, 0] = 2
+    labels[1] = 255
+    labels[1, 1, 1] = 3
+    targets = class_presence(labels, 4).numpy()
+    np.testing.assert_array_equal(targets, [[1, 0, 1, 0], [0, 0, 0, 1]])
+    logits = rng.standard_normal((2, 4)).astype("float32")
+    p = 1 / (1 + np.exp(-logits))
+    expected = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean()
+    assert ClassPresenceLoss(4)(labels, logits).numpy() == pytest.approx(expected, rel=1e-5)
+
+
+def test_losses_follow_the_outputs():
+    cfg = config_from_dict(tiny_config_dict())
+    losses, weights = build_losses(cfg, ["logits", "ecre", "ss_res2"])
+    assert set(losses) == {"logits", "ecre", "ss_res2"} and weights["ss_res2"] == cfg.train.ss_loss_weight
+    off = config_from_dict(tiny_config_dict(ecre={"enabled": True, "supervised": False}, ss={"levels": []}))
+    outputs = list(build_model(off).output.keys())
+    assert list(build_losses(off, outputs)[0]) == ["logits"]
+
+
+def _numpy_confusion(labels, predictions, num_classes, ignore=255):
+    valid = labels != ignore
+    return np.bincount(labels[valid] * num_classes + predictions[valid],
+                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def test_streaming_miou_against_numpy_bincount(rng):
+    metric = StreamingMeanIoU(6)
+    total = np.zeros((6, 6))
+    for _ in range(3):
+        labels = rng.integers(0, 5, (2, 9, 7))  # class 5 never in the ground truth
+        labels[rng.random(labels.shape) < 0.2] = 255
+        logits = rng.standard_normal((2, 9, 7, 6)).astype("float32")
+        logits[..., 4] -= 10  # class 4 never predicted
+        metric.update_state(labels, logits)
+        total += _numpy_confusion(labels, logits.argmax(-1), 6)
+    np.testing.assert_array_equal(metric.matrix.numpy(), total)
+    tp = np.diag(total)
+    union = total.sum(0) + total.sum(1) - tp
+    expected = np.mean(tp[union > 0] / union[union > 0])
+    assert float(metric.result()) == pytest.approx(expected, rel=1e-6)
+    assert scores_from_confusion(total)["miou"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_streaming_miou_agrees_with_keras_meaniou(rng):
+    labels = rng.integers(0, 4, (3, 10, 10))
+    labels[:, :2] = 255
+    logits = rng.standard_normal((3, 10, 10, 4)).astype("float32")
+    ours = StreamingMeanIoU(4)
+    ours.update_state(labels, logits)
+    reference = keras.metrics.MeanIoU(num_classes=4, ignore_class=255, sparse_y_pred=True)
+    reference.update_state(labels, logits.argmax(-1))
+    assert float(ours.result()) == pytest.approx(float(reference.result()), rel=1e-6)
+
+
+def test_absent_classes_are_left_out_of_the_mean():
+    matrix = confusion_matrix(tf.constant([0, 0, 1]), tf.constant([0, 0, 1]), 4).numpy()
+    scores = scores_from_confusion(matrix)
+    assert scores["miou"] == 1.0 and np.isnan(scores["iou"][2:]).all()
+
+
+def test_poly_schedule_with_warmup():
+    schedule = PolyWithWarmup(0.1, total_steps=110, warmup_steps=10, power=0.9)
+    values = {step: float(schedule(step)) for step in (0, 5, 10, 60, 110, 200)}
+    assert values[0] == 0.0 and values[5] == pytest.approx(0.05)
+    assert values[10] == pytest.approx(0.1)
+    assert values[60] == pytest.approx(0.1 * 0.5 ** 0.9, rel=1e-6)
+    assert values[110] == 0.0 and values[200] == 0.0
+    assert PolyWithWarmup.from_config(schedule.get_config()).get_config() == schedule.get_config()
+
+
+def test_learning_rate_scales_with_global_batch_and_decay_skips_bn_and_bias():
+    cfg = config_from_dict({**tiny_config_dict(), "train": {"batch_size": 32, "reference_batch_size": 16,
+                                                             "learning_rate": 0.01, "warmup_steps": 0}})
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg, total_steps=100)
+    assert float(optimizer.learning_rate) == pytest.approx(0.02)
+    decayed = {v.path for v in model.trainable_variables if optimizer._use_weight_decay(v)}
+    assert decayed, "kernels are decayed"
+    for variable in model.trainable_variables:
+        name = variable.path.rsplit("/", 1)[-1]
+        assert (variable.path in decayed) == (name not in ("bias", "gamma", "beta")), variable.path
