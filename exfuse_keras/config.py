@@ -28,7 +28,8 @@ import yaml
 
 __all__ = [
     "BackboneConfig", "InitConfig", "SEBConfig", "ECREConfig", "DAPConfig", "SSConfig", "ModelConfig",
-    "FolderConfig", "DataConfig", "TrainConfig", "EvalConfig", "ExportConfig", "Config", "ConfigError",
+    "FolderConfig", "CocoConfig", "MixComponent", "ImageNetConfig", "DataConfig", "TrainConfig", "EvalConfig",
+    "ExportConfig", "Config", "ConfigError",
     "load_config", "config_from_dict", "save_config", "config_to_dict",
 ]
 
@@ -38,8 +39,9 @@ VOC_CLASSES = (
     "sheep", "sofa", "train", "tvmonitor",
 )
 SS_LEVELS = ("res2", "res3", "res4")
-# Values of data.dataset; exfuse_keras/data/pipeline.py maps each to its reader.
-DATASETS = ("voc", "train_aug", "shapes", "folder")
+# Values of data.dataset; exfuse_keras/data/pipeline.py maps each to its reader. "mix" combines
+# the others (data.mix).
+DATASETS = ("voc", "train_aug", "shapes", "folder", "coco_voc", "mix")
 
 
 class ConfigError(ValueError):
@@ -199,6 +201,62 @@ class FolderConfig:
 
 
 @dataclass
+class CocoConfig:
+    """COCO 2017 mapped to the 20 VOC classes (``data.dataset: coco_voc``; exfuse_keras/data/coco.py).
+
+    ``source``: ``panoptic`` (TFDS ``coco/2017_panoptic``, downloaded and prepared by TFDS under
+    ``data.tfds_dir``) or ``instances`` (the official ``annotations/instances_*2017.json`` and
+    ``train2017/``, ``val2017/`` folders or zips under ``data.root``). ``drop_empty`` leaves out
+    the images with no pixel of a VOC class.
+    """
+
+    source: Literal["panoptic", "instances"] = "panoptic"
+    drop_empty: bool = True
+
+
+@dataclass
+class MixComponent:
+    """One dataset of a mix (``data.dataset: mix``).
+
+    ``dataset``: any value of ``data.dataset`` but ``mix``; it reads the other ``data`` settings
+    (``folder``, ``coco``...) as it would alone. ``root``: its ``data.root`` (default
+    ``data.root``). ``weight``: how many times an epoch shows each of its training examples on
+    average (1: once, as in a plain concatenation; 2: twice; 0.5: a random half). ``val``: its
+    val split is part of the mix's val split.
+    """
+
+    dataset: str = ""
+    root: Optional[str] = None
+    weight: float = 1.0
+    val: bool = False
+
+
+@dataclass
+class ImageNetConfig:
+    """ImageNet classification input for the backbone's SS pretraining (exfuse_keras/data/imagenet.py).
+
+    ``root``: the TFDS manual folder holding ``ILSVRC2012_img_train.tar`` and
+    ``ILSVRC2012_img_val.tar`` (default ``data.root``). Training crops a random box of
+    ``crop_area_range`` of the image area (aspect 3/4..4/3), resized to ``image_size``;
+    evaluation resizes the short side to ``image_size / eval_crop_fraction`` and takes the
+    centre ``image_size`` square.
+    """
+
+    root: Optional[str] = None
+    image_size: int = 224
+    crop_area_range: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    eval_crop_fraction: float = 0.875
+
+    def validate(self, where: str) -> None:
+        _positive(where, "data.imagenet.image_size", self.image_size)
+        if len(self.crop_area_range) != 2 or not 0 < self.crop_area_range[0] <= self.crop_area_range[1] <= 1:
+            _fail(where, "data.imagenet.crop_area_range", "must be [min, max] with 0 < min <= max <= 1",
+                  self.crop_area_range)
+        if not 0 < self.eval_crop_fraction <= 1:
+            _fail(where, "data.imagenet.eval_crop_fraction", "must be in (0, 1]", self.eval_crop_fraction)
+
+
+@dataclass
 class DataConfig:
     """The dataset, what the model needs to know about it, and the input pipeline's settings.
 
@@ -206,9 +264,11 @@ class DataConfig:
     dataset needs no code change. ``palette`` defaults to the PASCAL VOC colour map.
 
     ``dataset``: ``voc`` (VOC 2012 train/val), ``train_aug`` (SBD + VOC train, 10,582 images;
-    val = VOC val), ``shapes`` (the built-in data, generated under ``root`` when missing) or
-    ``folder`` (``folder`` section). ``root`` holds the downloads or extracted folders;
-    prepared TFDS records go to ``tfds_dir`` (default ``<root>/tfds``).
+    val = VOC val), ``shapes`` (the built-in data, generated under ``root`` when missing),
+    ``folder`` (``folder`` section), ``coco_voc`` (COCO 2017 in VOC's classes, ``coco``
+    section) or ``mix`` (several of these in one training set, ``mix`` list; the paper's
+    stage 1 is ``coco_voc`` + ``train_aug``). ``root`` holds the downloads or extracted
+    folders; prepared TFDS records go to ``tfds_dir`` (default ``<root>/tfds``).
 
     Training augmentation (exfuse_keras/data/pipeline.py): a random scale in ``scale_range``,
     padding to ``crop_size`` (the image with ``mean_rgb``, the mask with ``ignore_label``), a
@@ -230,6 +290,9 @@ class DataConfig:
     mean_rgb: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
     shuffle_buffer: int = 1000
     folder: FolderConfig = field(default_factory=FolderConfig)
+    coco: CocoConfig = field(default_factory=CocoConfig)
+    mix: list[MixComponent] = field(default_factory=list)
+    imagenet: ImageNetConfig = field(default_factory=ImageNetConfig)
 
     def validate(self, where: str) -> None:
         if self.num_classes < 2:
@@ -259,6 +322,30 @@ class DataConfig:
             _fail(where, "data.mean_rgb", "must be three values in 0..255 (R, G, B)", self.mean_rgb)
         _positive(where, "data.shuffle_buffer", self.shuffle_buffer)
         self.folder.validate(where)
+        self.imagenet.validate(where)
+        self._validate_mix(where)
+
+    def mix_entry(self, component: MixComponent) -> "DataConfig":
+        """This section as one entry of ``mix`` reads it: the entry's dataset and root, no mix."""
+        return dataclasses.replace(self, dataset=component.dataset, root=component.root or self.root, mix=[])
+
+    def _validate_mix(self, where: str) -> None:
+        if self.dataset != "mix":
+            if self.mix:
+                _fail(where, "data.mix", "is read only when data.dataset is 'mix'; remove it or set "
+                      "data.dataset: mix", [c.dataset for c in self.mix])
+            return
+        if not self.mix:
+            _fail(where, "data.mix", "must list the datasets to mix when data.dataset is 'mix', e.g. "
+                  "[{dataset: coco_voc}, {dataset: train_aug, val: true}]", self.mix)
+        for i, component in enumerate(self.mix):
+            if component.dataset not in DATASETS or component.dataset == "mix":
+                _fail(where, f"data.mix[{i}].dataset", f"must be one of {[d for d in DATASETS if d != 'mix']}",
+                      component.dataset)
+            _positive(where, f"data.mix[{i}].weight", component.weight)
+        if not any(component.val for component in self.mix):
+            _fail(where, "data.mix", "needs at least one entry with 'val: true' (whose val split is "
+                  "evaluated)", [c.dataset for c in self.mix])
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 from typing import Optional
 
@@ -82,15 +83,18 @@ class LoadedImage:
     converted_from: Optional[str]
 
 
-def _open(path, listed_in: Optional[str]) -> Image.Image:
-    """Opens and fully decodes an image file; missing, empty and corrupt files raise DataError."""
-    if not os.path.isfile(path):
+def _open(path, listed_in: Optional[str], content: Optional[bytes] = None) -> Image.Image:
+    """Opens and fully decodes an image file (or ``content``, the bytes of the file ``path`` names).
+
+    Missing, empty and corrupt files raise DataError.
+    """
+    if content is None and not os.path.isfile(path):
         where = f" (listed in {listed_in})" if listed_in else ""
         raise DataError("missing", path, f"file not found{where}")
-    if os.path.getsize(path) == 0:
+    if (len(content) if content is not None else os.path.getsize(path)) == 0:
         raise DataError("empty", path, "empty file (0 bytes)")
     try:
-        image = Image.open(path)
+        image = Image.open(io.BytesIO(content) if content is not None else path)
         # Image.open reads only the header; load() decodes every pixel, which is what
         # detects a truncated or corrupt file.
         image.load()
@@ -99,12 +103,14 @@ def _open(path, listed_in: Optional[str]) -> Image.Image:
     return image
 
 
-def read_image(path, listed_in: Optional[str] = None) -> LoadedImage:
+def read_image(path, listed_in: Optional[str] = None, content: Optional[bytes] = None) -> LoadedImage:
     """Reads an image as 8-bit RGB.
 
     Args:
         path: image file.
         listed_in: the split list naming it, quoted when the file is missing.
+        content: the file's bytes when they are already in memory (e.g. read from another
+            TFDS dataset); ``path`` then only names the image in messages.
 
     Returns:
         LoadedImage with ``pixels`` uint8 [H, W, 3].
@@ -112,13 +118,16 @@ def read_image(path, listed_in: Optional[str] = None) -> LoadedImage:
     Raises:
         DataError: missing, empty, corrupt/truncated, or a mode with no RGB meaning.
     """
-    image = _open(path, listed_in)
+    image = _open(path, listed_in, content)
     if image.mode == "RGB":
         pixels = np.asarray(image)
         encoded = None
         if image.format == "JPEG":
-            with open(path, "rb") as f:
-                encoded = f.read()
+            if content is not None:
+                encoded = content
+            else:
+                with open(path, "rb") as f:
+                    encoded = f.read()
         return LoadedImage(pixels, encoded, None)
     if image.mode in _IMAGE_MODES_16BIT:
         # Keep the 8 most significant bits; PIL's convert("RGB") would clip at 255 instead.

@@ -5,10 +5,13 @@ Usage::
     python -m exfuse_keras.data.validate --config configs/voc.yaml [--split train] [--set k=v ...]
 
 Reads the extracted files under ``data.root`` (VOCdevkit / SBD folders, the shapes dataset, or
-a folder dataset) with the same checks the TFDS builders apply (exfuse_keras/data/checks.py),
-but keeps going after a problem: each bad file is printed as one line ``<file>: <problem>``,
-then a summary counts problems by kind and images that were converted to RGB. Exits 1 when
-there are problems, 0 otherwise.
+a folder dataset; each entry's root for a mix) with the same checks the TFDS builders apply
+(exfuse_keras/data/checks.py), but keeps going after a problem: each bad file is printed as one
+line ``<file>: <problem>``, then a summary counts problems by kind and images that were
+converted to RGB. Exits 1 when there are problems, 0 otherwise.
+
+COCO (``coco_voc``) has no mask files to scan: its images and annotations go through the same
+checks while its records are prepared, which stops at the first problem; the scan says so.
 """
 
 from __future__ import annotations
@@ -61,9 +64,17 @@ class Report:
 def list_examples(data: DataConfig) -> dict[str, list[ExampleFiles]]:
     """The examples of each split of the configured dataset, from extracted folders.
 
+    A mix lists each entry's splits as ``"mix[<i>] <dataset> <split>"``; ``coco_voc`` lists
+    none (see the module doc).
+
     Raises:
         DataError: a folder or split list is missing.
     """
+    if data.dataset == "mix":
+        return {f"mix[{i}] {c.dataset} {split}": examples for i, c in enumerate(data.mix)
+                for split, examples in list_examples(data.mix_entry(c)).items()}
+    if data.dataset == "coco_voc":
+        return {}
     root = Path(data.root)
     if data.dataset == "folder":
         f = data.folder
@@ -128,6 +139,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(err)
         print(Report(problems=[err]).summary())
         return 1
+    if data.dataset == "coco_voc" or any(c.dataset == "coco_voc" for c in data.mix):
+        print("coco_voc: not scanned; COCO's images and annotations are checked while its records are prepared")
     if args.split:
         unknown = sorted(set(args.split) - set(examples))
         if unknown:

@@ -35,7 +35,7 @@ from exfuse_keras.data.checks import DataError, ExampleFiles, files_fingerprint,
 from exfuse_keras.data.shapes import SHAPES_CLASSES, VOC_SUBDIR
 
 __all__ = ["Voc2012Segmentation", "VocSegmentationConfig", "voc_examples", "read_id_list",
-           "segmentation_features", "example_record", "VOC_SUBDIR", "SBD_SUBDIR"]
+           "segmentation_features", "example_record", "manual_dir_of", "VOC_SUBDIR", "SBD_SUBDIR"]
 
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
 SBD_URL = ("http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/"
@@ -152,7 +152,7 @@ class VocSegmentationConfig(tfds.core.BuilderConfig):
     downloadable: bool = True
 
 
-def _manual_dir(dl_manager) -> Optional[Path]:
+def manual_dir_of(dl_manager) -> Optional[Path]:
     """``dl_manager.manual_dir``, or None when none was given or it is empty."""
     try:
         return Path(dl_manager.manual_dir)
@@ -238,7 +238,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
         return Path(dl_manager.download_and_extract(url)) / subdir
 
     def _split_generators(self, dl_manager):
-        manual_dir = _manual_dir(dl_manager)
+        manual_dir = manual_dir_of(dl_manager)
         voc_dir = self._extracted(dl_manager, manual_dir, VOC_SUBDIR, VOC_ARCHIVE, VOC_URL)
         sbd_dir = None
         if self._needs_sbd():

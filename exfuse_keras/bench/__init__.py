@@ -1,0 +1,1 @@
+"""Benchmarks (scripts, not tests): ``python -m exfuse_keras.bench.<name> --help``."""
