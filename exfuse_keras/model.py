@@ -104,7 +104,8 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
 
     for level in m.ss.levels:
         downsamples = len(STAGES) - 1 - STAGES.index(level)
-        head = SemanticSupervisionHead(num_classes, downsamples, m.ss.channels, name=f"ss_head_{level}")
+        head = SemanticSupervisionHead(num_classes, downsamples, m.ss.channels,
+                                       synchronized=m.backbone.norm == "sync_batch", name=f"ss_head_{level}")
         outputs[f"ss_{level}"] = _float32(head(features[level]), f"ss_{level}")
 
     ordered = {key: outputs[key] for key in ("logits", "ecre", "ss_res2", "ss_res3", "ss_res4") if key in outputs}

@@ -18,21 +18,25 @@ class SemanticSupervisionHead(keras.layers.Layer):
         num_classes: classifier outputs.
         num_downsamples: stride-2 blocks (res2: 3, res3: 2, res4: 1 to reach res5's stride 32).
         channels: width of the conv blocks.
+        synchronized: synchronise BatchNorm statistics across replicas (as the backbone's
+            ``sync_batch`` norm does), so the head is replica-invariant too.
     """
 
-    def __init__(self, num_classes, num_downsamples, channels=256, **kwargs):
+    def __init__(self, num_classes, num_downsamples, channels=256, synchronized=False, **kwargs):
         super().__init__(**kwargs)
         if num_downsamples < 0:
             raise ValueError(f"num_downsamples must be >= 0, got {num_downsamples!r}")
         self.num_classes = num_classes
         self.num_downsamples = num_downsamples
         self.channels = channels
+        self.synchronized = synchronized
         self.blocks = []
         for i in range(num_downsamples):
             self.blocks.append((
                 keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False, name=f"conv{i + 1}",
                                     dtype=self.dtype_policy),
-                keras.layers.BatchNormalization(name=f"bn{i + 1}", dtype=self.dtype_policy),
+                keras.layers.BatchNormalization(synchronized=synchronized, name=f"bn{i + 1}",
+                                                dtype=self.dtype_policy),
             ))
         self.pool = keras.layers.GlobalAveragePooling2D(name="pool", dtype=self.dtype_policy)
         self.classifier = keras.layers.Dense(num_classes, name="classifier", dtype=self.dtype_policy)
@@ -55,4 +59,5 @@ class SemanticSupervisionHead(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
-                "num_downsamples": self.num_downsamples, "channels": self.channels}
+                "num_downsamples": self.num_downsamples, "channels": self.channels,
+                "synchronized": self.synchronized}

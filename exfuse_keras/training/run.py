@@ -28,7 +28,13 @@ import sys
 import time
 
 STRATEGY_CHOICES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-BEST_METRIC = "val_logits_miou"
+
+
+def miou_key(output_names, validation: bool = True) -> str:
+    """The log key of the mIoU metric: Keras prefixes metrics with the output name only when
+    the model has more than one output."""
+    key = "logits_miou" if len(output_names) > 1 else "miou"
+    return f"val_{key}" if validation else key
 
 
 def parse_args(argv=None):
@@ -75,6 +81,18 @@ def completed_epochs(backup_dir: str) -> int:
         return int(json.load(f)["epoch"])
 
 
+def truncate_history(path: str, epochs: int) -> None:
+    """Drops CSV rows of epochs >= ``epochs``: a killed run may have logged an epoch whose backup
+    it did not finish, and the resumed run logs that epoch again."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    kept = lines[:1] + [line for line in lines[1:] if line and int(line.split(",", 1)[0]) < epochs]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(kept) + "\n")
+
+
 def with_targets(dataset, output_names):
     """(image, mask) -> (image, {output: mask}): every loss derives its own target from the mask."""
     return dataset.map(lambda image, mask: (image, {name: mask for name in output_names}))
@@ -89,18 +107,15 @@ def training_dataset(cfg, output_names, start_step: int, strategy):
     """
     import tensorflow as tf
 
-    from exfuse_keras.data.pipeline import make_dataset, num_examples, prepare_builder
+    from exfuse_keras.data.pipeline import make_dataset, num_examples
 
-    prepare_builder(cfg.data)
+    # Prepares the records once, before any input pipeline asks for them.
     total = num_examples(cfg.data, "train")
 
     def dataset_fn(input_context=None):
-        pipelines = input_context.num_input_pipelines if input_context else 1
-        pipeline_id = input_context.input_pipeline_id if input_context else 0
         batch = input_context.get_per_replica_batch_size(cfg.train.batch_size) if input_context \
             else cfg.train.batch_size
-        shard_size = len(range(pipeline_id, total, pipelines))
-        per_epoch = shard_size // batch
+        per_epoch = num_examples(cfg.data, "train", input_context) // batch
         if per_epoch == 0:
             raise ValueError(f"data: the train split has {total} examples, fewer than one batch of "
                              f"{batch} per input pipeline")
@@ -165,7 +180,7 @@ def build_training_model(cfg, jit_compile: bool):
     return model
 
 
-def _callbacks(cfg, model_dir: str, val_sample, is_chief: bool, backup_dir: str):
+def _callbacks(cfg, model_dir: str, val_sample, is_chief: bool, backup_dir: str, monitor: str):
     import keras
     import numpy as np
 
@@ -175,20 +190,21 @@ def _callbacks(cfg, model_dir: str, val_sample, is_chief: bool, backup_dir: str)
 
     palette = np.asarray(cfg.data.palette, np.uint8) if cfg.data.palette else voc_palette()
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"),
         keras.callbacks.TerminateOnNaN(),
         LearningRateLogger(),
         Throughput(cfg.train.batch_size),
     ]
     if is_chief:
         callbacks += [
-            keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "best.keras"), monitor=BEST_METRIC,
+            keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "best.keras"), monitor=monitor,
                                             mode="max", save_best_only=True),
             keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), write_graph=False),
         ]
         if val_sample is not None:
             callbacks.append(ImageSummary(os.path.join(model_dir, "logs"), *val_sample, palette))
+    # Last, so an epoch counts as done for resume only after everything above has logged it.
+    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"))
     if cfg.train.max_train_seconds:
         callbacks.append(TimeBudget(cfg.train.max_train_seconds))
     return callbacks
@@ -232,6 +248,8 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     start_epoch = completed_epochs(backup_dir)
     if start_epoch:
         print(f"resuming from the backup in {backup_dir}: {start_epoch} epochs done")
+        if is_chief:
+            truncate_history(os.path.join(model_dir, "history.csv"), start_epoch)
     train_data = training_dataset(cfg, output_names, start_epoch * cfg.train.steps_per_epoch, strategy)
     val_data = with_targets(make_dataset(cfg, "val", training=False, batch_size=cfg.train.val_batch_size),
                             output_names)
@@ -240,7 +258,8 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
         images, masks = next(iter(make_dataset(cfg, "val", training=False, batch_size=4)))
         val_sample = (images.numpy(), masks.numpy())
 
-    callbacks = _callbacks(cfg, model_dir, val_sample, is_chief, backup_dir)
+    monitor = miou_key(output_names)
+    callbacks = _callbacks(cfg, model_dir, val_sample, is_chief, backup_dir, monitor)
     started = time.perf_counter()
     history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
                         validation_data=val_data, callbacks=callbacks, verbose=verbose)
@@ -249,7 +268,8 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
         model.save(os.path.join(model_dir, "last.keras"))
     last = {key: float(values[-1]) for key, values in history.history.items()} if history.history else {}
     return {"logs": last, "train_seconds": seconds, "epochs_run": len(history.epoch),
-            "best_miou": max(history.history.get(BEST_METRIC, [float("nan")]))}
+            "val_miou": last.get(monitor, float("nan")),
+            "best_val_miou": max(history.history.get(monitor, [float("nan")]))}
 
 
 def _task_id() -> int:
@@ -275,8 +295,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     result = train(cfg, args.model_dir, args.strategy)
-    miou = result["logs"].get(BEST_METRIC)
     print(f"trained {result['epochs_run']} epochs in {result['train_seconds']:.0f} s; "
-          f"last val mIoU {miou if miou is None else round(miou, 4)}, best {result['best_miou']:.4f}; "
+          f"val mIoU {result['val_miou']:.4f} (best {result['best_val_miou']:.4f}); "
           f"run directory {args.model_dir}")
     return 0
