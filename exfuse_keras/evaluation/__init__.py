@@ -1,0 +1,1 @@
+"""Evaluation: the VOC metric over a split (behind evaluate.py)."""
