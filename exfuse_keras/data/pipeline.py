@@ -242,10 +242,17 @@ def _photometric_jitter(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def _resize_nearest(mask: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-    """``tf.image.resize(mask, size, "nearest")`` by gathering rows and columns (twice as fast).
+    """``tf.image.resize(mask, size, "nearest")`` of a 2-D mask by gathering rows (five times as fast).
 
     Output pixel i takes input pixel floor((i + 0.5) * in / out), as TensorFlow's half-pixel
     nearest resize does: the pixel whose centre is nearest to where bilinear resizing samples.
+    Columns are gathered as the rows of the transposed mask: a gather along the last axis copies
+    one byte at a time, while whole rows are block copies, and the two transposes of a uint8
+    mask cost less than that per-element gather (0.3 ms against 2 ms at 512x512).
+
+    Args:
+        mask: [H, W] (uint8 class indices).
+        size: int32 [2], the output (height, width).
     """
 
     def source(n_in, n_out):
@@ -253,7 +260,34 @@ def _resize_nearest(mask: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
         return tf.minimum(tf.cast(tf.floor((tf.range(n_out, dtype=tf.float32) + 0.5) * step), tf.int32), n_in - 1)
 
     shape = tf.shape(mask)
-    return tf.gather(tf.gather(mask, source(shape[0], size[0]), axis=0), source(shape[1], size[1]), axis=1)
+    columns = tf.gather(tf.transpose(mask), source(shape[1], size[1]))
+    return tf.gather(tf.transpose(columns), source(shape[0], size[0]))
+
+
+def _pad_and_flip(x: tf.Tensor, fill: tf.Tensor, crop: int, flip: Optional[tf.Tensor]) -> tf.Tensor:
+    """Pads ``x`` [h, w, ...] with ``fill`` at the bottom and right to [crop, crop, ...], then
+    mirrors it left-right when ``flip`` (so the padding is then on the left).
+
+    By concatenating blocks of ``fill``: ``tf.pad`` takes one scalar fill only, and padding
+    with zeros and then selecting the mean colour with ``tf.where`` (or adding it) goes through
+    TensorFlow's slow broadcasting path for a trailing dimension of 3, about 15 times the cost
+    of these copies. The flip reverses only the h x w content, before it is padded.
+
+    Args:
+        x: [h, w] or [h, w, C], h and w at most ``crop``.
+        fill: scalar or [C], of x's dtype.
+        crop: the output side.
+        flip: bool scalar tensor; None: never flip.
+    """
+    shape = tf.shape(x)
+    right = tf.broadcast_to(fill, tf.concat([[shape[0], crop - shape[1]], shape[2:]], 0))
+    if flip is None:
+        x = tf.concat([x, right], axis=1)
+    else:
+        x = tf.cond(flip, lambda: tf.concat([right, tf.reverse(x, [1])], axis=1),
+                    lambda: tf.concat([x, right], axis=1))
+    bottom = tf.broadcast_to(fill, tf.concat([[crop - shape[0], crop], shape[2:]], 0))
+    return tf.concat([x, bottom], axis=0)
 
 
 def augment_example(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
@@ -294,19 +328,13 @@ def augment_example(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
     size = tf.where(window < source_size, crop,
                     tf.clip_by_value(tf.cast(tf.round(tf.cast(window, tf.float32) * scale), tf.int32), 1, crop))
     image = tf.image.resize(image, size, method="bilinear")
-    mask = _resize_nearest(mask, size)
-    paddings = [[0, crop - size[0]], [0, crop - size[1]], [0, 0]]
-    is_padding = tf.pad(tf.zeros(tf.concat([size, [1]], 0), tf.bool), paddings, constant_values=True)
-    image = tf.where(is_padding, tf.constant(data.mean_rgb, tf.float32), tf.pad(image, paddings))
-    mask = tf.pad(mask, paddings, constant_values=data.ignore_label)
-
-    if data.flip:
-        flip = tf.random.stateless_uniform([], flip_seed) < 0.5
-        image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
-        mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
+    mask = _resize_nearest(mask[..., 0], size)
+    flip = tf.random.stateless_uniform([], flip_seed) < 0.5 if data.flip else None
+    image = _pad_and_flip(image, tf.constant(data.mean_rgb, tf.float32), crop, flip)
+    mask = _pad_and_flip(mask, tf.constant(data.ignore_label, mask.dtype), crop, flip)
     image.set_shape([crop, crop, 3])
-    mask.set_shape([crop, crop, 1])
-    return image, tf.cast(mask[..., 0], tf.int32)
+    mask.set_shape([crop, crop])
+    return image, tf.cast(mask, tf.int32)
 
 
 def _seeded_shuffle(dataset: tf.data.Dataset, buffer_size: int, seed: tf.Tensor) -> tf.data.Dataset:
