@@ -154,6 +154,6 @@ def test_bad_mix_settings(overrides, message):
 
 
 def test_stage1_config():
-    cfg = load_config("configs/stage1_coco_sbd_voc.yaml")
+    cfg = load_config("configs/stages/exfuse_resnext101_stage1.yaml")
     assert cfg.data.dataset == "mix"
     assert [(c.dataset, c.val) for c in cfg.data.mix] == [("coco_voc", False), ("train_aug", True)]

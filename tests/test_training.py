@@ -149,3 +149,30 @@ def test_evaluate_reports_the_voc_metric_at_original_size(tmp_path, tiny_shapes)
     tp = np.diag(confusion)
     union = confusion.sum(0) + confusion.sum(1) - tp
     assert report["miou"] == pytest.approx(np.mean(tp[union > 0] / union[union > 0]), rel=1e-9)
+
+
+def test_a_stage_initialises_from_the_previous_run(tmp_path):
+    from exfuse_keras.config import InitConfig, config_from_dict
+    from exfuse_keras.model import build_model
+    from exfuse_keras.training.run import initialize_from
+    from tests.conftest import tiny_config_dict
+
+    cfg = config_from_dict(tiny_config_dict())
+    keras.utils.set_random_seed(1)
+    previous = build_model(cfg)
+    (tmp_path / "stage1").mkdir()
+    previous.save(str(tmp_path / "stage1" / "best.keras"))
+
+    keras.utils.set_random_seed(2)
+    whole = build_model(cfg)
+    assert initialize_from(whole, InitConfig(from_run=str(tmp_path / "stage1"), part="model")) > 0
+    for a, b in zip(previous.get_weights(), whole.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    keras.utils.set_random_seed(2)
+    backbone_only = build_model(cfg)
+    initialize_from(backbone_only, InitConfig(from_run=str(tmp_path / "stage1" / "best.keras"), part="backbone"))
+    for a, b in zip(previous.get_layer("backbone").get_weights(), backbone_only.get_layer("backbone").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(previous.get_layer("gcn_res5").get_weights()[0],
+                              backbone_only.get_layer("gcn_res5").get_weights()[0])
