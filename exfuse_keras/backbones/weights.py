@@ -47,11 +47,11 @@ def _source_model(cfg: BackboneConfig, weights: str) -> keras.Model:
     return model
 
 
-def _layers_by_name(model: keras.Model) -> dict:
+def weighted_layers_by_name(model: keras.Model) -> dict:
     found = {}
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            found.update(_layers_by_name(layer))
+            found.update(weighted_layers_by_name(layer))
         elif layer.weights:
             found[layer.name] = layer
     return found
@@ -63,9 +63,9 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
     Returns the number of layers copied; raises ``WeightsError`` naming the first layer that
     is missing from ``source`` or whose weight shapes differ.
     """
-    available = _layers_by_name(source)
+    available = weighted_layers_by_name(source)
     copied = 0
-    for name, layer in _layers_by_name(target).items():
+    for name, layer in weighted_layers_by_name(target).items():
         if name not in available:
             raise WeightsError(f"pretrained weights have no layer '{name}' (source model {source.name!r})")
         src = available[name].get_weights()

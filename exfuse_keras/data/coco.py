@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw
 
 from exfuse_keras.config import VOC_CLASSES
 from exfuse_keras.data.checks import DataError, files_fingerprint, read_image
-from exfuse_keras.data.voc import VOC_IGNORE_LABEL, manual_dir_of, segmentation_features
+from exfuse_keras.data.voc import VOC_IGNORE_LABEL, manual_dir_of, segmentation_info
 
 __all__ = ["CocoVocSegmentation", "CocoVocConfig", "COCO_TO_VOC", "coco_builder_config", "voc_label_table",
            "panoptic_to_voc", "panoptic_voc_examples", "annotation_mask", "rle_counts_from_string",
@@ -349,15 +349,7 @@ class CocoVocSegmentation(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__.splitlines()[0],
-            features=segmentation_features(),
-            supervised_keys=("image", "mask"),
-            homepage="https://cocodataset.org/",
-            # Holds "source_fingerprint": see source_fingerprint().
-            metadata=tfds.core.MetadataDict(),
-        )
+        return segmentation_info(self, __doc__.splitlines()[0], homepage="https://cocodataset.org/")
 
     def source_fingerprint(self, manual_dir) -> str:
         """Identifies the sources, so records built from other files are not reused.

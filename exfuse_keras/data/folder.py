@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 
 from exfuse_keras.config import DataConfig
 from exfuse_keras.data.checks import DataError, ExampleFiles, files_fingerprint
-from exfuse_keras.data.voc import example_record, read_id_list, segmentation_features
+from exfuse_keras.data.voc import example_record, read_id_list, segmentation_info
 
 __all__ = ["FolderSegmentation", "FolderSegmentationConfig", "folder_examples", "folder_builder",
            "IMAGE_EXTENSIONS"]
@@ -121,14 +121,7 @@ class FolderSegmentation(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__.splitlines()[0],
-            features=segmentation_features(),
-            supervised_keys=("image", "mask"),
-            # Holds "source_fingerprint": see source_fingerprint().
-            metadata=tfds.core.MetadataDict(),
-        )
+        return segmentation_info(self, __doc__.splitlines()[0])
 
     def source_fingerprint(self, manual_dir=None) -> str:
         """A hash of the listed files and of the settings, so changed data is rebuilt.

@@ -35,7 +35,7 @@ from exfuse_keras.data.checks import DataError, ExampleFiles, files_fingerprint,
 from exfuse_keras.data.shapes import SHAPES_CLASSES, VOC_SUBDIR
 
 __all__ = ["Voc2012Segmentation", "VocSegmentationConfig", "voc_examples", "read_id_list",
-           "segmentation_features", "example_record", "manual_dir_of", "VOC_SUBDIR", "SBD_SUBDIR"]
+           "segmentation_features", "segmentation_info", "example_record", "manual_dir_of", "VOC_SUBDIR", "SBD_SUBDIR"]
 
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
 SBD_URL = ("http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/"
@@ -54,6 +54,23 @@ def segmentation_features() -> tfds.features.FeaturesDict:
         "mask": tfds.features.Image(shape=(None, None, 1)),
         "file_name": tfds.features.Text(),
     })
+
+
+def segmentation_info(builder: tfds.core.DatasetBuilder, description: str,
+                      homepage: Optional[str] = None) -> tfds.core.DatasetInfo:
+    """The DatasetInfo every segmentation builder here shares (one record format for the pipeline).
+
+    Its metadata holds "source_fingerprint" (see each builder's ``source_fingerprint``), so
+    records are rebuilt when their source files change.
+    """
+    return tfds.core.DatasetInfo(
+        builder=builder,
+        description=description,
+        features=segmentation_features(),
+        supervised_keys=("image", "mask"),
+        homepage=homepage,
+        metadata=tfds.core.MetadataDict(),
+    )
 
 
 def example_record(files: ExampleFiles, num_classes: int, ignore_label: int) -> dict:
@@ -182,15 +199,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__.splitlines()[0],
-            features=segmentation_features(),
-            supervised_keys=("image", "mask"),
-            homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
-            # Holds "source_fingerprint": see source_fingerprint().
-            metadata=tfds.core.MetadataDict(),
-        )
+        return segmentation_info(self, __doc__.splitlines()[0], homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/")
 
     def _locate(self, manual_dir: Optional[Path], subdir: Path, archive: str) -> tuple[str, Optional[Path]]:
         """Where one source is: ("folder", path), ("archive", path) or ("download", None)."""

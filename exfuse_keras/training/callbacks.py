@@ -33,18 +33,15 @@ class Throughput(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._steps = None, 0
 
-    def on_train_batch_begin(self, batch, logs=None):
-        if self._start is None:  # the first step of an epoch may trace; time from its end
-            self._start = -1.0
-
     def on_train_batch_end(self, batch, logs=None):
-        if self._start == -1.0:
+        # Time from the end of the epoch's first step, which may include tracing.
+        if self._start is None:
             self._start = time.perf_counter()
         else:
             self._steps += 1
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self._steps and self._start and self._start > 0:
+        if logs is not None and self._steps:
             rate = self._steps / (time.perf_counter() - self._start)
             logs["steps_per_sec"] = rate
             logs["images_per_sec"] = rate * self.global_batch

@@ -138,7 +138,7 @@ def initialize_from(model, init) -> int:
     """
     import keras
 
-    from exfuse_keras.backbones.weights import WeightsError, _layers_by_name, copy_weights_by_name
+    from exfuse_keras.backbones.weights import WeightsError, weighted_layers_by_name, copy_weights_by_name
 
     path = init.from_run
     if os.path.isdir(path):
@@ -148,9 +148,9 @@ def initialize_from(model, init) -> int:
     source = keras.models.load_model(path, compile=False)
     if init.part == "backbone":
         return copy_weights_by_name(source.get_layer("backbone"), model.get_layer("backbone"))
-    available = _layers_by_name(source)
+    available = weighted_layers_by_name(source)
     copied = 0
-    for name, layer in _layers_by_name(model).items():
+    for name, layer in weighted_layers_by_name(model).items():
         src = available.get(name)
         if src is not None and [w.shape for w in src.get_weights()] == [tuple(w.shape) for w in layer.weights]:
             layer.set_weights(src.get_weights())
