@@ -58,3 +58,12 @@ def assert_layer_roundtrip(layer, inputs, tmp_path, atol=1e-6):
     restored = [lay for lay in reloaded.layers if lay.name == layer.name][0]
     assert restored.get_config() == config
     return expected
+
+
+@pytest.fixture(scope="session")
+def quickstart_run():
+    """The trained quick-start run (trained once per cache key; see tests/quickstart_model.py):
+    ``{"run_dir", "data_root", "val_miou", "train_seconds", "epochs"}``."""
+    from quickstart_model import trained_quickstart
+
+    return trained_quickstart()

@@ -1,0 +1,1 @@
+"""Inference: test-time augmentation, sliding windows and the Segmenter API."""
