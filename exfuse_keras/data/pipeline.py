@@ -39,6 +39,7 @@ function for ``strategy.distribute_datasets_from_function``: each input pipeline
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 from typing import Callable, Optional, Sequence
 
@@ -86,6 +87,15 @@ def prepare_builder(data: DataConfig) -> tfds.core.DatasetBuilder:
     if data.dataset == "mix":
         raise ValueError("prepare_builder: data.dataset 'mix' has one builder per entry; use prepare_sources")
     data_dir = data.tfds_dir or os.path.join(data.root, "tfds")
+    # Several processes (the workers of a multi-worker run on one host, parallel tests) may
+    # prepare the same records: one does, the others wait and reuse them.
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, ".prepare.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare_builder_locked(data, data_dir)
+
+
+def _prepare_builder_locked(data: DataConfig, data_dir: str) -> tfds.core.DatasetBuilder:
     manual_dir = data.root if os.path.isdir(data.root) else None
     if data.dataset == "folder":
         builder = folder_builder(data, data_dir)

@@ -180,7 +180,10 @@ def build_training_model(cfg, jit_compile: bool):
     return model
 
 
-def _callbacks(cfg, model_dir: str, val_sample, is_chief: bool, backup_dir: str, monitor: str):
+def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str):
+    """Every worker runs the same callbacks (saving and predicting run collective ops under
+    MultiWorkerMirroredStrategy, so all workers must take part); a non-chief worker's
+    ``run_dir`` is its own temporary folder."""
     import keras
     import numpy as np
 
@@ -193,16 +196,12 @@ def _callbacks(cfg, model_dir: str, val_sample, is_chief: bool, backup_dir: str,
         keras.callbacks.TerminateOnNaN(),
         LearningRateLogger(),
         Throughput(cfg.train.batch_size),
+        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor,
+                                        mode="max", save_best_only=True),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+        ImageSummary(os.path.join(run_dir, "logs"), *val_sample, palette),
     ]
-    if is_chief:
-        callbacks += [
-            keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "best.keras"), monitor=monitor,
-                                            mode="max", save_best_only=True),
-            keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
-            keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), write_graph=False),
-        ]
-        if val_sample is not None:
-            callbacks.append(ImageSummary(os.path.join(model_dir, "logs"), *val_sample, palette))
     # Last, so an epoch counts as done for resume only after everything above has logged it.
     callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"))
     if cfg.train.max_train_seconds:
@@ -217,6 +216,7 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
 
     from exfuse_keras.config import save_config
     from exfuse_keras.data.pipeline import make_dataset
+    from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
     from exfuse_keras.training.strategy import resolve_jit, resolve_precision, select_strategy
 
     keras.utils.set_random_seed(cfg.train.seed)
@@ -239,33 +239,38 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     print(f"strategy: {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}, "
           f"global batch: {cfg.train.batch_size}, precision: {precision}, XLA: {jit}")
 
+    patch_log_reduction()
     with strategy.scope():
         model = build_training_model(cfg, jit)
+        output_names = list(model.output.keys())
+        # Built from the data's spec, so fit reads no batch to build it (see compat.py).
+        build_before_fit(model, with_targets(make_dataset(cfg, "train", training=True, repeat=True),
+                                             output_names).element_spec)
     if is_chief and verbose:
         model.summary(line_length=100, expand_nested=False)
-    output_names = list(model.output.keys())
 
     start_epoch = completed_epochs(backup_dir)
     if start_epoch:
         print(f"resuming from the backup in {backup_dir}: {start_epoch} epochs done")
-        if is_chief:
-            truncate_history(os.path.join(model_dir, "history.csv"), start_epoch)
+        truncate_history(os.path.join(run_dir, "history.csv"), start_epoch)
     train_data = training_dataset(cfg, output_names, start_epoch * cfg.train.steps_per_epoch, strategy)
     val_data = with_targets(make_dataset(cfg, "val", training=False, batch_size=cfg.train.val_batch_size),
                             output_names)
-    val_sample = None
-    if is_chief:
-        images, masks = next(iter(make_dataset(cfg, "val", training=False, batch_size=4)))
-        val_sample = (images.numpy(), masks.numpy())
+    # Workers of a multi-worker run take every other val batch (the split is one file, too few
+    # to shard by file); the mIoU's confusion matrix is summed over all of them.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    val_data = val_data.with_options(options)
+    images, masks = next(iter(make_dataset(cfg, "val", training=False, batch_size=4)))
+    val_sample = (images.numpy(), masks.numpy())
 
     monitor = miou_key(output_names)
-    callbacks = _callbacks(cfg, model_dir, val_sample, is_chief, backup_dir, monitor)
+    callbacks = _callbacks(cfg, run_dir, val_sample, backup_dir, monitor)
     started = time.perf_counter()
     history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
                         validation_data=val_data, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - started
-    if is_chief:
-        model.save(os.path.join(model_dir, "last.keras"))
+    model.save(os.path.join(run_dir, "last.keras"))
     last = {key: float(values[-1]) for key, values in history.history.items()} if history.history else {}
     return {"logs": last, "train_seconds": seconds, "epochs_run": len(history.epoch),
             "val_miou": last.get(monitor, float("nan")),
