@@ -1,0 +1,1 @@
+"""Backbone pretraining: semantic supervision on ImageNet (ss.py)."""

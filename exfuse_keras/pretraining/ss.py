@@ -1,0 +1,212 @@
+"""Semantic supervision (SS) pretraining of a backbone on ImageNet (ExFuse Sec. 3.1, Fig. 3).
+
+No public ImageNet weights exist for the rearranged (LR) backbones, and the paper pretrains
+them with SS branches on res2, res3 and res4: auxiliary classifiers (stride-2 conv blocks down
+to res5's resolution, global average pooling, a dense layer) trained with a softmax loss on the
+image's class, beside the usual head on res5, so low-level features learn semantics too.
+
+``build_ss_classifier(cfg)``: image ``[N, S, S, 3]`` RGB 0-255 -> dict of logits, each
+``[N, K]`` (K = ImageNet's 1000 classes): ``"logits"`` (res5 -> pool -> dense) and ``"ss_res2"``
+... ``"ss_res4"`` for ``model.ss.levels``, with the same ``SemanticSupervisionHead`` layer the
+segmentation model uses (there with sigmoid targets; here with softmax ones).
+
+``pretrain(cfg, model_dir)`` trains it with ``model.fit`` on ``make_imagenet_dataset`` and
+writes a run directory like train.py's, plus ``backbone.keras``: the backbone alone, which a
+segmentation config names as ``model.backbone.weights`` (configs/stages/*_stage1.yaml).
+
+    python pretrain.py --config configs/pretraining/resnext101_lr_ss.yaml --model-dir runs/ss_lr
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import keras
+
+from exfuse_keras.backbones.resnext import STAGES, build_backbone
+from exfuse_keras.config import Config
+from exfuse_keras.layers import InputNormalization, SemanticSupervisionHead
+
+BACKBONE_FILE = "backbone.keras"
+
+
+def build_ss_classifier(cfg: Config, num_classes: int = 1000, name: str = "ss_classifier") -> keras.Model:
+    """The backbone of ``cfg.model.backbone`` with an ImageNet head and SS heads (see module doc)."""
+    m = cfg.model
+    image = keras.Input((None, None, 3), name="image")
+    x = InputNormalization(m.backbone.resolved_preprocessing, name="normalization")(image)
+    backbone = build_backbone(m.backbone)
+    features = backbone(x)
+    pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features["res5"])
+    outputs = {"logits": keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)}
+    for level in m.ss.levels:
+        downsamples = len(STAGES) - 1 - STAGES.index(level)
+        head = SemanticSupervisionHead(num_classes, downsamples, m.ss.channels,
+                                       synchronized=m.backbone.norm == "sync_batch", name=f"ss_head_{level}")
+        outputs[f"ss_{level}"] = keras.layers.Activation("linear", dtype="float32", name=f"ss_{level}")(
+            head(features[level]))
+    return keras.Model(image, outputs, name=name)
+
+
+def build_pretraining_model(cfg: Config, num_classes: int, jit_compile: bool = False) -> keras.Model:
+    """The compiled classifier: softmax cross-entropy on every head (SS heads weighted by
+    ``train.ss_loss_weight``), top-1 and top-5 accuracy on the main head, the segmentation
+    training's optimiser (poly + warm-up, weight decay skipping BN and biases)."""
+    from exfuse_keras.training.optim import build_optimizer
+
+    model = build_ss_classifier(cfg, num_classes)
+    names = list(model.output.keys())
+    losses = {name: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for name in names}
+    weights = {name: 1.0 if name == "logits" else cfg.train.ss_loss_weight for name in names}
+    metrics = {"logits": [keras.metrics.SparseCategoricalAccuracy(name="top1"),
+                          keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")]}
+    model.compile(optimizer=build_optimizer(cfg, cfg.train.epochs * cfg.train.steps_per_epoch), loss=losses,
+                  loss_weights=weights, metrics=metrics, jit_compile=jit_compile)
+    return model
+
+
+def imagenet_classes(cfg: Config) -> int:
+    from exfuse_keras.data.imagenet import prepare_imagenet
+
+    return prepare_imagenet(cfg.data).info.features["label"].num_classes
+
+
+def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="auto") -> dict:
+    """Trains (or resumes) SS pretraining in ``model_dir``; returns the last epoch's logs.
+
+    Run directory: ``config.yaml``, ``versions.json``, ``best.keras`` (best val top-1),
+    ``backbone.keras`` (the backbone of ``best.keras``), ``last.keras``, ``backup/``, ``logs/``,
+    ``history.csv``. Resume after a kill by rerunning the same command.
+    """
+    import tensorflow as tf
+
+    from exfuse_keras.config import save_config
+    from exfuse_keras.data.imagenet import make_imagenet_dataset
+    from exfuse_keras.training.callbacks import LearningRateLogger, Throughput, TimeBudget
+    from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
+    from exfuse_keras.training.run import _is_chief, _task_id, completed_epochs, truncate_history, write_versions
+    from exfuse_keras.training.strategy import resolve_jit, resolve_precision, select_strategy
+
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    precision = resolve_precision(cfg.train.mixed_precision)
+    keras.mixed_precision.set_global_policy(precision)
+    jit = resolve_jit(cfg.train.jit_compile)
+    strategy = select_strategy(strategy_name)
+    is_chief = _is_chief(strategy)
+    run_dir = model_dir if is_chief else os.path.join(model_dir, ".workers", f"worker_{_task_id()}")
+    os.makedirs(run_dir, exist_ok=True)
+    if is_chief:
+        save_config(cfg, os.path.join(model_dir, "config.yaml"))
+        write_versions(os.path.join(model_dir, "versions.json"), task="ss_pretraining",
+                       strategy=type(strategy).__name__, replicas=strategy.num_replicas_in_sync,
+                       precision=precision, jit_compile=jit)
+    num_classes = imagenet_classes(cfg)
+    print(f"SS pretraining: strategy {type(strategy).__name__}, replicas {strategy.num_replicas_in_sync}, "
+          f"global batch {cfg.train.batch_size}, {num_classes} classes, SS heads on {cfg.model.ss.levels}")
+
+    patch_log_reduction()
+    with strategy.scope():
+        model = build_pretraining_model(cfg, num_classes, jit)
+        names = list(model.output.keys())
+        spec = with_class_targets(make_imagenet_dataset(cfg, "train", training=True, repeat=True), names)
+        build_before_fit(model, spec.element_spec)
+    if is_chief and verbose:
+        model.summary(line_length=100)
+
+    backup_dir = os.path.join(run_dir, "backup")
+    start_epoch = completed_epochs(backup_dir)
+    if start_epoch:
+        print(f"resuming from the backup in {backup_dir}: {start_epoch} epochs done")
+        truncate_history(os.path.join(run_dir, "history.csv"), start_epoch)
+    start_step = start_epoch * cfg.train.steps_per_epoch
+    train_examples = _train_examples(cfg)
+
+    def dataset_fn(input_context=None):
+        # Continues the (seed, epoch)-determined stream at the resumed step.
+        shards = input_context.num_input_pipelines if input_context else 1
+        batch = input_context.get_per_replica_batch_size(cfg.train.batch_size) if input_context \
+            else cfg.train.batch_size
+        epoch, offset = divmod(start_step, max((train_examples // shards) // batch, 1))
+        dataset = make_imagenet_dataset(cfg, "train", training=True, epoch=epoch, repeat=True,
+                                        input_context=input_context)
+        return with_class_targets(dataset.skip(offset), names)
+
+    if strategy.num_replicas_in_sync > 1 or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        train_data = strategy.distribute_datasets_from_function(dataset_fn)
+    else:
+        train_data = dataset_fn()
+    val_data = with_class_targets(
+        make_imagenet_dataset(cfg, "val", training=False, batch_size=cfg.train.val_batch_size), names)
+    options = tf.data.Options()  # workers of a multi-worker run take every other val batch
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    val_data = val_data.with_options(options)
+    monitor = "val_logits_top1"
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(), LearningRateLogger(), Throughput(cfg.train.batch_size),
+        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor, mode="max",
+                                        save_best_only=True),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"),
+    ]
+    if cfg.train.max_train_seconds:
+        callbacks.append(TimeBudget(cfg.train.max_train_seconds))
+    started = time.perf_counter()
+    history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
+                        validation_data=val_data, callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - started
+    model.save(os.path.join(run_dir, "last.keras"))
+    export_backbone(os.path.join(run_dir, "best.keras"), os.path.join(run_dir, BACKBONE_FILE))
+    last = {key: float(values[-1]) for key, values in history.history.items()} if history.history else {}
+    return {"logs": last, "train_seconds": seconds, "epochs_run": len(history.epoch),
+            "val_top1": last.get(monitor, float("nan")), "backbone": os.path.join(run_dir, BACKBONE_FILE)}
+
+
+def _train_examples(cfg: Config) -> int:
+    """Examples of ImageNet's train split (TFDS knows its length, mock data's included)."""
+    import tensorflow_datasets as tfds
+
+    from exfuse_keras.data.imagenet import prepare_imagenet
+
+    records = prepare_imagenet(cfg.data).as_dataset(split="train", decoders={"image": tfds.decode.SkipDecoding()})
+    return int(records.cardinality())
+
+
+def with_class_targets(dataset, output_names):
+    """(image, label) -> (image, {output: label}): every head predicts the image's class."""
+    return dataset.map(lambda image, label: (image, {name: label for name in output_names}))
+
+
+def export_backbone(classifier_path: str, output_path: str) -> str:
+    """Saves the backbone of a pretrained SS classifier alone (the file stage 1 starts from)."""
+    import exfuse_keras.layers  # noqa: F401  (registers the custom layers)
+
+    classifier = keras.models.load_model(classifier_path, compile=False)
+    classifier.get_layer("backbone").save(output_path)
+    return output_path
+
+
+def main(argv=None) -> int:
+    from exfuse_keras.config import ConfigError, load_config
+    from exfuse_keras.training.run import STRATEGY_CHOICES
+
+    parser = argparse.ArgumentParser(description="Pretrain a backbone on ImageNet with semantic supervision.")
+    parser.add_argument("--config", required=True, help="YAML config (configs/pretraining/)")
+    parser.add_argument("--model-dir", required=True, help="run directory")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--strategy", default="auto", choices=STRATEGY_CHOICES)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result = pretrain(cfg, args.model_dir, args.strategy)
+    print(f"pretrained {result['epochs_run']} epochs in {result['train_seconds']:.0f} s; val top-1 "
+          f"{result['val_top1']:.4f}; backbone for stage 1: {result['backbone']}")
+    return 0
