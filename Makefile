@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean bench-env
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,5 +23,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q tests
 
+# An environment with keras-cv 0.9 (frozen upstream; not a dependency) for the peer of
+# python -m exfuse_keras.bench.train_step.
+bench-env:
+	test -x .venv-peer/bin/python || $(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/python -m pip install -q tensorflow-cpu==2.21.0 keras==3.15.1 keras-cv==0.9.0 pyyaml numpy
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-peer runs
