@@ -83,28 +83,13 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
     """
     import tensorflow as tf
 
-    from exfuse_keras.config import save_config
     from exfuse_keras.data.imagenet import make_imagenet_dataset
     from exfuse_keras.training.callbacks import LearningRateLogger, Throughput, TimeBudget
     from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
-    from exfuse_keras.training.run import _is_chief, _task_id, completed_epochs, truncate_history, write_versions
-    from exfuse_keras.training.strategy import resolve_jit, resolve_precision, select_strategy
+    from exfuse_keras.training.run import completed_epochs, setup_run, truncate_history
 
-    keras.utils.set_random_seed(cfg.train.seed)
-    if cfg.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    precision = resolve_precision(cfg.train.mixed_precision)
-    keras.mixed_precision.set_global_policy(precision)
-    jit = resolve_jit(cfg.train.jit_compile)
-    strategy = select_strategy(strategy_name)
-    is_chief = _is_chief(strategy)
-    run_dir = model_dir if is_chief else os.path.join(model_dir, ".workers", f"worker_{_task_id()}")
-    os.makedirs(run_dir, exist_ok=True)
-    if is_chief:
-        save_config(cfg, os.path.join(model_dir, "config.yaml"))
-        write_versions(os.path.join(model_dir, "versions.json"), task="ss_pretraining",
-                       strategy=type(strategy).__name__, replicas=strategy.num_replicas_in_sync,
-                       precision=precision, jit_compile=jit)
+    setup = setup_run(cfg, model_dir, strategy_name, task="ss_pretraining")
+    strategy, is_chief, run_dir, jit = setup.strategy, setup.is_chief, setup.run_dir, setup.jit_compile
     num_classes = imagenet_classes(cfg)
     print(f"SS pretraining: strategy {type(strategy).__name__}, replicas {strategy.num_replicas_in_sync}, "
           f"global batch {cfg.train.batch_size}, {num_classes} classes, SS heads on {cfg.model.ss.levels}")

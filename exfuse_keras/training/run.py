@@ -20,6 +20,7 @@ restores the last finished epoch and replays exactly the batches the lost one ha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -209,14 +210,28 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str):
     return callbacks
 
 
-def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> dict:
-    """Trains (or resumes) the run in ``model_dir``; returns the last epoch's logs and timing."""
+@dataclasses.dataclass
+class RunSetup:
+    """What ``setup_run`` decided: the strategy, this worker's role and folder, precision, XLA."""
+
+    strategy: object
+    is_chief: bool
+    run_dir: str
+    precision: str
+    jit_compile: bool
+
+
+def setup_run(cfg, model_dir: str, strategy_name: str, **versions) -> RunSetup:
+    """Seeds, determinism, precision policy and strategy for a run, its folder, and (on the
+    chief) ``config.yaml`` and ``versions.json``. Shared by train.py and pretrain.py.
+
+    Non-chief workers of a multi-worker run get their own temporary folder
+    (``<model_dir>/.workers/worker_N``), so two workers never write (or lock) the same file.
+    """
     import keras
     import tensorflow as tf
 
     from exfuse_keras.config import save_config
-    from exfuse_keras.data.pipeline import make_dataset
-    from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
     from exfuse_keras.training.strategy import resolve_jit, resolve_precision, select_strategy
 
     keras.utils.set_random_seed(cfg.train.seed)
@@ -227,17 +242,32 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     jit = resolve_jit(cfg.train.jit_compile)
     strategy = select_strategy(strategy_name)
     is_chief = _is_chief(strategy)
-    # Non-chief workers of a multi-worker run write to their own temporary folder, so two
-    # workers never write (or lock) the same file.
     run_dir = model_dir if is_chief else os.path.join(model_dir, ".workers", f"worker_{_task_id()}")
     os.makedirs(run_dir, exist_ok=True)
-    backup_dir = os.path.join(run_dir, "backup")
     if is_chief:
         save_config(cfg, os.path.join(model_dir, "config.yaml"))
         write_versions(os.path.join(model_dir, "versions.json"), strategy=type(strategy).__name__,
-                       replicas=strategy.num_replicas_in_sync, precision=precision, jit_compile=jit)
+                       replicas=strategy.num_replicas_in_sync, precision=precision, jit_compile=jit, **versions)
+    return RunSetup(strategy, is_chief, run_dir, precision, jit)
+
+
+def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> dict:
+    """Trains (or resumes) the run in ``model_dir``; returns the last epoch's logs and timing."""
+    import keras
+    import tensorflow as tf
+
+    from exfuse_keras.data.pipeline import make_dataset
+    from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
+
+    setup = setup_run(cfg, model_dir, strategy_name)
+    strategy, is_chief, run_dir, jit = setup.strategy, setup.is_chief, setup.run_dir, setup.jit_compile
+    backup_dir = os.path.join(run_dir, "backup")
     print(f"strategy: {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}, "
-          f"global batch: {cfg.train.batch_size}, precision: {precision}, XLA: {jit}")
+          f"global batch: {cfg.train.batch_size}, precision: {setup.precision}, XLA: {jit}")
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and cfg.model.backbone.norm == "sync_batch":
+        print("warning: synchronized BatchNorm under MultiWorkerMirroredStrategy: its forward pass matches one "
+              "process, but its gradients drifted from it (~2% after 3 steps) with TF 2.21 / Keras 3.15 here; "
+              "model.backbone.norm: frozen (fine-tuning) is exact", file=sys.stderr)
 
     patch_log_reduction()
     with strategy.scope():
