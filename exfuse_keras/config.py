@@ -413,14 +413,22 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Test-time protocol: single scale (ablations) or multi-scale + flip (final numbers)."""
+    """Test-time protocol: single scale (ablations) or multi-scale + flip (final numbers).
+
+    ``sliding_window``: ``[crop, stride]`` to predict images in overlapping crop x crop windows
+    (exfuse_keras/inference/sliding.py), or null for the whole image at once.
+    """
 
     scales: list[float] = field(default_factory=lambda: [1.0])
     flip: bool = False
+    sliding_window: Optional[list[int]] = None
 
     def validate(self, where: str) -> None:
         if not self.scales or any(s <= 0 for s in self.scales):
             _fail(where, "eval.scales", "must be a non-empty list of positive scales", self.scales)
+        window = self.sliding_window
+        if window is not None and (len(window) != 2 or not 0 < window[1] <= window[0]):
+            _fail(where, "eval.sliding_window", "must be [crop, stride] with 0 < stride <= crop, or null", window)
 
 
 @dataclass

@@ -1,1 +1,1 @@
-"""Evaluation: the VOC metric over a split (behind evaluate.py)."""
+"""Evaluation: the VOC metric over a split (behind evaluate.py), its pictures and a prediction gallery."""

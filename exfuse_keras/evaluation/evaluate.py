@@ -1,10 +1,31 @@
-"""Single-scale evaluation of a trained model on a split, with the VOC metric.
+"""Evaluation of a trained model on a split with the VOC metric (behind evaluate.py).
 
-One confusion matrix is accumulated over the whole split at the original resolution: images
-are evaluated one at a time, padded to a multiple of 32 with the padding labelled 255, so
-padded pixels are never scored (exfuse_keras/metrics.py states the convention).
+    python evaluate.py --weights runs/quickstart                     # the config's protocol (single scale)
+    python evaluate.py --weights runs/quickstart --tta               # 6 scales x flip, the paper's final numbers
+    python evaluate.py --weights runs/quickstart --tta --scales 0.75,1,1.25 --no-flip
+    python evaluate.py --weights runs/voc --sliding-window 512,341   # windows for images beyond the crop
+    python evaluate.py --weights runs/voc --strategy mirrored        # one image per replica at a time
 
-    python evaluate.py --weights runs/quickstart [--split val] [--config other.yaml]
+The metric (exfuse_keras/metrics.py): one confusion matrix accumulated over the whole split at
+each image's original resolution, 255 ignored; per-class IoU = TP / (TP + FP + FN), a class
+absent from both ground truth and predictions left out of the mean. Every image is cropped back
+to its own size from the input pipeline's padded batch and predicted by ``Segmenter`` (padding
+to a multiple of 32 with the mean colour, each view resized back to the original size), so the
+matrix counts exactly the image's labelled pixels.
+
+Protocol: the config's ``eval`` section (``scales``, ``flip``, ``sliding_window``) unless
+arguments override it; ``--tta`` is the paper's 0.5, 0.75, 1.0, 1.25, 1.5, 1.75 with flip,
+softmax probabilities averaged at the original resolution (exfuse_keras/inference/tta.py).
+
+Outputs: the per-class table (IoU, accuracy) with mIoU, pixel accuracy and mean class accuracy;
+a JSON report and a picture of the row-normalised confusion matrix next to it
+(``<run>/eval_<split>[_ms][_flip][_sw].json`` and ``..._confusion.png`` by default).
+
+Distribution (``--strategy``): with N replicas (MirroredStrategy over N GPUs, or N logical
+CPUs) N images are predicted at a time, one per replica, each replica computing its image's
+confusion matrix; the matrices are summed with ``strategy.reduce``. Reading and decoding the
+images stays on the host in one tf.data pipeline, and multi-worker setups are not supported
+(each worker would evaluate the whole split).
 """
 
 from __future__ import annotations
@@ -13,46 +34,98 @@ import argparse
 import json
 import os
 import sys
+import time
+from typing import Optional, Sequence
+
+from exfuse_keras.inference.arguments import add_protocol_arguments, protocol_from_arguments
+from exfuse_keras.inference.loading import load_predictor, load_run
+
+__all__ = ["load_run", "load_predictor", "evaluate", "format_table", "report_paths", "main"]
+
+STRATEGIES = ("auto", "default", "mirrored")
 
 
-def load_run(weights: str, config_path=None, overrides=()):
-    """(config, keras model) from a run directory (its config.yaml and best.keras) or a .keras file."""
-    import keras
+def evaluate(cfg, model, split: str = "val", progress: bool = True, *, scales: Optional[Sequence[float]] = None,
+             flip: Optional[bool] = None, sliding_window: Optional[Sequence[int]] = None, strategy=None,
+             max_images: Optional[int] = None) -> dict:
+    """The split's scores: mIoU, per-class IoU and accuracy, pixel and mean class accuracy.
 
-    import exfuse_keras.layers  # noqa: F401  (registers the custom layers for load_model)
-    from exfuse_keras.config import ConfigError, load_config
+    Args:
+        cfg: the config (``data`` for the split, ``eval`` for the default protocol).
+        model: a Keras model, a predictor callable (exfuse_keras/inference/loading.py) or a
+            ``Segmenter``; under ``strategy`` created in its scope.
+        split: ``"val"`` or ``"train"``.
+        progress: show a tqdm progress bar.
+        scales, flip, sliding_window: the protocol; None takes ``cfg.eval``'s.
+        strategy: a ``tf.distribute.Strategy`` to spread images over its replicas (module doc).
+        max_images: evaluate only the split's first images (a quick check).
 
-    if os.path.isdir(weights):
-        model_path = os.path.join(weights, "best.keras")
-        if not os.path.isfile(model_path):
-            model_path = os.path.join(weights, "last.keras")
-        config_path = config_path or os.path.join(weights, "config.yaml")
-    else:
-        model_path = weights
-    if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"--weights {weights}: no best.keras, last.keras or .keras file there")
-    if config_path is None:
-        raise ConfigError(f"--weights {weights} is a file: pass --config (the run's config.yaml)")
-    cfg = load_config(config_path, overrides)
-    return cfg, keras.models.load_model(model_path, compile=False)
-
-
-def evaluate(cfg, model, split: str = "val", progress: bool = True) -> dict:
-    """The split's scores: mIoU, per-class IoU and accuracy, pixel and mean class accuracy."""
+    Returns:
+        ``scores_from_confusion``'s dict plus ``"confusion_matrix"`` (int64 [C, C], rows = ground
+        truth), ``"protocol"`` ({scales, flip, sliding_window}), ``"images"`` and ``"seconds"``.
+    """
     import numpy as np
+    import tensorflow as tf
     from tqdm import tqdm
 
     from exfuse_keras.data.pipeline import make_dataset, num_examples
-    from exfuse_keras.metrics import StreamingMeanIoU, scores_from_confusion
+    from exfuse_keras.inference.segmenter import Segmenter
+    from exfuse_keras.metrics import confusion_matrix, scores_from_confusion
 
-    metric = StreamingMeanIoU(cfg.data.num_classes, cfg.data.ignore_label)
-    dataset = make_dataset(cfg, split, training=False, batch_size=1)
-    for images, masks in tqdm(dataset, total=num_examples(cfg.data, split), disable=not progress,
-                              desc=f"evaluating {split}", unit="img"):
-        outputs = model(images, training=False)
-        metric.update_state(masks, outputs["logits"] if isinstance(outputs, dict) else outputs)
-    scores = scores_from_confusion(metric.matrix.numpy())
-    scores["confusion_matrix"] = metric.matrix.numpy().astype(np.int64)
+    segmenter = model if isinstance(model, Segmenter) else Segmenter(model, cfg)
+    scales, flip = Segmenter.views(scales=cfg.eval.scales if scales is None else scales,
+                                   flip=cfg.eval.flip if flip is None else flip)
+    if sliding_window is None and cfg.eval.sliding_window is not None:
+        sliding_window = tuple(cfg.eval.sliding_window)
+    forward = segmenter.forward_function(scales, flip, sliding_window)
+    num_classes, ignore_label = cfg.data.num_classes, cfg.data.ignore_label
+
+    def image_confusion(image, mask):
+        predictions, _ = forward(image)
+        return confusion_matrix(mask, predictions, num_classes, ignore_label)
+
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if replicas > 1:
+        # An image for a replica left without one at the end of the split: all ignore, counts nothing.
+        idle = (tf.fill([1, 32, 32, 3], 0.0), tf.fill([1, 32, 32], ignore_label))
+
+        @tf.function(reduce_retracing=True)
+        def replica_step(images, masks):
+            per_replica = strategy.run(image_confusion, args=(images, masks))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        def step(group):
+            group = group + [idle] * (replicas - len(group))
+            images, masks = (strategy.experimental_distribute_values_from_function(
+                lambda context, k=k: group[context.replica_id_in_sync_group][k]) for k in (0, 1))
+            return replica_step(images, masks)
+    else:
+        def step(group):
+            return image_confusion(*group[0])
+
+    dataset = make_dataset(cfg, split, training=False, batch_size=1, return_meta=True)
+    total = num_examples(cfg.data, split)
+    if max_images is not None:
+        dataset, total = dataset.take(max_images), min(total, max_images)
+    matrix = np.zeros((num_classes, num_classes), np.float64)
+    started = time.perf_counter()
+    group, count = [], 0
+    for images, masks, meta in tqdm(dataset, total=total, disable=not progress, desc=f"evaluating {split}",
+                                    unit="img"):
+        height, width = int(meta["size"][0, 0]), int(meta["size"][0, 1])
+        group.append((images[:, :height, :width], masks[:, :height, :width]))
+        count += 1
+        if len(group) == replicas:
+            matrix += step(group).numpy()
+            group = []
+    if group:
+        matrix += step(group).numpy()
+    scores = scores_from_confusion(matrix)
+    scores["confusion_matrix"] = matrix.astype(np.int64)
+    scores["protocol"] = {"scales": list(scales), "flip": flip,
+                          "sliding_window": None if sliding_window is None else list(sliding_window)}
+    scores["images"] = count
+    scores["seconds"] = time.perf_counter() - started
     return scores
 
 
@@ -66,35 +139,76 @@ def format_table(scores: dict, class_names) -> str:
     return "\n".join(lines)
 
 
+def protocol_tag(protocol: dict) -> str:
+    """``""`` for single scale, else ``_ms`` (scales), ``_flip``, ``_sw`` (sliding window) joined."""
+    tag = "" if protocol["scales"] == [1.0] else "_ms"
+    tag += "_flip" if protocol["flip"] else ""
+    return tag + ("_sw" if protocol["sliding_window"] else "")
+
+
+def report_paths(weights: str, split: str, protocol: dict, output: Optional[str] = None) -> tuple[str, str]:
+    """(JSON report, confusion picture) paths: ``output`` and ``<output stem>_confusion.png``, or by
+    default ``eval_<split><tag>.json`` in the run folder (``<file stem>_eval_...`` beside a .keras file)."""
+    if output is None:
+        name = f"eval_{split}{protocol_tag(protocol)}.json"
+        if os.path.isdir(weights):
+            output = os.path.join(weights, name)
+        else:
+            stem = os.path.splitext(os.path.basename(weights))[0]
+            output = os.path.join(os.path.dirname(os.path.abspath(weights)), f"{stem}_{name}")
+    return output, os.path.splitext(output)[0] + "_confusion.png"
+
+
+def write_report(path: str, scores: dict, class_names, split: str, weights: str) -> None:
+    report = {"weights": weights, "split": split, "protocol": scores["protocol"], "images": scores["images"],
+              "seconds": scores["seconds"], "images_per_second": scores["images"] / max(scores["seconds"], 1e-9),
+              "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
+              "mean_class_accuracy": scores["mean_class_accuracy"],
+              "per_class": {name: {"iou": None if iou != iou else float(iou),
+                                   "accuracy": None if acc != acc else float(acc)}
+                            for name, iou, acc in zip(class_names, scores["iou"], scores["class_accuracy"])},
+              "confusion_matrix": scores["confusion_matrix"].tolist()}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate a trained ExFuse model (single scale, VOC metric).")
-    parser.add_argument("--weights", required=True, help="a training run's folder or a .keras file")
+    parser = argparse.ArgumentParser(description="Evaluate a trained ExFuse model with the VOC metric "
+                                                 "(mIoU over the split at the original resolution).")
+    parser.add_argument("--weights", required=True,
+                        help="a training run's folder, a .keras file or a SavedModel folder from export.py")
     parser.add_argument("--config", help="config (default: the run folder's config.yaml)")
     parser.add_argument("--split", default="val")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--output", help="JSON report path (default: <run>/eval_<split>.json for a run folder)")
+    add_protocol_arguments(parser)
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
+                        help="distribution strategy: images are spread over its replicas")
+    parser.add_argument("--max-images", type=int, help="evaluate only the first N images (a quick check)")
+    parser.add_argument("--output", help="JSON report path (default: <run>/eval_<split>[_ms][_flip][_sw].json); "
+                                         "the confusion picture goes beside it as <stem>_confusion.png")
     args = parser.parse_args(argv)
 
     from exfuse_keras.config import ConfigError
+    from exfuse_keras.evaluation.visualize import save_confusion_picture
+    from exfuse_keras.training.strategy import select_strategy
 
+    scales, flip = protocol_from_arguments(args)
+    strategy = select_strategy(args.strategy)
     try:
-        cfg, model = load_run(args.weights, args.config, args.set)
-    except (ConfigError, FileNotFoundError) as err:
+        with strategy.scope():
+            cfg, model = load_predictor(args.weights, args.config, args.set)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    scores = evaluate(cfg, model, args.split)
+    print(f"strategy: {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}")
+    scores = evaluate(cfg, model, args.split, scales=scales, flip=flip, sliding_window=args.sliding_window,
+                      strategy=strategy, max_images=args.max_images)
+    protocol = scores["protocol"]
+    print(f"{args.split}: {scores['images']} images, scales {protocol['scales']}, flip {protocol['flip']}, "
+          f"sliding window {protocol['sliding_window']}, {scores['images'] / max(scores['seconds'], 1e-9):.2f} img/s")
     print(format_table(scores, cfg.data.class_names))
-    output = args.output or (os.path.join(args.weights, f"eval_{args.split}.json")
-                             if os.path.isdir(args.weights) else None)
-    if output:
-        report = {"split": args.split, "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
-                  "mean_class_accuracy": scores["mean_class_accuracy"],
-                  "per_class": {name: {"iou": None if iou != iou else float(iou),
-                                       "accuracy": None if acc != acc else float(acc)}
-                                for name, iou, acc in zip(cfg.data.class_names, scores["iou"],
-                                                          scores["class_accuracy"])},
-                  "confusion_matrix": scores["confusion_matrix"].tolist()}
-        with open(output, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-        print(f"report: {output}")
+    report, picture = report_paths(args.weights, args.split, protocol, args.output)
+    write_report(report, scores, cfg.data.class_names, args.split, args.weights)
+    save_confusion_picture(picture, scores["confusion_matrix"], cfg.data.class_names)
+    print(f"report: {report}\nconfusion matrix: {picture}")
     return 0

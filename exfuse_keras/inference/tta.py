@@ -38,20 +38,45 @@ def pad_to_multiple(images: tf.Tensor, multiple: int = PAD_MULTIPLE, fill: Seque
     """Pads ``[B, H, W, 3]`` at the bottom and right to multiples of ``multiple`` with ``fill``.
 
     The fill should be the mean colour the model was trained with (it pads crops with it), so
-    padding looks like what the network saw at training time.
+    padding looks like what the network saw at training time. The image's own pixels are
+    copied unchanged: constant blocks are concatenated to it (``pad(x - fill) + fill`` would
+    round them by up to an ulp).
     """
-    height, width = tf.shape(images)[1], tf.shape(images)[2]
-    pad_h = -height % multiple
-    pad_w = -width % multiple
-    fill = tf.reshape(tf.cast(fill, images.dtype), [1, 1, 1, 3])
-    # (x - fill) padded with zeros, + fill: the constant-colour pad in two cheap element-wise ops.
-    return tf.pad(images - fill, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]]) + fill
+    return pad_to_size(images, _round_up(tf.shape(images)[1], multiple), _round_up(tf.shape(images)[2], multiple),
+                       fill)
+
+
+def pad_to_size(images: tf.Tensor, height, width, fill: Sequence[float] = (0.0, 0.0, 0.0)) -> tf.Tensor:
+    """Pads ``[B, H, W, 3]`` at the bottom and right with ``fill`` to ``[B, height, width, 3]``
+    (``height >= H``, ``width >= W``)."""
+    shape = tf.shape(images)
+    fill = tf.cast(fill, images.dtype)
+    right = tf.broadcast_to(fill, tf.stack([shape[0], shape[1], width - shape[2], 3]))
+    images = tf.concat([images, right], axis=2)
+    bottom = tf.broadcast_to(fill, tf.stack([shape[0], height - shape[1], width, 3]))
+    return tf.concat([images, bottom], axis=1)
+
+
+def _round_up(size: tf.Tensor, multiple: int) -> tf.Tensor:
+    return size + tf.math.floormod(-size, multiple)
 
 
 def scaled_size(height: tf.Tensor, width: tf.Tensor, scale: float) -> tf.Tensor:
     """``[round(H·s), round(W·s)]``, at least 1 pixel each."""
     size = tf.cast(tf.stack([height, width]), tf.float32) * scale
     return tf.maximum(tf.cast(tf.round(size), tf.int32), 1)
+
+
+def view_logits(logits_fn, images: tf.Tensor, fill=(0.0, 0.0, 0.0), multiple: int = PAD_MULTIPLE) -> tf.Tensor:
+    """Logits ``[B, H, W, C]`` of images of any size: padded to ``multiple`` with ``fill``,
+    predicted, resized to the padded size when the model predicts at a stride, cropped back."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    size = tf.shape(images)[1:3]
+    padded = _round_up(size, multiple)
+    logits = logits_fn(pad_to_multiple(images, multiple, fill))
+    logits = tf.cond(tf.reduce_all(tf.equal(tf.shape(logits)[1:3], padded)), lambda: logits,
+                     lambda: tf.image.resize(logits, padded, method="bilinear"))
+    return logits[:, :size[0], :size[1], :]
 
 
 def predict_at_scale(logits_fn, images: tf.Tensor, scale: float, flip: bool, fill=(0.0, 0.0, 0.0),
@@ -64,17 +89,11 @@ def predict_at_scale(logits_fn, images: tf.Tensor, scale: float, flip: bool, fil
     """
     images = tf.convert_to_tensor(images, tf.float32)
     height, width = tf.shape(images)[1], tf.shape(images)[2]
-    size = scaled_size(height, width, scale)
-    view = images if scale == 1.0 else tf.image.resize(images, size, method="bilinear")
+    view = images if scale == 1.0 else tf.image.resize(images, scaled_size(height, width, scale),
+                                                       method="bilinear")
     if flip:
         view = tf.reverse(view, axis=[2])
-    logits = logits_fn(pad_to_multiple(view, multiple, fill))
-    # The model predicts at input resolution; a model predicting at a stride is resized first.
-    padded = tf.shape(view)[1:3] + tf.math.floormod(-tf.shape(view)[1:3], multiple)
-    logits = tf.cond(tf.reduce_all(tf.equal(tf.shape(logits)[1:3], padded)), lambda: logits,
-                     lambda: tf.image.resize(logits, padded, method="bilinear"))
-    logits = logits[:, :size[0], :size[1], :]
-    probabilities = tf.nn.softmax(logits, axis=-1)
+    probabilities = tf.nn.softmax(view_logits(logits_fn, view, fill, multiple), axis=-1)
     if flip:
         probabilities = tf.reverse(probabilities, axis=[2])
     if scale != 1.0:

@@ -1,0 +1,115 @@
+"""Images in, masks a person can look at out (behind predict.py).
+
+    python predict.py photo.jpg photos/ --weights runs/quickstart --output predictions [--tta]
+
+For every image (files named on the command line, and the .jpg/.jpeg/.png/.bmp files of named
+folders, not recursing) writes, at the image's original size:
+
+- ``<stem>_mask.png``: the predicted classes as an indexed (palette) PNG, pixel value = class
+  index, colours from the config's ``data.palette`` (else PASCAL VOC's), as VOC's own masks;
+- ``<stem>_overlay.png``: the image blended with the coloured mask (``--alpha`` of the mask).
+
+A file that cannot be read is reported on one ``warning:`` line and skipped; the others are
+still written, and the exit status is 1 at the end. Two inputs with the same stem get ``_2``,
+``_3``, ... appended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def list_images(inputs) -> tuple[list[str], list[str]]:
+    """(image files, problems): named files as given, folders' image files sorted by name; each file once."""
+    files, problems = [], []
+    for entry in inputs:
+        if os.path.isdir(entry):
+            found = sorted(os.path.join(entry, name) for name in os.listdir(entry)
+                           if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(entry, name)))
+            if not found:
+                problems.append(f"{entry}: no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files in this folder")
+            files += found
+        elif os.path.isfile(entry):
+            files.append(entry)
+        else:
+            problems.append(f"{entry}: no such file or folder")
+    seen = set()
+    unique = [f for f in files if not (os.path.realpath(f) in seen or seen.add(os.path.realpath(f)))]
+    return unique, problems
+
+
+def overlay(image, coloured, alpha: float = 0.5):
+    """uint8 ``[H, W, 3]``: ``(1 - alpha) * image + alpha * coloured``."""
+    import numpy as np
+
+    blended = (1.0 - alpha) * np.asarray(image, np.float32) + alpha * np.asarray(coloured, np.float32)
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def _unique_stem(path: str, used: set) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    candidate, number = stem, 1
+    while candidate in used:
+        number += 1
+        candidate = f"{stem}_{number}"
+    used.add(candidate)
+    return candidate
+
+
+def main(argv=None) -> int:
+    from exfuse_keras.inference.arguments import add_protocol_arguments, protocol_from_arguments
+
+    parser = argparse.ArgumentParser(description="Predict segmentation masks: a palette PNG and an overlay per image.")
+    parser.add_argument("inputs", nargs="+", help="image files (jpg, png, bmp) or folders of them")
+    parser.add_argument("--weights", required=True, help="a training run's folder or a .keras file")
+    parser.add_argument("--config", help="config (default: the run folder's config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--output", default="predictions", help="output folder (created)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay, 0-1")
+    add_protocol_arguments(parser)
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f"--alpha: expected a value in 0-1, got {args.alpha}")
+
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from exfuse_keras.config import ConfigError
+    from exfuse_keras.data.palette import write_palette_png
+    from exfuse_keras.inference.segmenter import Segmenter, load_image
+
+    files, problems = list_images(args.inputs)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not files:
+        print("error: no images to predict", file=sys.stderr)
+        return 2
+    try:
+        segmenter = Segmenter.load(args.weights, args.config, args.set)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    scales, flip = protocol_from_arguments(args)
+    os.makedirs(args.output, exist_ok=True)
+    used, failed = set(), len(problems)
+    for path in tqdm(files, desc="predicting", unit="img", disable=len(files) < 2):
+        try:
+            image = load_image(path)
+        except (OSError, ValueError) as err:
+            tqdm.write(f"warning: skipped {err}", file=sys.stderr)
+            failed += 1
+            continue
+        mask, _ = segmenter.predict(image, scales=scales, flip=flip, sliding_window=args.sliding_window)
+        stem = _unique_stem(path, used)
+        write_palette_png(os.path.join(args.output, f"{stem}_mask.png"), mask.astype(np.uint8), segmenter.palette)
+        Image.fromarray(overlay(image, segmenter.colorize(mask), args.alpha)).save(
+            os.path.join(args.output, f"{stem}_overlay.png"))
+    written = len(files) - (failed - len(problems))
+    print(f"{written} of {len(files)} images written to {args.output}"
+          + (f"; {failed} problem(s) reported above" if failed else ""))
+    return 1 if failed else 0
