@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test setup clean bench-env
 
-$(STAMP): requirements.txt requirements-test.txt pyproject.toml
+$(STAMP): requirements.txt requirements-test.txt requirements-serving.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q --no-deps -r requirements-serving.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -19,6 +20,9 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) train.py --config configs/quickstart.yaml --model-dir runs/quickstart
+	$(PY) export.py --weights runs/quickstart --format saved_model --output runs/quickstart/export/saved_model --overwrite
+	$(PY) export.py --weights runs/quickstart --format tflite --output runs/quickstart/export/tflite --overwrite \
+		--tflite-size 128,128 --tflite-quantization float32,int8
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q tests

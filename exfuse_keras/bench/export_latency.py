@@ -1,0 +1,185 @@
+"""Export latency and size: ms per 512x512 image and artefact size for every deployment format.
+
+Usage::
+
+    python -m exfuse_keras.bench.export_latency [--run runs/quickstart] [--size 512] [--repeats 10]
+    python -m exfuse_keras.bench.export_latency --quick     # a smoke test of this script: 64x64, seconds
+
+For each model
+
+- **quick start**: the trained run of ``--run`` (default ``runs/quickstart``; ``configs/quickstart.yaml``
+  with random weights when that folder does not exist: latency does not depend on the weights),
+- **ExFuse-ResNet-101**: ``configs/exfuse_resnet101.yaml`` with ``model.backbone.weights=null``
+  (random initialisation, nothing downloaded),
+
+exports every format into a temporary folder and times one ``--size`` x ``--size`` image at a time
+(batch 1), after ``--warmup`` untimed calls, as the median of ``--repeats`` calls:
+
+- ``keras predict``: ``model.predict`` (all heads, as a training run's model is called);
+- ``SavedModel serving_default``: the encoded JPEG in, the mask out (decode, pad, network, argmax:
+  what TF Serving runs per request, without the server);
+- ``SavedModel network_logits``: the bare exported network;
+- ``TFLite float32 / float16 / int8``: ``ai_edge_litert`` Interpreter with ``--threads`` (2)
+  threads, XNNPACK as the interpreter sets it up; int8 calibrated on ``--calibration-images``
+  smooth random images (latency does not depend on the calibration);
+- ``ONNX``: onnxruntime, CPU provider, ``--threads`` intra-op threads.
+
+Sizes are the bytes on disk of each artefact (the SavedModel folder in total). Prints one line per
+measurement and a Markdown table; machines are noisy, so compare figures from the same run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _megabytes(path) -> float:
+    path = Path(path)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+    return path.stat().st_size / 1e6
+
+
+def _median_ms(call, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def smooth_image(size: int, seed: int) -> np.ndarray:
+    """uint8 [size, size, 3]: a random 6x8 colour grid upsampled (photo-like, compresses like one)."""
+    from PIL import Image
+
+    grid = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(grid).resize((size, size), Image.BICUBIC))
+
+
+def _models(args):
+    """(name, config, keras model) of the models to time."""
+    import keras
+
+    from exfuse_keras.config import load_config
+    from exfuse_keras.inference.loading import load_run
+    from exfuse_keras.model import build_model
+
+    if "quickstart" in args.models:
+        if os.path.isdir(args.run):
+            cfg, model = load_run(args.run)
+            yield "quick start (trained)", cfg, model
+        else:
+            cfg = load_config(str(ROOT / "configs" / "quickstart.yaml"))
+            yield "quick start (random init)", cfg, build_model(cfg)
+        keras.backend.clear_session()
+    if "r101" in args.models:
+        cfg = load_config(str(ROOT / "configs" / "exfuse_resnet101.yaml"), ["model.backbone.weights=null"])
+        yield "ExFuse-ResNet-101 (random init)", cfg, build_model(cfg)
+
+
+def measure(name, cfg, model, args, folder: Path) -> list[tuple]:
+    """Rows (model, format, ms per image, MB) for one model."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from exfuse_keras.export import tflite
+    from exfuse_keras.export.onnx import export_onnx
+    from exfuse_keras.export.saved_model import export_saved_model
+
+    size = args.size
+    image = smooth_image(size, 0)
+    batch = image[None].astype(np.float32)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+    encoded = tf.constant([buffer.getvalue()])
+    rows = []
+
+    def record(fmt, milliseconds, path):
+        rows.append((name, fmt, milliseconds, _megabytes(path) if path is not None else None))
+        print(f"{name}, {fmt}: {milliseconds:.1f} ms/image" + (f", {rows[-1][3]:.2f} MB" if path else ""),
+              flush=True)
+
+    keras_path = folder / "model.keras"
+    model.save(keras_path)
+    record("keras predict", _median_ms(lambda: model.predict(batch, verbose=0), args.warmup, args.repeats),
+           keras_path)
+
+    saved_model = export_saved_model(cfg, model, str(folder / "saved_model"))
+    loaded = tf.saved_model.load(saved_model)
+    serving_default, network = loaded.signatures["serving_default"], loaded.signatures["network_logits"]
+    record("SavedModel serving_default (JPEG in, mask out)",
+           _median_ms(lambda: serving_default(image_bytes=encoded)["mask"].numpy(), args.warmup, args.repeats),
+           saved_model)
+    record("SavedModel network_logits", _median_ms(lambda: network(images=tf.constant(batch))["logits"].numpy(),
+                                                   args.warmup, args.repeats), None)
+
+    calibration = [smooth_image(size, seed)[None].astype(np.float32) for seed in range(1, args.calibration_images + 1)]
+    for quantization in ("float32", "float16", "int8"):
+        path = folder / f"model_{quantization}.tflite"
+        tflite.export_tflite(cfg, model, str(path), quantization, (size, size),
+                             representative=lambda: iter(calibration))
+        runner = tflite.interpreter(path, num_threads=args.threads)
+        record(f"TFLite {quantization} ({args.threads} threads)",
+               _median_ms(lambda runner=runner: tflite.run(runner, batch), args.warmup, args.repeats), path)
+
+    if not args.no_onnx:
+        import onnxruntime
+
+        path = export_onnx(model, str(folder / "model.onnx"))
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        record(f"ONNX onnxruntime ({args.threads} threads)",
+               _median_ms(lambda: session.run(None, {"images": batch}), args.warmup, args.repeats), path)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="runs/quickstart", help="the quick-start run folder")
+    parser.add_argument("--models", default="quickstart,r101", help="comma-separated: quickstart, r101")
+    parser.add_argument("--size", type=int, default=512, help="image side (a multiple of 32)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per format (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    parser.add_argument("--threads", type=int, default=2, help="TFLite / onnxruntime threads")
+    parser.add_argument("--calibration-images", type=int, default=16, help="int8 calibration images")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX row")
+    parser.add_argument("--quick", action="store_true",
+                        help="check the script runs: the quick-start model only, 64x64, one timed call")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.size, args.repeats, args.warmup, args.calibration_images = "quickstart", 64, 1, 1, 2
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.size % 32:
+        parser.error(f"--size {args.size}: expected a multiple of 32")
+
+    import tensorflow as tf
+
+    print(f"{args.size}x{args.size} images, batch 1, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}")
+    rows = []
+    for name, cfg, model in _models(args):
+        with tempfile.TemporaryDirectory(prefix="bench_export_") as folder:
+            rows += measure(name, cfg, model, args, Path(folder))
+    print(f"\n| model | format | ms / {args.size}² image | size (MB) |\n|---|---|---|---|")
+    for name, fmt, milliseconds, megabytes in rows:
+        size = f"{megabytes:.2f}" if megabytes is not None else "(same folder)"
+        print(f"| {name} | {fmt} | {milliseconds:.1f} | {size} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""TFLite export for phones: the network at one fixed input size, TFLite builtin ops only.
+
+The model file takes float32 ``[1, H, W, 3]`` RGB pixels 0-255 (``H, W`` = ``export.tflite_size``
+or ``--tflite-size``, multiples of 32; normalisation is inside) and gives float32 logits
+``[1, H, W, C]``; the app resizes or pads its picture to ``H x W`` and takes the argmax. The
+auxiliary heads are dropped. Quantisation (``--tflite-quantization``):
+
+- ``float32``: the network as trained (logits within 1e-4 x max |logit| of Keras, tested).
+- ``float16``: float16 weights (half the file), computed in float32 (or float16 on GPU delegates).
+- ``dynamic``: int8 weights, activations quantised on the fly (a quarter of the file).
+- ``int8``: full integer: int8 weights and activations, every op an int8 kernel (the form NPUs
+  and DSPs run), activation ranges calibrated on ``calibration_batches`` batches of the training
+  input pipeline (augmented crops, resized to the input size). Input and output stay float32:
+  the file begins with one QUANTIZE and ends with one DEQUANTIZE, so the same calling code works
+  for every variant and the app needs no scale/zero-point arithmetic; the cost is two cheap ops.
+
+Conversion goes through a SavedModel with a fixed-shape signature (``from_saved_model``) and
+allows ``TFLITE_BUILTINS`` only (``TFLITE_BUILTINS_INT8`` for int8), so a model that would need
+TensorFlow (Flex) ops fails to convert instead of producing a file phones cannot run;
+``operator_names`` reads the op list back from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+DEFAULT_CALIBRATION_BATCHES = 8
+
+
+def _size(size: Sequence[int]) -> tuple[int, int]:
+    height, width = (int(v) for v in size)
+    if height <= 0 or width <= 0 or height % 32 or width % 32:
+        raise ValueError(f"--tflite-size {height},{width}: expected HEIGHT,WIDTH, positive multiples of 32")
+    return height, width
+
+
+def _write_fixed_size_saved_model(model, size: tuple[int, int], folder: str) -> None:
+    """The logits of ``model`` for ``[1, H, W, 3]`` as a SavedModel. Keras' ExportArchive, not a
+    plain ``tf.Module``: the converter freezes the variables of the former into constants, but
+    keeps those of the latter as READ_VARIABLE ops (weights missing from the file)."""
+    import keras
+
+    from exfuse_keras.export.saved_model import logits_model
+
+    network = logits_model(model)
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint("serve", lambda image: {"logits": tf.cast(network(image, training=False), tf.float32)},
+                         input_signature=[tf.TensorSpec([1, *size, 3], tf.float32, name="image")])
+    archive.write_out(folder, verbose=False)
+
+
+def calibration_images(cfg, size: Sequence[int], batches: int = DEFAULT_CALIBRATION_BATCHES,
+                       batch_size: Optional[int] = None) -> Iterable[np.ndarray]:
+    """float32 ``[1, H, W, 3]`` images: ``batches`` training batches (augmented crops of
+    ``data.crop_size``, seeded by ``train.seed``), each crop resized (bilinear) to ``size``."""
+    from exfuse_keras.data.pipeline import make_dataset
+
+    height, width = _size(size)
+    dataset = make_dataset(cfg, "train", training=True, batch_size=batch_size).take(batches)
+    for images, _ in dataset:
+        if tuple(images.shape[1:3]) != (height, width):
+            images = tf.image.resize(images, (height, width), method="bilinear")
+        for image in tf.clip_by_value(images, 0.0, 255.0).numpy():
+            yield image[None]
+
+
+def convert(model, size: Sequence[int], quantization: str = "float32",
+            representative: Optional[Callable[[], Iterable[np.ndarray]]] = None) -> bytes:
+    """The TFLite flatbuffer of ``model``'s logits at ``size`` (module doc).
+
+    Args:
+        model: the Keras model (dict outputs: only ``"logits"`` is kept).
+        size: (height, width), multiples of 32.
+        quantization: one of ``QUANTIZATIONS``.
+        representative: for ``int8``: a callable returning an iterable of float32 ``[1, H, W, 3]``
+            images (``lambda: calibration_images(cfg, size)``).
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"--tflite-quantization {quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
+    if quantization == "int8" and representative is None:
+        raise ValueError("int8 quantisation needs calibration images (representative)")
+    size = _size(size)
+    with tempfile.TemporaryDirectory(prefix="exfuse_tflite_") as folder:
+        _write_fixed_size_saved_model(model, size, folder)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantization != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quantization == "int8":
+            converter.representative_dataset = lambda: ([image] for image in representative())
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        return converter.convert()
+
+
+def export_tflite(cfg, model, path: str, quantization: str = "float32", size: Optional[Sequence[int]] = None,
+                  calibration_batches: int = DEFAULT_CALIBRATION_BATCHES,
+                  representative: Optional[Callable[[], Iterable[np.ndarray]]] = None) -> str:
+    """Writes the ``.tflite`` file ``path`` and returns it.
+
+    Args:
+        cfg: the model's config (``export.tflite_size`` by default; the training data for int8).
+        quantization: one of ``QUANTIZATIONS``.
+        size: (height, width); default ``cfg.export.tflite_size``.
+        calibration_batches: int8: training batches (``train.batch_size`` images each) to calibrate on.
+        representative: int8: other calibration images (``convert``'s argument) instead of the
+            training pipeline's.
+    """
+    size = _size(size or cfg.export.tflite_size)
+    if quantization == "int8" and representative is None:
+        if calibration_batches < 1:
+            raise ValueError(f"--calibration-batches {calibration_batches}: int8 needs at least one batch")
+        representative = lambda: calibration_images(cfg, size, calibration_batches)  # noqa: E731
+    flatbuffer = convert(model, size, quantization, representative)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+    return path
+
+
+def operator_names(flatbuffer: bytes) -> list[str]:
+    """The operator codes of a ``.tflite`` file: builtin op names (``CONV_2D``), or the custom
+    code of a custom op (Flex ops are custom ops named ``Flex...``)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    result = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            result.append((code.CustomCode() or b"").decode())
+        else:
+            result.append(names.get(builtin, str(builtin)))
+    return result
+
+
+def interpreter(path_or_bytes, num_threads: int = 2):
+    """An allocated ``ai_edge_litert`` Interpreter for a ``.tflite`` file or its bytes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        runner = Interpreter(model_content=bytes(path_or_bytes), num_threads=num_threads)
+    else:
+        runner = Interpreter(model_path=os.fspath(path_or_bytes), num_threads=num_threads)
+    runner.allocate_tensors()
+    return runner
+
+
+def run(runner, image: np.ndarray) -> np.ndarray:
+    """Logits ``[1, H, W, C]`` of one float32 ``[1, H, W, 3]`` image (the file's input size)."""
+    (inputs,), (outputs,) = runner.get_input_details(), runner.get_output_details()
+    runner.set_tensor(inputs["index"], np.asarray(image, np.float32).reshape(inputs["shape"]))
+    runner.invoke()
+    return runner.get_tensor(outputs["index"])
