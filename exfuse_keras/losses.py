@@ -30,18 +30,20 @@ def global_sum(value: tf.Tensor) -> tf.Tensor:
 
 
 def labels_like(mask: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """The int32 label map ``[N, h, w]`` at the logits' resolution (nearest when it differs)."""
+    """The int32 label map ``[N, h, w]`` at the logits' resolution (nearest when it differs).
+
+    No ``tf.cond`` on the sizes: its two branches have different shapes, which XLA
+    (``jit_compile``) cannot compile. When the static sizes do not prove them equal the mask
+    is resized unconditionally; nearest resizing to the same size is the identity.
+    """
     mask = tf.convert_to_tensor(mask)
     if mask.shape.rank == 4:
         mask = mask[..., 0]
     mask = tf.cast(mask, tf.int32)
-    target = tf.shape(logits)[1:3]
-    source = tf.shape(mask)[1:3]
-
-    def resize():
-        return tf.image.resize(mask[..., None], target, method="nearest")[..., 0]
-
-    return tf.cond(tf.reduce_all(tf.equal(source, target)), lambda: mask, resize)
+    static_source, static_target = mask.shape[1:3], logits.shape[1:3]
+    if static_source.is_fully_defined() and static_source == static_target:
+        return mask
+    return tf.image.resize(mask[..., None], tf.shape(logits)[1:3], method="nearest")[..., 0]
 
 
 def class_presence(mask: tf.Tensor, num_classes: int) -> tf.Tensor:

@@ -20,9 +20,10 @@ def confusion_matrix(labels: tf.Tensor, predictions: tf.Tensor, num_classes: int
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
     predictions = tf.reshape(tf.cast(predictions, tf.int64), [-1])
     valid = tf.logical_and(tf.not_equal(labels, ignore_label), labels < num_classes)
-    index = tf.boolean_mask(labels * num_classes + predictions, valid)
-    counts = tf.math.bincount(index, minlength=num_classes * num_classes,
-                              maxlength=num_classes * num_classes, dtype=tf.float64)
+    # A segment sum over all pixels, ignore pixels weighted 0: static shapes, so XLA compiles it
+    # (boolean_mask + bincount does not).
+    index = tf.where(valid, labels * num_classes + predictions, tf.zeros_like(labels))
+    counts = tf.math.unsorted_segment_sum(tf.cast(valid, tf.float64), index, num_classes * num_classes)
     return tf.reshape(counts, [num_classes, num_classes])
 
 

@@ -145,3 +145,27 @@ def test_learning_rate_scales_with_global_batch_and_decay_skips_bn_and_bias():
     for variable in model.trainable_variables:
         name = variable.path.rsplit("/", 1)[-1]
         assert (variable.path in decayed) == (name not in ("bias", "gamma", "beta")), variable.path
+
+
+def test_losses_and_metric_compile_with_xla_and_match_the_plain_step(rng):
+    """jit_compile (the GPU default) must compile every head's loss and the mIoU: no tf.cond with
+    differently shaped branches (ECRE's downsampled labels), no boolean_mask + bincount."""
+    from exfuse_keras.training.run import build_training_model
+
+    cfg = config_from_dict({**tiny_config_dict(), "train": {"batch_size": 2, "warmup_steps": 0}})
+    images = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    mask = rng.integers(0, 5, (2, 64, 64)).astype("int32")
+    mask[0, :10] = 255
+    results = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        model = build_training_model(cfg, jit_compile=jit)
+        targets = {name: mask for name in model.output}
+        results[jit] = model.test_on_batch(images, targets, return_dict=True)
+    for key, value in results[False].items():
+        assert results[True][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    # the metric under XLA counts what numpy counts
+    logits = model(images, training=False)["logits"].numpy()
+    expected = scores_from_confusion(np.bincount(
+        (mask[mask != 255] * 5 + logits.argmax(-1)[mask != 255]), minlength=25).reshape(5, 5))["miou"]
+    assert results[True]["logits_miou"] == pytest.approx(expected, abs=1e-5)
