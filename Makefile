@@ -20,6 +20,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) train.py --config configs/quickstart.yaml --model-dir runs/quickstart
+	$(PY) evaluate.py --weights runs/quickstart
 	$(PY) export.py --weights runs/quickstart --format saved_model --output runs/quickstart/export/saved_model --overwrite
 	$(PY) export.py --weights runs/quickstart --format tflite --output runs/quickstart/export/tflite --overwrite \
 		--tflite-size 128,128 --tflite-quantization float32,int8

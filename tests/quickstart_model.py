@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "quickstart.yaml")
 # The quick start's recipe at a fixed length instead of its 10-minute budget: 26 epochs of 100
-# steps (about 9 minutes on 2 idle cores), so the model does not depend on how busy the machine is.
+# steps (9 to 27 minutes on 2 idle cores, by CPU), so the model does not depend on how busy the machine is.
 EPOCHS = 26
 OVERRIDES = (f"train.epochs={EPOCHS}", "train.max_train_seconds=null")
 # What training's result depends on (evaluation/export/inference code is deliberately left out).

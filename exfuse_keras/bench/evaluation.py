@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from exfuse_keras.bench.models import benchmark_models
 from exfuse_keras.data.palette import voc_palette, write_palette_png
 from exfuse_keras.data.voc import VOC_SUBDIR
 
 __all__ = ["write_evaluation_data", "measure", "main"]
 
-ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = (500, 375)  # W, H of a typical (landscape) VOC image
 
 
@@ -69,25 +69,6 @@ def measure(cfg, segmenter, images: int, protocol: dict) -> float:
     return scores["images"] / scores["seconds"]
 
 
-def _models(args):
-    """(name, config, keras model) of the two models."""
-    import keras
-
-    from exfuse_keras.config import load_config
-    from exfuse_keras.evaluation.evaluate import load_run
-    from exfuse_keras.model import build_model
-
-    if os.path.isdir(args.run):
-        cfg, model = load_run(args.run)
-        yield "quick start (trained)", cfg, model
-    else:
-        cfg = load_config(str(ROOT / "configs" / "quickstart.yaml"))
-        yield "quick start (random init)", cfg, build_model(cfg)
-    keras.backend.clear_session()
-    cfg = load_config(str(ROOT / "configs" / "exfuse_resnet101.yaml"), ["model.backbone.weights=null"])
-    yield "ExFuse-ResNet-101 (random init)", cfg, build_model(cfg)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/quickstart", help="the quick-start run folder")
@@ -115,7 +96,7 @@ def main(argv=None) -> int:
         write_evaluation_data(root, max(args.images, args.tta_images) + 1, (width, height))
         bench_data = config_from_dict({"data": {"dataset": "voc", "root": root}}).data
         print(f"{width}x{height} images, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}")
-        for name, cfg, model in _models(args):
+        for name, cfg, model in benchmark_models(args.run):
             # The model's own classes and mean colour; the generated VOC-layout data to read.
             cfg = dataclasses.replace(cfg, data=dataclasses.replace(bench_data, mean_rgb=cfg.data.mean_rgb))
             segmenter = Segmenter(model, cfg)

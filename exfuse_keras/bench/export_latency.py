@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+from exfuse_keras.bench.models import benchmark_models
 
 
 def _megabytes(path) -> float:
@@ -68,27 +68,6 @@ def smooth_image(size: int, seed: int) -> np.ndarray:
 
     grid = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
     return np.asarray(Image.fromarray(grid).resize((size, size), Image.BICUBIC))
-
-
-def _models(args):
-    """(name, config, keras model) of the models to time."""
-    import keras
-
-    from exfuse_keras.config import load_config
-    from exfuse_keras.inference.loading import load_run
-    from exfuse_keras.model import build_model
-
-    if "quickstart" in args.models:
-        if os.path.isdir(args.run):
-            cfg, model = load_run(args.run)
-            yield "quick start (trained)", cfg, model
-        else:
-            cfg = load_config(str(ROOT / "configs" / "quickstart.yaml"))
-            yield "quick start (random init)", cfg, build_model(cfg)
-        keras.backend.clear_session()
-    if "r101" in args.models:
-        cfg = load_config(str(ROOT / "configs" / "exfuse_resnet101.yaml"), ["model.backbone.weights=null"])
-        yield "ExFuse-ResNet-101 (random init)", cfg, build_model(cfg)
 
 
 def measure(name, cfg, model, args, folder: Path) -> list[tuple]:
@@ -171,7 +150,7 @@ def main(argv=None) -> int:
 
     print(f"{args.size}x{args.size} images, batch 1, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}")
     rows = []
-    for name, cfg, model in _models(args):
+    for name, cfg, model in benchmark_models(args.run, args.models):
         with tempfile.TemporaryDirectory(prefix="bench_export_") as folder:
             rows += measure(name, cfg, model, args, Path(folder))
     print(f"\n| model | format | ms / {args.size}² image | size (MB) |\n|---|---|---|---|")

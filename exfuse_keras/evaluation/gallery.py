@@ -53,12 +53,11 @@ def gallery_picture(rows, columns=COLUMNS, gap: int = 4, zoom: int = 1) -> Image
 
 
 def main(argv=None) -> int:
-    from exfuse_keras.inference.arguments import add_protocol_arguments, protocol_from_arguments
+    from exfuse_keras.inference.arguments import (add_model_arguments, add_protocol_arguments,
+                                                  protocol_from_arguments, segmenter_from_arguments)
 
     parser = argparse.ArgumentParser(description="Draw image | ground truth | prediction for a split's first images.")
-    parser.add_argument("--weights", required=True, help="a training run's folder or a .keras file")
-    parser.add_argument("--config", help="config (default: the run folder's config.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    add_model_arguments(parser)
     parser.add_argument("--split", default="val")
     parser.add_argument("--count", type=int, default=4, help="images (rows)")
     parser.add_argument("--zoom", type=int, default=2, help="enlarge every cell this many times (nearest)")
@@ -66,13 +65,8 @@ def main(argv=None) -> int:
     add_protocol_arguments(parser)
     args = parser.parse_args(argv)
 
-    from exfuse_keras.config import ConfigError
-    from exfuse_keras.inference.segmenter import Segmenter
-
-    try:
-        segmenter = Segmenter.load(args.weights, args.config, args.set)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    segmenter = segmenter_from_arguments(args)
+    if segmenter is None:
         return 2
     scales, flip = protocol_from_arguments(args)
     rows = gallery_rows(segmenter.cfg, segmenter, args.split, args.count, scales=scales, flip=flip,

@@ -1,8 +1,9 @@
-"""Command-line arguments of the test-time protocol, shared by evaluate.py and predict.py."""
+"""Command-line arguments shared by evaluate.py, predict.py and the gallery: the model and the test-time protocol."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional
 
 from exfuse_keras.inference.tta import PAPER_SCALES
@@ -47,3 +48,22 @@ def protocol_from_arguments(args) -> tuple[Optional[list[float]], Optional[bool]
     scales = args.scales if args.scales is not None else list(PAPER_SCALES) if args.tta else None
     flip = args.flip if args.flip is not None else True if args.tta else None
     return scales, flip
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--weights``, ``--config`` and repeatable ``--set`` (the model to load)."""
+    parser.add_argument("--weights", required=True, help="a training run's folder or a .keras file")
+    parser.add_argument("--config", help="config (default: the run folder's config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+
+
+def segmenter_from_arguments(args):
+    """The ``Segmenter`` of ``--weights/--config/--set``, or None after printing one ``error:`` line."""
+    from exfuse_keras.config import ConfigError
+    from exfuse_keras.inference.segmenter import Segmenter
+
+    try:
+        return Segmenter.load(args.weights, args.config, args.set)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None

@@ -61,13 +61,12 @@ def _unique_stem(path: str, used: set) -> str:
 
 
 def main(argv=None) -> int:
-    from exfuse_keras.inference.arguments import add_protocol_arguments, protocol_from_arguments
+    from exfuse_keras.inference.arguments import (add_model_arguments, add_protocol_arguments,
+                                                  protocol_from_arguments, segmenter_from_arguments)
 
     parser = argparse.ArgumentParser(description="Predict segmentation masks: a palette PNG and an overlay per image.")
     parser.add_argument("inputs", nargs="+", help="image files (jpg, png, bmp) or folders of them")
-    parser.add_argument("--weights", required=True, help="a training run's folder or a .keras file")
-    parser.add_argument("--config", help="config (default: the run folder's config.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    add_model_arguments(parser)
     parser.add_argument("--output", default="predictions", help="output folder (created)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay, 0-1")
     add_protocol_arguments(parser)
@@ -79,9 +78,8 @@ def main(argv=None) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from exfuse_keras.config import ConfigError
     from exfuse_keras.data.palette import write_palette_png
-    from exfuse_keras.inference.segmenter import Segmenter, load_image
+    from exfuse_keras.inference.segmenter import load_image
 
     files, problems = list_images(args.inputs)
     for problem in problems:
@@ -89,10 +87,8 @@ def main(argv=None) -> int:
     if not files:
         print("error: no images to predict", file=sys.stderr)
         return 2
-    try:
-        segmenter = Segmenter.load(args.weights, args.config, args.set)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    segmenter = segmenter_from_arguments(args)
+    if segmenter is None:
         return 2
     scales, flip = protocol_from_arguments(args)
     os.makedirs(args.output, exist_ok=True)

@@ -253,7 +253,6 @@ def setup_run(cfg, model_dir: str, strategy_name: str, **versions) -> RunSetup:
 
 def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> dict:
     """Trains (or resumes) the run in ``model_dir``; returns the last epoch's logs and timing."""
-    import keras
     import tensorflow as tf
 
     from exfuse_keras.data.pipeline import make_dataset
