@@ -26,7 +26,7 @@ demo: $(STAMP)
 		--tflite-size 128,128 --tflite-quantization float32,int8
 
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q --durations=15 tests
 
 # An environment with keras-cv 0.9 (frozen upstream; not a dependency) for the peer of
 # python -m exfuse_keras.bench.train_step.
