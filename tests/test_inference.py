@@ -240,13 +240,18 @@ def test_an_unreadable_file_is_named_in_the_error(tmp_path):
     assert "\n" not in str(error.value)
 
 
-def test_segmenter_loads_a_run_folder_or_a_keras_file(tmp_path):
+def _toy_run(folder, seed):
+    """A run folder (config.yaml + best.keras) of a toy model; returns (folder, config, model)."""
     cfg = _toy_config()
-    model = _conv_model(seed=12)
-    run = tmp_path / "run"
-    run.mkdir()
-    save_config(cfg, str(run / "config.yaml"))
-    model.save(str(run / "best.keras"))
+    model = _conv_model(seed=seed)
+    folder.mkdir()
+    save_config(cfg, str(folder / "config.yaml"))
+    model.save(str(folder / "best.keras"))
+    return folder, cfg, model
+
+
+def test_segmenter_loads_a_run_folder_or_a_keras_file(tmp_path):
+    run, cfg, model = _toy_run(tmp_path / "run", seed=12)
     image = np.random.default_rng(13).uniform(0, 255, (33, 40, 3)).astype(np.float32)
     expected = Segmenter(model, cfg).predict(image)[1]
     np.testing.assert_allclose(Segmenter.load(run).predict(image)[1], expected, atol=EXACT)
@@ -262,12 +267,7 @@ def test_segmenter_loads_a_run_folder_or_a_keras_file(tmp_path):
 def test_predict_cli_writes_palette_masks_and_overlays_at_the_original_size(tmp_path, capsys):
     from exfuse_keras.inference.predict import main
 
-    cfg = _toy_config()
-    model = _conv_model(seed=14)
-    run = tmp_path / "run"
-    run.mkdir()
-    save_config(cfg, str(run / "config.yaml"))
-    model.save(str(run / "best.keras"))
+    run, cfg, model = _toy_run(tmp_path / "run", seed=14)
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(15)

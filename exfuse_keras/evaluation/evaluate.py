@@ -73,11 +73,8 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, scales: O
     from exfuse_keras.metrics import confusion_matrix, scores_from_confusion
 
     segmenter = model if isinstance(model, Segmenter) else Segmenter(model, cfg)
-    scales, flip = Segmenter.views(scales=cfg.eval.scales if scales is None else scales,
-                                   flip=cfg.eval.flip if flip is None else flip)
-    if sliding_window is None and cfg.eval.sliding_window is not None:
-        sliding_window = tuple(cfg.eval.sliding_window)
-    forward = segmenter.forward_function(scales, flip, sliding_window)
+    protocol = Segmenter.config_protocol(cfg, scales, flip, sliding_window)
+    forward = segmenter.forward_function(protocol["scales"], protocol["flip"], protocol["sliding_window"])
     num_classes, ignore_label = cfg.data.num_classes, cfg.data.ignore_label
 
     def image_confusion(image, mask):
@@ -122,8 +119,7 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, scales: O
         matrix += step(group).numpy()
     scores = scores_from_confusion(matrix)
     scores["confusion_matrix"] = matrix.astype(np.int64)
-    scores["protocol"] = {"scales": list(scales), "flip": flip,
-                          "sliding_window": None if sliding_window is None else list(sliding_window)}
+    scores["protocol"] = protocol
     scores["images"] = count
     scores["seconds"] = time.perf_counter() - started
     return scores

@@ -47,14 +47,12 @@ def _quantizations(text: str) -> list[str]:
 
 
 def parse_args(argv=None):
-    from exfuse_keras.inference.arguments import add_protocol_arguments
+    from exfuse_keras.inference.arguments import add_model_arguments, add_protocol_arguments
 
     parser = argparse.ArgumentParser(description="Export a trained ExFuse model for deployment.")
-    parser.add_argument("--weights", required=True, help="a training run's folder or a .keras file")
-    parser.add_argument("--config", help="config (default: the run folder's config.yaml)")
+    add_model_arguments(parser)
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--output", required=True, help="output folder (see the module doc per format)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output")
     group = parser.add_argument_group("SavedModel and TF Serving")
     add_protocol_arguments(group)

@@ -215,19 +215,6 @@ class SegmentationServing:
         return {"logits": tf.cast(self.model(images, training=False), tf.float32)}
 
 
-def export_protocol(cfg, scales: Optional[Sequence[float]] = None, flip: Optional[bool] = None,
-                    sliding_window: Optional[Sequence[int]] = None) -> dict:
-    """The protocol an export runs: the arguments given, else the config's ``eval`` section."""
-    from exfuse_keras.inference.segmenter import Segmenter
-
-    scales, flip = Segmenter.views(scales=cfg.eval.scales if scales is None else scales,
-                                   flip=cfg.eval.flip if flip is None else flip)
-    if sliding_window is None and cfg.eval.sliding_window is not None:
-        sliding_window = cfg.eval.sliding_window
-    return {"scales": list(scales), "flip": flip,
-            "sliding_window": None if sliding_window is None else [int(v) for v in sliding_window]}
-
-
 def prepare_output_dir(path: str, overwrite: bool) -> None:
     """Refuses a non-empty ``path`` unless ``overwrite`` (then empties it)."""
     if os.path.isdir(path) and os.listdir(path):
@@ -275,7 +262,9 @@ def export_saved_model(cfg, model, path: str, *, scales: Optional[Sequence[float
 
     from exfuse_keras.config import save_config
 
-    protocol = export_protocol(cfg, scales, flip, sliding_window)
+    from exfuse_keras.inference.segmenter import Segmenter
+
+    protocol = Segmenter.config_protocol(cfg, scales, flip, sliding_window)
     prepare_output_dir(path, overwrite)
     SegmentationServing(model, cfg, protocol["scales"], protocol["flip"], protocol["sliding_window"],
                         cfg.export.max_side, with_probabilities).write(path)

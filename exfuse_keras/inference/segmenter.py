@@ -145,6 +145,18 @@ class Segmenter:
             raise ValueError(f"scales: expected positive scales, got {list(scales)}")
         return scales, bool(tta if flip is None else flip)
 
+    @staticmethod
+    def config_protocol(cfg, scales: Optional[Sequence[float]] = None, flip: Optional[bool] = None,
+                        sliding_window: Optional[Sequence[int]] = None) -> dict:
+        """``{"scales", "flip", "sliding_window"}``: the arguments given, else the config's ``eval``
+        section (what evaluate.py and export.py run)."""
+        scales, flip = Segmenter.views(scales=cfg.eval.scales if scales is None else scales,
+                                       flip=cfg.eval.flip if flip is None else flip)
+        if sliding_window is None:
+            sliding_window = cfg.eval.sliding_window
+        return {"scales": list(scales), "flip": flip,
+                "sliding_window": None if sliding_window is None else list(_window(sliding_window))}
+
     def forward_function(self, scales: Sequence[float] = (1.0,), flip: bool = False,
                          sliding_window: Optional[Sequence[int]] = None) -> Callable:
         """``images [B, H, W, 3] float32 -> (mask [B, H, W] int64, probabilities [B, H, W, C])``.
