@@ -104,9 +104,14 @@ class BackboneConfig:
 
 @dataclass
 class SEBConfig:
-    """Semantic Embedding Branch (paper Sec. 3.1, Fig. 4)."""
+    """Semantic Embedding Branch (paper Sec. 3.1, Fig. 4).
+
+    ``gate_init``: ``identity`` starts every gate at exactly 1 (zero kernel, bias one), so the
+    untrained branch passes the features through; ``glorot`` is Keras' default conv init.
+    """
 
     enabled: bool = True
+    gate_init: Literal["identity", "glorot"] = "identity"
 
 
 @dataclass

@@ -69,7 +69,8 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
     if m.seb.enabled:
         for i, level in enumerate(STAGES[:-1]):
             higher = [features[h] for h in STAGES[i + 1:]]
-            embedded[level] = SemanticEmbeddingBranch(name=f"seb_{level}")([features[level], *higher])
+            seb = SemanticEmbeddingBranch(gate_init=m.seb.gate_init, name=f"seb_{level}")
+            embedded[level] = seb([features[level], *higher])
 
     scores = {level: GlobalConvolution(num_classes, m.gcn_kernel, name=f"gcn_{level}")(embedded[level])
               for level in STAGES}

@@ -94,6 +94,22 @@ def test_seb_matches_hand_computation(rng, tmp_path):
     assert_layer_roundtrip(layer, [low, high1, high2], tmp_path)
 
 
+def test_seb_starts_as_the_identity_and_its_gates_still_learn(rng, tmp_path):
+    low, high1, high2 = _random(rng, 2, 8, 6, 3), _random(rng, 2, 4, 3, 5), _random(rng, 2, 2, 2, 7)
+    layer = SemanticEmbeddingBranch(name="seb")
+    np.testing.assert_array_equal(layer([low, high1, high2]).numpy(), low)
+    # The zero kernels get a non-zero gradient (the symmetric start is broken by the features).
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer([low, high1, high2]) * _random(rng, 2, 8, 6, 3))
+    grads = tape.gradient(loss, [conv.kernel for conv in layer.convs])
+    assert all(float(tf.reduce_max(tf.abs(g))) > 1e-3 for g in grads)
+    glorot = SemanticEmbeddingBranch(gate_init="glorot", name="seb_glorot")
+    assert np.abs(glorot([low, high1, high2]).numpy() - low).max() > 1e-2
+    assert_layer_roundtrip(glorot, [low, high1, high2], tmp_path)
+    with pytest.raises(ValueError, match="gate_init"):
+        SemanticEmbeddingBranch(gate_init="ones")
+
+
 def test_gcn_matches_two_separable_branches(rng, tmp_path):
     x = _random(rng, 1, 9, 7, 4)
     layer = GlobalConvolution(3, kernel_size=5, name="gcn")

@@ -16,13 +16,26 @@ class SemanticEmbeddingBranch(keras.layers.Layer):
     Shapes: ``[x_l, x_h1, x_h2, ...]`` with ``x_l: [N, H, W, C_l]`` and
     ``x_h: [N, H / 2^j, W / 2^j, C_h]`` -> ``[N, H, W, C_l]``.
 
+    Initialisation (the paper does not state one): with ``gate_init="identity"`` every 3x3
+    conv starts with a zero kernel and a bias of one, so each gate is exactly 1 and the branch
+    starts as the identity (the GCN baseline's features); training learns the gating. With
+    ``"glorot"`` (Keras' default conv init) the untrained gates are products of random-sign
+    noise that scramble the low-level features: trained from scratch on the quick start this
+    learned more slowly (README, "Quick start").
+
     Args:
         kernel_size: size of the convolution on each higher level (the paper's is 3).
+        gate_init: ``"identity"`` or ``"glorot"``, see above.
     """
 
-    def __init__(self, kernel_size=3, **kwargs):
+    GATE_INITS = ("identity", "glorot")
+
+    def __init__(self, kernel_size=3, gate_init="identity", **kwargs):
         super().__init__(**kwargs)
+        if gate_init not in self.GATE_INITS:
+            raise ValueError(f"gate_init must be one of {self.GATE_INITS}, got {gate_init!r}")
         self.kernel_size = kernel_size
+        self.gate_init = gate_init
         self.convs = []
 
     def build(self, input_shape):
@@ -30,8 +43,10 @@ class SemanticEmbeddingBranch(keras.layers.Layer):
             raise ValueError(f"{self.name}: expects [low, high_1, ...] with at least one higher level")
         channels = input_shape[0][-1]
         for i, high_shape in enumerate(input_shape[1:]):
+            init = ({"kernel_initializer": "zeros", "bias_initializer": "ones"} if self.gate_init == "identity"
+                    else {})
             conv = keras.layers.Conv2D(channels, self.kernel_size, padding="same", name=f"conv_high{i + 1}",
-                                       dtype=self.dtype_policy)
+                                       dtype=self.dtype_policy, **init)
             conv.build(high_shape)
             self.convs.append(conv)
 
@@ -48,4 +63,4 @@ class SemanticEmbeddingBranch(keras.layers.Layer):
         return input_shape[0]
 
     def get_config(self):
-        return {**super().get_config(), "kernel_size": self.kernel_size}
+        return {**super().get_config(), "kernel_size": self.kernel_size, "gate_init": self.gate_init}
