@@ -251,11 +251,15 @@ def test_quickstart_single_scale_miou_is_what_training_reported(quickstart_run, 
 
 
 def test_quickstart_multiscale_flip_miou_is_reported_beside_it(quickstart_scores):
-    cfg, model, single = quickstart_scores
-    tta = evaluate(cfg, model, "val", progress=False, scales=PAPER_SCALES, flip=True)
-    print(f"\nquick start, val: single scale mIoU {single['miou']:.4f}, 6 scales + flip mIoU {tta['miou']:.4f}\n"
-          + format_table(tta, cfg.data.class_names))
+    # On the first 60 val images (12 views each; all 200 take ~100 s here; the README's figure
+    # is the CLI's over the whole split).
+    cfg, model, _ = quickstart_scores
+    single = evaluate(cfg, model, "val", progress=False, max_images=60)
+    tta = evaluate(cfg, model, "val", progress=False, scales=PAPER_SCALES, flip=True, max_images=60)
+    print(f"\nquick start, first 60 val images: single scale mIoU {single['miou']:.4f}, "
+          f"6 scales + flip mIoU {tta['miou']:.4f}\n" + format_table(tta, cfg.data.class_names))
     assert tta["protocol"] == {"scales": list(PAPER_SCALES), "flip": True, "sliding_window": None}
+    assert single["images"] == tta["images"] == 60
     assert np.isfinite(tta["miou"]) and 0.0 < tta["miou"] <= 1.0
     assert tta["miou"] >= single["miou"] - 0.05
     assert tta["confusion_matrix"].sum() == single["confusion_matrix"].sum()  # the same labelled pixels
