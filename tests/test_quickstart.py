@@ -5,7 +5,7 @@ import os
 
 import yaml
 
-MIOU_FLOOR = 0.6  # with fixed seeds; the runs measured here reached 0.755-0.79 (see the README)
+MIOU_FLOOR = 0.45  # seeded, not op-deterministic; the 12-epoch recipe measured 0.565-0.637 here (README)
 
 
 def test_quickstart_reaches_its_miou_floor(quickstart_run):
