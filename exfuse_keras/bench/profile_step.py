@@ -64,14 +64,11 @@ def op_times(xspace_bytes: bytes, steps: int) -> tuple[collections.Counter, coll
 
 
 def _model_and_batch(name: str, size: int, batch: int):
-    if name in ("exfuse", "gcn"):
-        from exfuse_keras.bench.train_step import NUM_CLASSES, build_exfuse
+    from exfuse_keras.bench.train_step import NUM_CLASSES, build_exfuse, random_batch
 
+    if name in ("exfuse", "gcn"):
         model, _ = build_exfuse(name)
-        rng = np.random.default_rng(0)
-        images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-        masks = rng.integers(0, NUM_CLASSES, (batch, size, size)).astype("int32")
-        return model, images, {key: masks for key in model.output.keys()}
+        return (model, *random_batch(model, size, batch, NUM_CLASSES))
     if name == "quickstart":
         from exfuse_keras.config import load_config
         from exfuse_keras.training.run import build_training_model
@@ -79,17 +76,7 @@ def _model_and_batch(name: str, size: int, batch: int):
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         cfg = load_config(os.path.join(root, "configs", "quickstart.yaml"))
         model = build_training_model(cfg, jit_compile=False)
-        rng = np.random.default_rng(0)
-        images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-        masks = rng.integers(0, cfg.data.num_classes, (batch, size, size)).astype("int32")
-        targets = {}
-        for key in model.output.keys():
-            if key.startswith("ss_"):
-                present = np.stack([np.bincount(m.ravel(), minlength=cfg.data.num_classes) > 0 for m in masks])
-                targets[key] = present.astype("float32")
-            else:
-                targets[key] = masks
-        return model, images, targets
+        return (model, *random_batch(model, size, batch, cfg.data.num_classes))
     raise ValueError(f"unknown model {name!r}; expected exfuse, gcn or quickstart")
 
 

@@ -87,12 +87,19 @@ def forward_gflops(model, size: int) -> float:
     return sum(count_flops(model, size, size).values()) / 1e9
 
 
-def time_steps(model, size: int, batch: int, warmup: int, steps: int) -> float:
-    """img/s of ``train_on_batch`` after ``warmup`` steps."""
+def random_batch(model, size: int, batch: int, num_classes: int = NUM_CLASSES):
+    """(images, targets) of random pixels and masks; every output of a multi-output model gets
+    the mask (each loss derives its own target from it, as in training)."""
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    masks = rng.integers(0, NUM_CLASSES, (batch, size, size)).astype("int32")
+    masks = rng.integers(0, num_classes, (batch, size, size)).astype("int32")
     targets = {name: masks for name in model.output.keys()} if isinstance(model.output, dict) else masks
+    return images, targets
+
+
+def time_steps(model, size: int, batch: int, warmup: int, steps: int) -> float:
+    """img/s of ``train_on_batch`` after ``warmup`` steps."""
+    images, targets = random_batch(model, size, batch)
     for _ in range(warmup):
         model.train_on_batch(images, targets)
     started = time.perf_counter()
