@@ -374,6 +374,10 @@ class TrainConfig:
     ``steps_per_epoch`` steps: the unit of backup (exact resume), validation and logging.
     ``mixed_precision`` and ``jit_compile`` default to on for GPUs and off for CPUs (``auto``);
     ``deterministic`` turns on TensorFlow's op determinism for bit-reproducible runs.
+    ``max_train_seconds`` is a wall-clock budget (null: none); ``budget_mode`` says what it does:
+    ``stop`` ends the run where the time runs out, ``anneal`` also drives the learning-rate
+    schedule by time (it follows whichever of steps and time is further along), so a slower
+    machine still finishes the decay within the budget, with fewer steps.
     """
 
     batch_size: int = 16
@@ -396,6 +400,7 @@ class TrainConfig:
     seed: int = 0
     val_batch_size: int = 1
     max_train_seconds: Optional[float] = None
+    budget_mode: Literal["stop", "anneal"] = "stop"
     init: InitConfig = field(default_factory=InitConfig)
 
     def validate(self, where: str) -> None:

@@ -9,7 +9,7 @@ from exfuse_keras.config import config_from_dict
 from exfuse_keras.losses import ClassPresenceLoss, SegmentationCrossEntropy, build_losses, class_presence
 from exfuse_keras.metrics import StreamingMeanIoU, confusion_matrix, scores_from_confusion
 from exfuse_keras.model import build_model
-from exfuse_keras.training.optim import PolyWithWarmup, build_optimizer
+from exfuse_keras.training.optim import PolyWithWarmup, build_optimizer, learning_rate_clock
 from tests.conftest import tiny_config_dict
 
 
@@ -132,6 +132,46 @@ def test_poly_schedule_with_warmup():
     assert values[60] == pytest.approx(0.1 * 0.5 ** 0.9, rel=1e-6)
     assert values[110] == 0.0 and values[200] == 0.0
     assert PolyWithWarmup.from_config(schedule.get_config()).get_config() == schedule.get_config()
+
+
+def test_a_time_budget_drives_the_schedule_by_whichever_of_steps_and_time_is_ahead(monkeypatch):
+    """budget_mode: anneal. The clock is what TimeBudget sets from the elapsed fraction of the
+    budget; the learning rate is the poly formula at max(step, clock)."""
+    from types import SimpleNamespace
+
+    from exfuse_keras.training import callbacks
+
+    def poly(t):  # the formula, for peak 0.1, 10 warm-up steps, 110 in all
+        return 0.1 * t / 10 if t < 10 else 0.1 * (1 - (t - 10) / 100) ** 0.9
+
+    train = {"max_train_seconds": 50, "budget_mode": "anneal", "warmup_steps": 10, "learning_rate": 0.1,
+             "batch_size": 16, "reference_batch_size": 16, "epochs": 11, "steps_per_epoch": 10}
+    cfg = config_from_dict({**tiny_config_dict(), "train": train})
+    clock = learning_rate_clock(cfg)
+    optimizer = build_optimizer(cfg, total_steps=110, clock=clock)
+    budget = callbacks.TimeBudget(50, clock, total_steps=110)
+    model = SimpleNamespace(stop_training=False)
+    budget.set_model(model)
+    now = [1000.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: now[0])
+    budget.on_train_begin()
+    for elapsed, step, expected_clock in ((0, 0, 0.0), (5, 40, 11.0), (30, 40, 66.0), (30, 90, 66.0)):
+        now[0] = 1000.0 + elapsed
+        optimizer.iterations.assign(step)
+        budget.on_train_batch_begin(0)
+        assert float(clock) == pytest.approx(expected_clock)
+        assert float(optimizer.learning_rate) == pytest.approx(poly(max(step, expected_clock)), abs=1e-7)
+        budget.on_train_batch_end(0)
+        assert not model.stop_training
+    now[0] = 1051.0
+    budget.on_train_batch_begin(0)
+    assert float(clock) == 110 and float(optimizer.learning_rate) == 0.0
+    budget.on_train_batch_end(0)
+    assert model.stop_training and budget.stopped_early
+    # budget_mode: stop (the default) keeps a step-driven schedule; so does a reloaded one.
+    assert learning_rate_clock(config_from_dict({**tiny_config_dict(), "train": {"max_train_seconds": 50}})) is None
+    assert learning_rate_clock(config_from_dict({**tiny_config_dict(), "train": {"budget_mode": "anneal"}})) is None
+    assert "clock" not in PolyWithWarmup(0.1, 110, 10, clock=clock).get_config()
 
 
 def test_learning_rate_scales_with_global_batch_and_decay_skips_bn_and_bias():

@@ -59,6 +59,8 @@ def tiny_shapes(tmp_path_factory):
 
 
 def _tiny_run_config(tmp_path, data_root, name="run.yaml"):
+    """The quick start shrunk, without its time budget (a time-annealed schedule is not a pure
+    function of the step, so it could not resume exactly, and multi_worker refuses it)."""
     text = f"""
 base: {os.path.join(ROOT, "configs", "quickstart.yaml")}
 model:
@@ -66,7 +68,8 @@ model:
   gcn_kernel: 5
   ss: {{levels: [res3], channels: 8}}
 data: {{root: {data_root}, crop_size: 64, shuffle_buffer: 64}}
-train: {{batch_size: 4, epochs: 3, steps_per_epoch: 4, warmup_steps: 2, deterministic: true, seed: 3}}
+train: {{batch_size: 4, epochs: 3, steps_per_epoch: 4, warmup_steps: 2, deterministic: true, seed: 3,
+         max_train_seconds: null}}
 """
     path = tmp_path / name
     path.write_text(text)
@@ -251,3 +254,20 @@ def test_a_stage_initialises_from_the_previous_run(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(previous.get_layer("gcn_res5").get_weights()[0],
                               backbone_only.get_layer("gcn_res5").get_weights()[0])
+
+
+def test_a_time_budget_is_refused_under_multi_worker():
+    """Each worker's clock would stop it at a different step and the others would wait forever."""
+    import tensorflow as tf
+
+    from exfuse_keras.config import ConfigError, config_from_dict
+    from exfuse_keras.training.run import check_time_budget
+    from tests.conftest import tiny_config_dict
+
+    timed = config_from_dict({**tiny_config_dict(), "train": {"max_train_seconds": 60}})
+    # An unconstructed instance: the check looks at the type, and a real one would start collectives.
+    multi_worker = tf.distribute.MultiWorkerMirroredStrategy.__new__(tf.distribute.MultiWorkerMirroredStrategy)
+    with pytest.raises(ConfigError, match="train.max_train_seconds: not supported with the multi_worker"):
+        check_time_budget(timed, multi_worker)
+    check_time_budget(timed, tf.distribute.get_strategy())
+    check_time_budget(config_from_dict(tiny_config_dict()), multi_worker)

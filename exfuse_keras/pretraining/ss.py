@@ -51,10 +51,11 @@ def build_ss_classifier(cfg: Config, num_classes: int = 1000, name: str = "ss_cl
     return keras.Model(image, outputs, name=name)
 
 
-def build_pretraining_model(cfg: Config, num_classes: int, jit_compile: bool = False) -> keras.Model:
+def build_pretraining_model(cfg: Config, num_classes: int, jit_compile: bool = False, clock=None) -> keras.Model:
     """The compiled classifier: softmax cross-entropy on every head (SS heads weighted by
     ``train.ss_loss_weight``), top-1 and top-5 accuracy on the main head, the segmentation
-    training's optimiser (poly + warm-up, weight decay skipping BN and biases)."""
+    training's optimiser (poly + warm-up, weight decay skipping BN and biases; its schedule
+    driven by ``clock`` too, when given)."""
     from exfuse_keras.training.optim import build_optimizer
 
     model = build_ss_classifier(cfg, num_classes)
@@ -63,7 +64,7 @@ def build_pretraining_model(cfg: Config, num_classes: int, jit_compile: bool = F
     weights = {name: 1.0 if name == "logits" else cfg.train.ss_loss_weight for name in names}
     metrics = {"logits": [keras.metrics.SparseCategoricalAccuracy(name="top1"),
                           keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")]}
-    model.compile(optimizer=build_optimizer(cfg, cfg.train.epochs * cfg.train.steps_per_epoch), loss=losses,
+    model.compile(optimizer=build_optimizer(cfg, cfg.train.epochs * cfg.train.steps_per_epoch, clock), loss=losses,
                   loss_weights=weights, metrics=metrics, jit_compile=jit_compile)
     return model
 
@@ -86,7 +87,8 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
     from exfuse_keras.data.imagenet import make_imagenet_dataset
     from exfuse_keras.training.callbacks import LearningRateLogger, Throughput, TimeBudget
     from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
-    from exfuse_keras.training.run import completed_epochs, setup_run, truncate_history
+    from exfuse_keras.training.optim import learning_rate_clock
+    from exfuse_keras.training.run import check_time_budget, completed_epochs, setup_run, truncate_history
 
     setup = setup_run(cfg, model_dir, strategy_name, task="ss_pretraining")
     strategy, is_chief, run_dir, jit = setup.strategy, setup.is_chief, setup.run_dir, setup.jit_compile
@@ -94,9 +96,11 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
     print(f"SS pretraining: strategy {type(strategy).__name__}, replicas {strategy.num_replicas_in_sync}, "
           f"global batch {cfg.train.batch_size}, {num_classes} classes, SS heads on {cfg.model.ss.levels}")
 
+    check_time_budget(cfg, strategy)
     patch_log_reduction()
     with strategy.scope():
-        model = build_pretraining_model(cfg, num_classes, jit)
+        clock = learning_rate_clock(cfg)
+        model = build_pretraining_model(cfg, num_classes, jit, clock)
         names = list(model.output.keys())
         spec = with_class_targets(make_imagenet_dataset(cfg, "train", training=True, repeat=True), names)
         build_before_fit(model, spec.element_spec)
@@ -140,7 +144,7 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
         keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"),
     ]
     if cfg.train.max_train_seconds:
-        callbacks.append(TimeBudget(cfg.train.max_train_seconds))
+        callbacks.append(TimeBudget(cfg.train.max_train_seconds, clock, cfg.train.epochs * cfg.train.steps_per_epoch))
     started = time.perf_counter()
     history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
                         validation_data=val_data, callbacks=callbacks, verbose=verbose)
@@ -191,7 +195,11 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = pretrain(cfg, args.model_dir, args.strategy)
+    try:
+        result = pretrain(cfg, args.model_dir, args.strategy)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"pretrained {result['epochs_run']} epochs in {result['train_seconds']:.0f} s; val top-1 "
           f"{result['val_top1']:.4f}; backbone for stage 1: {result['backbone']}")
     return 0

@@ -48,16 +48,31 @@ class Throughput(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops training once ``seconds`` of wall-clock time have passed since ``on_train_begin``."""
+    """Stops training once ``seconds`` of wall-clock time have passed since ``on_train_begin``.
 
-    def __init__(self, seconds: float):
+    With a ``clock`` (see ``PolyWithWarmup``), it also sets the clock before every step to the
+    step the elapsed time corresponds to (``elapsed / seconds * total_steps``), so the
+    learning-rate schedule reaches its end when the budget does, whichever comes first.
+    The budget counts this process's time: a resumed run gets a fresh one.
+    """
+
+    def __init__(self, seconds: float, clock=None, total_steps: int | None = None):
         super().__init__()
+        if clock is not None and not total_steps:
+            raise ValueError("TimeBudget: a clock needs total_steps")
         self.seconds = seconds
+        self.clock = clock
+        self.total_steps = total_steps
         self._start = None
         self.stopped_early = False
 
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.clock is not None:
+            fraction = (time.perf_counter() - self._start) / self.seconds
+            self.clock.assign(min(fraction, 1.0) * self.total_steps)
 
     def on_train_batch_end(self, batch, logs=None):
         if time.perf_counter() - self._start > self.seconds:

@@ -159,8 +159,9 @@ def initialize_from(model, init) -> int:
     return copied
 
 
-def build_training_model(cfg, jit_compile: bool):
-    """The compiled model: losses per output, the streaming mIoU on ``logits``, the optimiser."""
+def build_training_model(cfg, jit_compile: bool, clock=None):
+    """The compiled model: losses per output, the streaming mIoU on ``logits``, the optimiser
+    (its schedule driven by ``clock`` too, when given: see ``TimeBudget``)."""
     from exfuse_keras.losses import build_losses
     from exfuse_keras.metrics import StreamingMeanIoU
     from exfuse_keras.model import build_model
@@ -173,7 +174,7 @@ def build_training_model(cfg, jit_compile: bool):
     output_names = list(model.output.keys())
     losses, loss_weights = build_losses(cfg, output_names)
     model.compile(
-        optimizer=build_optimizer(cfg, cfg.train.epochs * cfg.train.steps_per_epoch),
+        optimizer=build_optimizer(cfg, cfg.train.epochs * cfg.train.steps_per_epoch, clock),
         loss=losses, loss_weights=loss_weights,
         metrics={"logits": [StreamingMeanIoU(cfg.data.num_classes, cfg.data.ignore_label, name="miou")]},
         jit_compile=jit_compile,
@@ -181,7 +182,7 @@ def build_training_model(cfg, jit_compile: bool):
     return model
 
 
-def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str):
+def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clock=None):
     """Every worker runs the same callbacks (saving and predicting run collective ops under
     MultiWorkerMirroredStrategy, so all workers must take part); a non-chief worker's
     ``run_dir`` is its own temporary folder."""
@@ -206,8 +207,20 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str):
     # Last, so an epoch counts as done for resume only after everything above has logged it.
     callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"))
     if cfg.train.max_train_seconds:
-        callbacks.append(TimeBudget(cfg.train.max_train_seconds))
+        callbacks.append(TimeBudget(cfg.train.max_train_seconds, clock, cfg.train.epochs * cfg.train.steps_per_epoch))
     return callbacks
+
+
+def check_time_budget(cfg, strategy) -> None:
+    """A time budget ends each process at its own step: under MultiWorkerMirroredStrategy the
+    workers would then wait for each other forever, so it is refused there."""
+    import tensorflow as tf
+
+    from exfuse_keras.config import ConfigError
+
+    if cfg.train.max_train_seconds and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise ConfigError("train.max_train_seconds: not supported with the multi_worker strategy (each worker's "
+                          "clock would end the run at a different step); use null and train.epochs")
 
 
 @dataclasses.dataclass
@@ -253,10 +266,12 @@ def setup_run(cfg, model_dir: str, strategy_name: str, **versions) -> RunSetup:
 
 def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> dict:
     """Trains (or resumes) the run in ``model_dir``; returns the last epoch's logs and timing."""
+    import keras
     import tensorflow as tf
 
     from exfuse_keras.data.pipeline import make_dataset
     from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
+    from exfuse_keras.training.optim import learning_rate_clock
 
     setup = setup_run(cfg, model_dir, strategy_name)
     strategy, is_chief, run_dir, jit = setup.strategy, setup.is_chief, setup.run_dir, setup.jit_compile
@@ -268,9 +283,11 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
               "process, but its gradients drifted from it (~2% after 3 steps) with TF 2.21 / Keras 3.15 here; "
               "model.backbone.norm: frozen (fine-tuning) is exact", file=sys.stderr)
 
+    check_time_budget(cfg, strategy)
     patch_log_reduction()
     with strategy.scope():
-        model = build_training_model(cfg, jit)
+        clock = learning_rate_clock(cfg)
+        model = build_training_model(cfg, jit, clock)
         output_names = list(model.output.keys())
         # Built from the data's spec, so fit reads no batch to build it (see compat.py).
         build_before_fit(model, with_targets(make_dataset(cfg, "train", training=True, repeat=True),
@@ -294,7 +311,7 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     val_sample = (images.numpy(), masks.numpy())
 
     monitor = miou_key(output_names)
-    callbacks = _callbacks(cfg, run_dir, val_sample, backup_dir, monitor)
+    callbacks = _callbacks(cfg, run_dir, val_sample, backup_dir, monitor, clock)
     started = time.perf_counter()
     history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
                         validation_data=val_data, callbacks=callbacks, verbose=verbose)
@@ -303,7 +320,9 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     last = {key: float(values[-1]) for key, values in history.history.items()} if history.history else {}
     return {"logs": last, "train_seconds": seconds, "epochs_run": len(history.epoch),
             "val_miou": last.get(monitor, float("nan")),
-            "best_val_miou": max(history.history.get(monitor, [float("nan")]))}
+            "best_val_miou": max(history.history.get(monitor, [float("nan")])),
+            "steps_run": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+            "stopped_by_time_budget": any(getattr(c, "stopped_early", False) for c in callbacks)}
 
 
 def _task_id() -> int:
@@ -328,7 +347,15 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = train(cfg, args.model_dir, args.strategy)
+    try:
+        result = train(cfg, args.model_dir, args.strategy)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if result["stopped_by_time_budget"]:
+        print(f"the time budget (train.max_train_seconds = {cfg.train.max_train_seconds:g} s) ended the run after "
+              f"{result['steps_run']} of {cfg.train.epochs * cfg.train.steps_per_epoch} steps"
+              + ("; the learning-rate schedule was annealed to it" if cfg.train.budget_mode == "anneal" else ""))
     print(f"trained {result['epochs_run']} epochs in {result['train_seconds']:.0f} s; "
           f"val mIoU {result['val_miou']:.4f} (best {result['best_val_miou']:.4f}); "
           f"run directory {args.model_dir}")
