@@ -2,7 +2,10 @@
 
 Tolerances (float32 throughout):
 - ``EXACT``: the same computation reached two ways (TTA at scale 1 without flip against the
-  model itself; flip TTA of a flip-equivariant model): 1e-6.
+  model itself): 1e-6.
+- ``MIRRORED``: flip TTA of a flip-equivariant model against plain inference: 1e-5 (the
+  convolutions sum a mirrored image in another order; 1.1e-6 seen where TensorFlow runs them
+  with oneDNN, on an AMD EPYC Zen 5).
 - ``SLIDING``: sliding windows against the whole image for a model whose receptive field fits
   in the discarded window margin: 1e-5 (the weighted average of equal values rounds).
 - ``PER_PIXEL_MULTISCALE``: multi-scale TTA of a per-pixel model on a smooth image against plain
@@ -27,6 +30,7 @@ from exfuse_keras.model import build_model
 from tests.conftest import tiny_config_dict
 
 EXACT = 1e-6
+MIRRORED = 1e-5
 SLIDING = 1e-5
 PER_PIXEL_MULTISCALE = (0.01, 0.001)  # max, mean absolute probability difference
 NUM_CLASSES = 5
@@ -100,7 +104,7 @@ def test_flip_tta_of_a_flip_equivariant_model_is_plain_inference():
     symmetric = logits_function(_conv_model(symmetric=True))
     plain = predict_probabilities(symmetric, image, (1.0,), False).numpy()
     flipped = predict_probabilities(symmetric, image, (1.0,), True).numpy()
-    np.testing.assert_allclose(flipped, plain, atol=EXACT)
+    np.testing.assert_allclose(flipped, plain, atol=MIRRORED)
     # The check can fail: a model with asymmetric kernels does change under flip TTA.
     asymmetric = logits_function(_conv_model(symmetric=False))
     difference = np.abs(predict_probabilities(asymmetric, image, (1.0,), True).numpy()

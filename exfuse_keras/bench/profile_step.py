@@ -42,6 +42,13 @@ def layer_of(op_name: str) -> str:
     return re.sub(r"_\d+$", "", parts[0])
 
 
+def op_type_of(name: str) -> str:
+    """TF's op type without the oneDNN prefix TensorFlow gives its CPU kernels on CPUs where it
+    turns oneDNN on (``_MklNativeConv2DBackpropFilter`` -> ``Conv2DBackpropFilter``), so
+    profiles from machines with and without it read alike."""
+    return re.sub(r"^_Mkl(Native)?", "", name)
+
+
 def op_times(xspace_bytes: bytes, steps: int) -> tuple[collections.Counter, collections.Counter]:
     """(ms per step by op type, ms per step by layer) from a serialized XSpace."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
@@ -58,7 +65,7 @@ def op_times(xspace_bytes: bytes, steps: int) -> tuple[collections.Counter, coll
                     continue
                 op_name, op_type = name.rsplit(":", 1)
                 ms = event.duration_ps / 1e9 / steps
-                by_type[op_type] += ms
+                by_type[op_type_of(op_type)] += ms
                 by_layer[layer_of(op_name)] += ms
     return by_type, by_layer
 
