@@ -19,8 +19,9 @@ from exfuse_keras.backbones.resnext import STAGES, build_backbone
 from exfuse_keras.backbones.weights import load_backbone_weights
 from exfuse_keras.config import Config
 from exfuse_keras.layers import (BilinearUpsampling, BilinearUpsamplingInitializer, BoundaryRefinement,
-                                 DenselyAdjacentPrediction, GlobalConvolution, InputNormalization,
-                                 SemanticEmbeddingBranch, SemanticSupervisionHead, SubPixelUpsampling)
+                                 DenselyAdjacentPrediction, DenselyAdjacentUpsampling, GlobalConvolution,
+                                 InputNormalization, SemanticEmbeddingBranch, SemanticSupervisionHead,
+                                 SubPixelUpsampling)
 
 OUTPUT_STRIDE = 32
 
@@ -92,7 +93,10 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
             s = _upsample(s, num_classes, m.upsampling, name=f"up_{level}")
     s = _upsample(s, num_classes, m.upsampling, name="up_stride2")
     s = BoundaryRefinement(num_classes, name="br_stride2")(s)
-    if m.dap.enabled:
+    if m.dap.enabled and m.dap.placement == "upsampling" and m.upsampling == "deconv":
+        # The deconvolution to C*k^2 votes and DAP, computed as one (the same function and weights).
+        s = DenselyAdjacentUpsampling(num_classes, m.dap.kernel, name="dap")(s)
+    elif m.dap.enabled:
         votes = num_classes * m.dap.kernel ** 2
         s = _upsample(s, votes, m.upsampling, name="up_stride1")
         if m.dap.placement == "refinement":

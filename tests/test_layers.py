@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from exfuse_keras.layers import (BilinearUpsampling, BilinearUpsamplingInitializer, BoundaryRefinement,
-                                 DenselyAdjacentPrediction, GlobalConvolution, InputNormalization,
+                                 DenselyAdjacentPrediction, DenselyAdjacentUpsampling, GlobalConvolution,
+                                 InputNormalization,
                                  ResizeToMatch, SemanticEmbeddingBranch, SemanticSupervisionHead,
                                  SubPixelUpsampling)
 from tests.conftest import assert_layer_roundtrip
@@ -41,6 +42,58 @@ def test_dap_roundtrip_and_validation(rng, tmp_path):
         DenselyAdjacentPrediction(2)
     with pytest.raises(ValueError, match="multiple of k"):
         DenselyAdjacentPrediction(3)(np.zeros((1, 4, 4, 10), "float32"))
+
+
+def _deconv_reference(x, kernel, bias):
+    """Keras' Conv2DTranspose(stride 2, kernel 4, 'same') by its formula: the full transposed
+    convolution V[t, s] = sum_{i,j} x[i, j] W[t - 2i, s - 2j], cropped by one pixel per side."""
+    n, h, w, _ = x.shape
+    full = np.zeros((n, 2 * h + 2, 2 * w + 2, kernel.shape[2]))
+    for i in range(h):
+        for j in range(w):
+            full[:, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += np.einsum("ni,rsoi->nrso", x[:, i, j], kernel)
+    return full[:, 1:-1, 1:-1] + bias
+
+
+@pytest.mark.parametrize("k,size", [(3, (4, 6)), (3, (1, 3)), (5, (3, 2)), (1, (2, 3))])
+def test_densely_adjacent_upsampling_is_deconv_then_dap_with_its_gradients(rng, k, size, tmp_path):
+    """The fused layer against the two layers it replaces (and their formula), including the
+    border pixels, where DAP drops the votes from outside the image."""
+    classes, channels = 3, 4
+    x = tf.constant(_random(rng, 2, *size, channels))
+    fused = DenselyAdjacentUpsampling(classes, k, kernel_initializer="glorot_uniform", name="up_dap")
+    fused.build(x.shape)
+    fused.set_weights([_random(rng, 4, 4, classes * k * k, channels), _random(rng, classes * k * k)])
+    deconv = keras.layers.Conv2DTranspose(classes * k * k, 4, strides=2, padding="same")
+    deconv.build(x.shape)
+    deconv.set_weights(fused.get_weights())
+    dap = DenselyAdjacentPrediction(k)
+
+    kernel, bias = fused.get_weights()
+    expected = dap_reference(_deconv_reference(x.numpy(), kernel, bias), k)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        out, reference = fused(x), dap(deconv(x))
+        weights = tf.constant(_random(rng, *expected.shape))
+        loss, reference_loss = tf.reduce_sum(out * weights), tf.reduce_sum(reference * weights)
+    assert out.shape == (2, 2 * size[0], 2 * size[1], classes)
+    np.testing.assert_allclose(reference.numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-4)
+    for got, want in zip(tape.gradient(loss, [x, fused.kernel, fused.bias]),
+                         tape.gradient(reference_loss, [x, deconv.kernel, deconv.bias])):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
+    assert_layer_roundtrip(fused, x.numpy(), tmp_path)
+
+
+def test_densely_adjacent_upsampling_starts_as_the_bilinear_deconvolution_it_replaces():
+    fused = DenselyAdjacentUpsampling(2, 3)
+    fused.build((None, None, None, 2))
+    deconv = keras.layers.Conv2DTranspose(18, 4, strides=2, padding="same",
+                                          kernel_initializer=BilinearUpsamplingInitializer())
+    deconv.build((None, None, None, 2))
+    for got, want in zip(fused.get_weights(), deconv.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert [w.path.rsplit("/", 1)[-1] for w in fused.weights] == ["kernel", "bias"]
 
 
 def test_subpixel_equals_conv_then_depth_to_space(rng, tmp_path):

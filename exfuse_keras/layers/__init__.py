@@ -1,6 +1,6 @@
 """ExFuse's building blocks, each a serializable Keras layer named after its paper term."""
 
-from exfuse_keras.layers.dap import DenselyAdjacentPrediction
+from exfuse_keras.layers.dap import DenselyAdjacentPrediction, DenselyAdjacentUpsampling
 from exfuse_keras.layers.ecre import SubPixelUpsampling
 from exfuse_keras.layers.gcn import BoundaryRefinement, GlobalConvolution
 from exfuse_keras.layers.initializers import BilinearUpsamplingInitializer
@@ -11,6 +11,7 @@ from exfuse_keras.layers.supervision import SemanticSupervisionHead
 
 __all__ = [
     "BilinearUpsampling", "BilinearUpsamplingInitializer", "BoundaryRefinement",
-    "DenselyAdjacentPrediction", "GlobalConvolution", "InputNormalization", "ResizeToMatch",
+    "DenselyAdjacentPrediction", "DenselyAdjacentUpsampling", "GlobalConvolution", "InputNormalization",
+    "ResizeToMatch",
     "SemanticEmbeddingBranch", "SemanticSupervisionHead", "SubPixelUpsampling",
 ]

@@ -59,3 +59,134 @@ class DenselyAdjacentPrediction(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package="exfuse")
+class DenselyAdjacentUpsampling(keras.layers.Layer):
+    """The last 2x upsampling to C*k^2 votes and Densely Adjacent Prediction (Sec. 3.2, DAP
+    placement "upsampling"), computed as one deconvolution without the vote map.
+
+    Its weights and its function are those of ``Conv2DTranspose(C*k^2, 4, strides=2,
+    padding="same")`` followed by ``DenselyAdjacentPrediction(k)`` (tested to float32 rounding,
+    gradients included). Both are linear, so together they are one stride-2 deconvolution
+    from C_in to C channels with a (k+3) x (k+3) kernel,
+
+        K[r, s, c, i] = 1/k^2 * sum_{a, b < k} W[r + a - 2p, s + b - 2p, c*k^2 + a*k + b, i],
+
+    (p = k // 2, W's taps outside 0..3 are zero), rebuilt from W at every step so gradients
+    reach W, and bias 1/k^2 * sum_{a,b} bias[c*k^2 + a*k + b]. The deconvolution counts every
+    vote; DAP counts zeros for votes from outside the image, so the pixels within p of the
+    border subtract the outside votes: the deconvolution's spill beyond its 'same' crop (one
+    row or column, computed from the input's border row or column) and the bias beyond that.
+
+    Why: the C*k^2-channel map (189 channels at full resolution for VOC) and DAP's passes over
+    it were the most memory-bound part of a training step (see README, "Training speed").
+
+    Shapes: ``[N, H, W, C_in] -> [N, 2H, 2W, C]``.
+
+    Args:
+        num_classes: C.
+        kernel_size: k, odd (3 in the paper).
+        kernel_initializer: for W (default: bilinear upsampling, each vote a copy of its class;
+            needs C_in = C).
+    """
+
+    TAPS = 4  # the 2x deconvolution's kernel (GCN's), initialised bilinear
+
+    def __init__(self, num_classes, kernel_size=3, kernel_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+        from exfuse_keras.layers.initializers import BilinearUpsamplingInitializer
+
+        self.kernel_initializer = keras.initializers.get(kernel_initializer or BilinearUpsamplingInitializer())
+        self.num_classes = int(num_classes)
+        self.kernel_size = kernel_size
+        self._dap = DenselyAdjacentPrediction(kernel_size, name="votes")
+        self._dap.build((None, None, None, self.num_classes * kernel_size ** 2))
+
+    def build(self, input_shape):
+        if input_shape[-1] is None:
+            raise ValueError(f"{self.name}: the number of input channels must be known")
+        votes = self.num_classes * self.kernel_size ** 2
+        # Conv2DTranspose's layout and names, so its checkpoints and this layer's are interchangeable.
+        self.kernel = self.add_weight(name="kernel", shape=(self.TAPS, self.TAPS, votes, input_shape[-1]),
+                                      initializer=self.kernel_initializer)
+        self.bias = self.add_weight(name="bias", shape=(votes,), initializer="zeros")
+
+    def _votes_kernel(self):
+        """W as [4, 4, C, k, k, C_in]."""
+        k = self.kernel_size
+        return tf.reshape(self.kernel, (self.TAPS, self.TAPS, self.num_classes, k, k, -1))
+
+    def _composed_kernel(self):
+        k, p = self.kernel_size, self.kernel_size // 2
+        w = self._votes_kernel()
+        total = 0.0
+        for a in range(k):
+            for b in range(k):
+                total += tf.pad(w[:, :, :, a, b, :], [[2 * p - a, a], [2 * p - b, b], [0, 0], [0, 0]])
+        return total / k ** 2
+
+    def _dap_valid(self, canvas):
+        """DAP over a vote canvas, keeping only positions whose k x k window lies inside it."""
+        p = self.kernel_size // 2
+        return self._dap(canvas)[:, p:tf.shape(canvas)[1] - p, p:tf.shape(canvas)[2] - p, :]
+
+    def call(self, x):
+        k, p = self.kernel_size, self.kernel_size // 2
+        dtype = x.dtype
+        kernel, bias = tf.cast(self.kernel, dtype), tf.cast(self.bias, dtype)
+        n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+        size = k + 3
+        full = tf.nn.conv2d_transpose(x, tf.cast(self._composed_kernel(), dtype),
+                                      tf.stack([n, 2 * h + size - 2, 2 * w + size - 2, self.num_classes]),
+                                      strides=2, padding="VALID")
+        mean_bias = tf.reduce_mean(tf.reshape(bias, (self.num_classes, k * k)), axis=-1)
+        out = full[:, p + 1:p + 1 + 2 * h, p + 1:p + 1 + 2 * w, :] + mean_bias
+        if p == 0:
+            return out
+        votes = self.num_classes * k * k
+        # The deconvolution's spill beyond its 'same' crop: full row 0 / 2H+1 (from the input's
+        # first / last row and the kernel's first / last tap row), full column 0 / 2W+1.
+        spill_shape = tf.stack([n, 1, 2 * w + 2, votes])
+        top = tf.nn.conv2d_transpose(x[:, :1], kernel[:1], spill_shape, strides=[1, 1, 2, 1], padding="VALID")
+        bottom = tf.nn.conv2d_transpose(x[:, -1:], kernel[-1:], spill_shape, strides=[1, 1, 2, 1], padding="VALID")
+        spill_shape = tf.stack([n, 2 * h + 2, 1, votes])
+        left = tf.nn.conv2d_transpose(x[:, :, :1], kernel[:, :1], spill_shape, strides=[1, 2, 1, 1], padding="VALID")
+        right = tf.nn.conv2d_transpose(x[:, :, -1:], kernel[:, -1:], spill_shape, strides=[1, 2, 1, 1],
+                                       padding="VALID")
+        bias_map = lambda rows, cols: tf.zeros(tf.stack([n, rows, cols, votes]), dtype) + bias  # noqa: E731
+
+        def rows_band(spill, outside_first):
+            # Canvas rows: p outside rows then 2p image rows (zero: not outside votes), or the
+            # reverse; columns [-p, 2W + p). The spill row lies next to the image, bias beyond it.
+            ring = tf.concat([bias_map(1, p - 1), spill + bias, bias_map(1, p - 1)], axis=2)
+            ring = tf.concat([bias_map(p - 1, 2 * w + 2 * p), ring] if outside_first
+                             else [ring, bias_map(p - 1, 2 * w + 2 * p)], axis=1)
+            image = tf.zeros(tf.stack([n, 2 * p, 2 * w + 2 * p, votes]), dtype)
+            return self._dap_valid(tf.concat([ring, image] if outside_first else [image, ring], axis=1))
+
+        def cols_band(spill, outside_first):
+            # Canvas rows [-p, 2H + p) (rows outside the image are the row bands' votes: zero
+            # here), p outside columns then 2p image columns, or the reverse.
+            ring = tf.concat([bias_map(2 * h, p - 1), spill[:, 1:-1] + bias] if outside_first
+                             else [spill[:, 1:-1] + bias, bias_map(2 * h, p - 1)], axis=2)
+            image = tf.zeros(tf.stack([n, 2 * h, 2 * p, votes]), dtype)
+            band = tf.concat([ring, image] if outside_first else [image, ring], axis=2)
+            band = tf.pad(band, [[0, 0], [p, p], [0, 0], [0, 0]])
+            return self._dap_valid(band)
+
+        pad_rows = lambda band, before, after: tf.pad(band, [[0, 0], [before, after], [0, 0], [0, 0]])  # noqa: E731
+        pad_cols = lambda band, before, after: tf.pad(band, [[0, 0], [0, 0], [before, after], [0, 0]])  # noqa: E731
+        outside = (pad_rows(rows_band(top, True), 0, 2 * h - p) + pad_rows(rows_band(bottom, False), 2 * h - p, 0)
+                   + pad_cols(cols_band(left, True), 0, 2 * w - p) + pad_cols(cols_band(right, False), 2 * w - p, 0))
+        return out - outside
+
+    def compute_output_shape(self, input_shape):
+        double = lambda d: None if d is None else 2 * d  # noqa: E731
+        return (input_shape[0], double(input_shape[1]), double(input_shape[2]), self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "kernel_size": self.kernel_size,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
