@@ -374,6 +374,7 @@ class TrainConfig:
     ``steps_per_epoch`` steps: the unit of backup (exact resume), validation and logging.
     ``mixed_precision`` and ``jit_compile`` default to on for GPUs and off for CPUs (``auto``);
     ``deterministic`` turns on TensorFlow's op determinism for bit-reproducible runs.
+    ``val_batch_size`` is per replica (validation during training).
     ``max_train_seconds`` is a wall-clock budget (null: none); ``budget_mode`` says what it does:
     ``stop`` ends the run where the time runs out, ``anneal`` also drives the learning-rate
     schedule by time (it follows whichever of steps and time is further along), so a slower

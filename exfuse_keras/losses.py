@@ -112,7 +112,8 @@ class ClassPresenceLoss(keras.losses.Loss):
     """Sigmoid cross-entropy on which classes are present, for the SS heads' logits.
 
     ``y_true``: the label mask; ``y_pred``: ``[N, C]`` logits. Averaged over classes and over
-    the global batch.
+    the images of the global batch that have a labelled pixel (an image whose pixels are all
+    ignored says nothing about which classes it shows, e.g. the filler of a last batch).
     """
 
     def __init__(self, num_classes: int, name: str = "class_presence", **kwargs):
@@ -124,8 +125,10 @@ class ClassPresenceLoss(keras.losses.Loss):
         logits = tf.cast(y_pred, tf.float32)
         targets = class_presence(y_true, self.num_classes)
         per_image = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=-1)
-        images = global_sum(tf.cast(tf.shape(per_image)[0], tf.float32))
-        return tf.reduce_sum(per_image) / tf.maximum(images, 1.0)
+        flat = tf.reshape(tf.cast(y_true, tf.int32), [tf.shape(per_image)[0], -1])
+        labelled = tf.cast(tf.reduce_any((flat >= 0) & (flat < self.num_classes), axis=1), tf.float32)
+        images = global_sum(tf.reduce_sum(labelled))
+        return tf.reduce_sum(per_image * labelled) / tf.maximum(images, 1.0)
 
     def get_config(self):
         config = super().get_config()

@@ -72,6 +72,10 @@ def test_class_presence_loss(rng):
     p = 1 / (1 + np.exp(-logits))
     expected = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean()
     assert ClassPresenceLoss(4)(labels, logits).numpy() == pytest.approx(expected, rel=1e-5)
+    # An image with no labelled pixel (a last batch's filler) is left out of the mean.
+    filled = np.concatenate([labels, np.full((1, 4, 4), 255)])
+    filled_logits = np.concatenate([logits, rng.standard_normal((1, 4)).astype("float32")])
+    assert ClassPresenceLoss(4)(filled, filled_logits).numpy() == pytest.approx(expected, rel=1e-5)
 
 
 def test_losses_follow_the_outputs():

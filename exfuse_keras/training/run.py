@@ -99,6 +99,32 @@ def with_targets(dataset, output_names):
     return dataset.map(lambda image, mask: (image, {name: mask for name in output_names}))
 
 
+def validation_dataset(cfg, output_names, replicas: int):
+    """Validation batches of ``train.val_batch_size`` images per replica, with targets.
+
+    Under several replicas the last, partial batch is filled up with images whose pixels are
+    all the ignore label, so no replica gets an empty batch (TF 2.21's oneDNN CPU convolution
+    returns a wrong shape for one, which crashed multi-worker validation on an AMD Zen 5) and
+    the metric and losses do not change (they skip ignored pixels and unlabelled images).
+    """
+    import tensorflow as tf
+
+    from exfuse_keras.data.pipeline import make_dataset
+
+    global_batch = cfg.train.val_batch_size * replicas
+    dataset = make_dataset(cfg, "val", training=False, batch_size=global_batch)
+    if replicas > 1:
+        def fill(images, masks):
+            missing = global_batch - tf.shape(images)[0]
+            images = tf.pad(images, [[0, missing]] + [[0, 0]] * (images.shape.rank - 1))
+            masks = tf.pad(masks, [[0, missing]] + [[0, 0]] * (masks.shape.rank - 1),
+                           constant_values=cfg.data.ignore_label)
+            return images, masks
+
+        dataset = dataset.map(fill)
+    return with_targets(dataset, output_names)
+
+
 def training_dataset(cfg, output_names, start_step: int, strategy):
     """The training batches from global step ``start_step`` on, for ``strategy``.
 
@@ -300,8 +326,7 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
         print(f"resuming from the backup in {backup_dir}: {start_epoch} epochs done")
         truncate_history(os.path.join(run_dir, "history.csv"), start_epoch)
     train_data = training_dataset(cfg, output_names, start_epoch * cfg.train.steps_per_epoch, strategy)
-    val_data = with_targets(make_dataset(cfg, "val", training=False, batch_size=cfg.train.val_batch_size),
-                            output_names)
+    val_data = validation_dataset(cfg, output_names, strategy.num_replicas_in_sync)
     # Workers of a multi-worker run take every other val batch (the split is one file, too few
     # to shard by file); the mIoU's confusion matrix is summed over all of them.
     options = tf.data.Options()
