@@ -159,15 +159,19 @@ def test_a_time_budget_drives_the_schedule_by_whichever_of_steps_and_time_is_ahe
     now = [1000.0]
     monkeypatch.setattr(callbacks.time, "perf_counter", lambda: now[0])
     budget.on_train_begin()
-    for elapsed, step, expected_clock in ((0, 0, 0.0), (5, 40, 11.0), (30, 40, 66.0), (30, 90, 66.0)):
-        now[0] = 1000.0 + elapsed
+    budget.on_train_batch_begin(0)  # the first step (tracing) runs on the step schedule
+    assert float(clock) == 0.0 and float(optimizer.learning_rate) == 0.0
+    now[0] = 1010.0  # it took 10 s: the clock spans the 40 s left
+    budget.on_train_batch_end(0)
+    for elapsed, step, expected_clock in ((0, 1, 0.0), (4, 40, 11.0), (24, 40, 66.0), (24, 90, 66.0)):
+        now[0] = 1010.0 + elapsed
         optimizer.iterations.assign(step)
         budget.on_train_batch_begin(0)
         assert float(clock) == pytest.approx(expected_clock)
         assert float(optimizer.learning_rate) == pytest.approx(poly(max(step, expected_clock)), abs=1e-7)
         budget.on_train_batch_end(0)
         assert not model.stop_training
-    now[0] = 1051.0
+    now[0] = 1051.0  # 51 s after the start of training
     budget.on_train_batch_begin(0)
     assert float(clock) == 110 and float(optimizer.learning_rate) == 0.0
     budget.on_train_batch_end(0)

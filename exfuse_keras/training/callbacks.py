@@ -51,9 +51,11 @@ class TimeBudget(keras.callbacks.Callback):
     """Stops training once ``seconds`` of wall-clock time have passed since ``on_train_begin``.
 
     With a ``clock`` (see ``PolyWithWarmup``), it also sets the clock before every step to the
-    step the elapsed time corresponds to (``elapsed / seconds * total_steps``), so the
-    learning-rate schedule reaches its end when the budget does, whichever comes first.
-    The budget counts this process's time: a resumed run gets a fresh one.
+    step the elapsed time corresponds to, so the learning-rate schedule reaches its end when the
+    budget does, whichever comes first. The clock starts when the first step ends and spans
+    the rest of the budget: the first step's tracing (seconds) would otherwise count as steps
+    already run and cut the warm-up short, so a budget that never binds would still change the
+    run. The budget counts this process's time: a resumed run gets a fresh one.
     """
 
     def __init__(self, seconds: float, clock=None, total_steps: int | None = None):
@@ -64,18 +66,24 @@ class TimeBudget(keras.callbacks.Callback):
         self.clock = clock
         self.total_steps = total_steps
         self._start = None
+        self._clock_start = None
         self.stopped_early = False
 
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
+        self._clock_start = None
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.clock is not None:
-            fraction = (time.perf_counter() - self._start) / self.seconds
+        if self.clock is not None and self._clock_start is not None:
+            left = self.seconds - (self._clock_start - self._start)
+            fraction = (time.perf_counter() - self._clock_start) / left if left > 0 else 1.0
             self.clock.assign(min(fraction, 1.0) * self.total_steps)
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.perf_counter() - self._start > self.seconds:
+        now = time.perf_counter()
+        if self._clock_start is None:
+            self._clock_start = now
+        if now - self._start > self.seconds:
             self.model.stop_training = True
             self.stopped_early = True
 
