@@ -85,10 +85,11 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
     import tensorflow as tf
 
     from exfuse_keras.data.imagenet import make_imagenet_dataset
-    from exfuse_keras.training.callbacks import LearningRateLogger, Throughput, TimeBudget
+    from exfuse_keras.training.callbacks import LearningRateLogger, Throughput
     from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
     from exfuse_keras.training.optim import learning_rate_clock
-    from exfuse_keras.training.run import check_time_budget, completed_epochs, setup_run, truncate_history
+    from exfuse_keras.training.run import (check_time_budget, completed_epochs, setup_run, time_budget,
+                                           truncate_history)
 
     setup = setup_run(cfg, model_dir, strategy_name, task="ss_pretraining")
     strategy, is_chief, run_dir, jit = setup.strategy, setup.is_chief, setup.run_dir, setup.jit_compile
@@ -143,8 +144,7 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
         keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"),
     ]
-    if cfg.train.max_train_seconds:
-        callbacks.append(TimeBudget(cfg.train.max_train_seconds, clock, cfg.train.epochs * cfg.train.steps_per_epoch))
+    callbacks += time_budget(cfg, clock)
     started = time.perf_counter()
     history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
                         validation_data=val_data, callbacks=callbacks, verbose=verbose)

@@ -216,8 +216,7 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
     import numpy as np
 
     from exfuse_keras.data.palette import voc_palette
-    from exfuse_keras.training.callbacks import (ImageSummary, LearningRateLogger, Throughput,
-                                                 TimeBudget)
+    from exfuse_keras.training.callbacks import ImageSummary, LearningRateLogger, Throughput
 
     palette = np.asarray(cfg.data.palette, np.uint8) if cfg.data.palette else voc_palette()
     callbacks = [
@@ -232,9 +231,16 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
     ]
     # Last, so an epoch counts as done for resume only after everything above has logged it.
     callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"))
-    if cfg.train.max_train_seconds:
-        callbacks.append(TimeBudget(cfg.train.max_train_seconds, clock, cfg.train.epochs * cfg.train.steps_per_epoch))
-    return callbacks
+    return callbacks + time_budget(cfg, clock)
+
+
+def time_budget(cfg, clock=None) -> list:
+    """``[TimeBudget]`` for ``train.max_train_seconds`` (advancing ``clock`` when given), or ``[]``."""
+    from exfuse_keras.training.callbacks import TimeBudget
+
+    if not cfg.train.max_train_seconds:
+        return []
+    return [TimeBudget(cfg.train.max_train_seconds, clock, cfg.train.epochs * cfg.train.steps_per_epoch)]
 
 
 def check_time_budget(cfg, strategy) -> None:
