@@ -42,6 +42,8 @@ SS_LEVELS = ("res2", "res3", "res4")
 # Values of data.dataset; exfuse_keras/data/pipeline.py maps each to its reader. "mix" combines
 # the others (data.mix).
 DATASETS = ("voc", "train_aug", "shapes", "folder", "coco_voc", "mix")
+# The network's output stride (res5's): a network input's height and width are multiples of it.
+OUTPUT_STRIDE = 32
 
 
 class ConfigError(ValueError):
@@ -299,6 +301,17 @@ class DataConfig:
     mix: list[MixComponent] = field(default_factory=list)
     imagenet: ImageNetConfig = field(default_factory=ImageNetConfig)
 
+    @property
+    def resolved_palette(self) -> list[list[int]]:
+        """The classes' colours, ``num_classes`` [r, g, b] triples: ``palette``'s first ones, else
+        the PASCAL VOC colour map's. Labels beyond them (the ignore label) are coloured by
+        ``data.palette.colorize``, which falls back to VOC's colours (255: VOC's void colour)."""
+        if self.palette is not None:
+            return [[int(v) for v in colour] for colour in self.palette[:self.num_classes]]
+        from exfuse_keras.data.palette import voc_palette
+
+        return voc_palette(self.num_classes).tolist()
+
     def validate(self, where: str) -> None:
         if self.num_classes < 2:
             _fail(where, "data.num_classes", "must be at least 2", self.num_classes)
@@ -316,8 +329,8 @@ class DataConfig:
                       f"must be at least {self.num_classes} [r, g, b] triples of 0..255", self.palette)
         if not 0 <= self.ignore_label <= 255 or self.ignore_label < self.num_classes:
             _fail(where, "data.ignore_label", "must be in [num_classes, 255]", self.ignore_label)
-        if self.crop_size <= 0 or self.crop_size % 32:
-            _fail(where, "data.crop_size", "must be a positive multiple of 32 (the output stride)",
+        if self.crop_size <= 0 or self.crop_size % OUTPUT_STRIDE:
+            _fail(where, "data.crop_size", f"must be a positive multiple of {OUTPUT_STRIDE} (the output stride)",
                   self.crop_size)
         if self.dataset not in DATASETS:
             _fail(where, "data.dataset", f"must be one of {list(DATASETS)}", self.dataset)
@@ -449,8 +462,8 @@ class ExportConfig:
 
     def validate(self, where: str) -> None:
         _positive(where, "export.max_side", self.max_side)
-        if len(self.tflite_size) != 2 or any(s <= 0 or s % 32 for s in self.tflite_size):
-            _fail(where, "export.tflite_size", "must be [height, width], positive multiples of 32",
+        if len(self.tflite_size) != 2 or any(s <= 0 or s % OUTPUT_STRIDE for s in self.tflite_size):
+            _fail(where, "export.tflite_size", f"must be [height, width], positive multiples of {OUTPUT_STRIDE}",
                   self.tflite_size)
 
 

@@ -23,8 +23,6 @@ from exfuse_keras.layers import (BilinearUpsampling, BilinearUpsamplingInitializ
                                  InputNormalization, SemanticEmbeddingBranch, SemanticSupervisionHead,
                                  SubPixelUpsampling)
 
-OUTPUT_STRIDE = 32
-
 
 def _upsample(x, filters: int, mode: str, name: str):
     """The decoder's 2x upsampling: a learned deconvolution (GCN baseline) or bilinear.

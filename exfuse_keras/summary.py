@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", action="store_true", help="also print Keras' layer-by-layer summary")
     args = parser.parse_args(argv)
 
-    from exfuse_keras.config import ConfigError, load_config
+    from exfuse_keras.config import OUTPUT_STRIDE, ConfigError, load_config
 
     try:
         cfg = load_config(args.config, args.set)
@@ -137,8 +137,9 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     height, width = (args.size * 2)[:2] if len(args.size) == 1 else args.size[:2]
-    if height % 32 or width % 32:
-        print(f"error: --size {height} {width}: height and width must be multiples of 32", file=sys.stderr)
+    if height % OUTPUT_STRIDE or width % OUTPUT_STRIDE:
+        print(f"error: --size {height} {width}: height and width must be multiples of {OUTPUT_STRIDE}",
+              file=sys.stderr)
         return 2
     from exfuse_keras.model import build_model
 

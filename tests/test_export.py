@@ -28,7 +28,8 @@ from PIL import Image
 from exfuse_keras.config import config_from_dict
 from exfuse_keras.data.pipeline import make_dataset
 from exfuse_keras.export import tflite
-from exfuse_keras.export.saved_model import MASK_PADDING, SIGNATURES, export_saved_model, logits_model
+from exfuse_keras.export.common import logits_model
+from exfuse_keras.export.saved_model import MASK_PADDING, SIGNATURES, export_saved_model
 from exfuse_keras.inference import Segmenter
 from exfuse_keras.inference.loading import load_predictor, load_run
 from exfuse_keras.model import build_model

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from exfuse_keras.bench.models import benchmark_models
+from exfuse_keras.config import OUTPUT_STRIDE
 
 
 def _megabytes(path) -> float:
@@ -143,8 +144,8 @@ def main(argv=None) -> int:
     if args.quick:
         args.models, args.size, args.repeats, args.warmup, args.calibration_images = "quickstart", 64, 1, 1, 2
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if args.size % 32:
-        parser.error(f"--size {args.size}: expected a multiple of 32")
+    if args.size % OUTPUT_STRIDE:
+        parser.error(f"--size {args.size}: expected a multiple of {OUTPUT_STRIDE}")
 
     import tensorflow as tf
 

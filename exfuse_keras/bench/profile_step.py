@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 
+from exfuse_keras.config import OUTPUT_STRIDE
+
 
 def layer_of(op_name: str) -> str:
     """The layer an op event belongs to: ``gradient_tape/exfuse_1/dap_1/depthwise`` -> ``dap``."""
@@ -131,8 +133,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     size = args.size or (128 if args.model == "quickstart" else 512)
     batch = args.batch or (8 if args.model == "quickstart" else 2)
-    if size % 32:
-        print(f"error: --size must be a multiple of 32, got {size}", file=sys.stderr)
+    if size % OUTPUT_STRIDE:
+        print(f"error: --size must be a multiple of {OUTPUT_STRIDE}, got {size}", file=sys.stderr)
         return 2
     print(f"profiling {args.model} at {size}x{size}, batch {batch}")
     print(format_profile(profile(args.model, size, batch, args.steps), args.top))

@@ -47,18 +47,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from exfuse_keras.config import Config, ConfigError, DataConfig
+from exfuse_keras.config import OUTPUT_STRIDE, Config, ConfigError, DataConfig
 from exfuse_keras.data.coco import CocoVocSegmentation, coco_builder_config
 from exfuse_keras.data.folder import folder_builder
 from exfuse_keras.data.shapes import META_FILENAME, generate_shapes_dataset
 from exfuse_keras.data.voc import VOC_IGNORE_LABEL, VOC_NUM_CLASSES, Voc2012Segmentation
 
 __all__ = ["make_dataset", "distributed_dataset_fn", "prepare_builder", "prepare_sources", "Source",
-           "num_examples", "augment_example", "seeded_epochs", "shard_size",
-           "EVAL_PAD_MULTIPLE"]
+           "num_examples", "augment_example", "seeded_epochs", "shard_size"]
 
-# The network's output stride: evaluation inputs are padded to a multiple of it.
-EVAL_PAD_MULTIPLE = 32
 # Photometric jitter magnitudes of the common "PhotoMetricDistortion" recipe (mmsegmentation):
 # brightness +-32 (of 255), contrast and saturation x[0.5, 1.5], hue +-18 degrees.
 _BRIGHTNESS_DELTA = 32.0
@@ -521,8 +518,8 @@ def _evaluation_batches(records, data: DataConfig, batch_size: int, return_meta:
 
     def pad_to_multiple(images, masks, sizes, file_names):
         height, width = tf.shape(images)[1], tf.shape(images)[2]
-        pad_h = -height % EVAL_PAD_MULTIPLE
-        pad_w = -width % EVAL_PAD_MULTIPLE
+        pad_h = -height % OUTPUT_STRIDE
+        pad_w = -width % OUTPUT_STRIDE
         images = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
         masks = tf.pad(masks, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=data.ignore_label)
         # Everything outside each image's own extent (batch padding included) gets the mean

@@ -88,7 +88,7 @@ def _update_metadata(folder: str, cfg, export_format: str, files: dict, **fields
     """Writes ``export.json``, keeping entries of earlier files of the same format still in the folder."""
     import json
 
-    from exfuse_keras.export.saved_model import METADATA_FILE, export_metadata, write_json
+    from exfuse_keras.export.common import METADATA_FILE, export_metadata, write_json
 
     path = os.path.join(folder, METADATA_FILE)
     known = {}

@@ -20,7 +20,7 @@ def export_onnx(model, path: str, opset: int = DEFAULT_OPSET) -> str:
     except ImportError:
         raise ImportError("ONNX export needs tf2onnx: pip install tf2onnx==1.17.0 onnx (requirements-test.txt)") \
             from None
-    from exfuse_keras.export.saved_model import logits_model
+    from exfuse_keras.export.common import logits_model
 
     network = logits_model(model)
     function = tf.function(lambda images: {"logits": tf.cast(network(images, training=False), tf.float32)})

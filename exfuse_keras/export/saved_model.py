@@ -37,32 +37,20 @@ and ``export.json`` (classes, palette, protocol, signatures, versions).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from typing import Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 
+from exfuse_keras.config import OUTPUT_STRIDE
+from exfuse_keras.export.common import METADATA_FILE, export_metadata, logits_model, prepare_output_dir, write_json
+from exfuse_keras.inference.saved_model import CONFIG_FILE, EXTRA_DIR
+
 SIGNATURES = ("serving_default", "serving_images", "serving_images_float32", "serving_examples", "network_logits")
-EXTRA_DIR = "assets.extra"
-CONFIG_FILE = "config.yaml"
-METADATA_FILE = "export.json"
 MASK_PADDING = 255
 EXAMPLE_IMAGE_KEY = "image/encoded"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _INT32_MAX = 2 ** 31 - 1
-
-
-def logits_model(model):
-    """The model with its main output only (``"logits"``); the auxiliary heads are pruned."""
-    import keras
-
-    outputs = model.output
-    if isinstance(outputs, dict):
-        outputs = outputs["logits"]
-    return keras.Model(model.input, outputs, name=f"{model.name}_logits")
 
 
 def _after(value: tf.Tensor, *assertions) -> tf.Tensor:
@@ -210,38 +198,9 @@ class SegmentationServing:
     def _network_logits(self, images):
         shape = tf.shape(images)
         images = _after(images, tf.debugging.Assert(
-            tf.logical_and(tf.equal(shape[1] % 32, 0), tf.equal(shape[2] % 32, 0)),
-            ["network_logits: height and width must be multiples of 32, got", shape[1], shape[2]]))
+            tf.logical_and(tf.equal(shape[1] % OUTPUT_STRIDE, 0), tf.equal(shape[2] % OUTPUT_STRIDE, 0)),
+            [f"network_logits: height and width must be multiples of {OUTPUT_STRIDE}, got", shape[1], shape[2]]))
         return {"logits": tf.cast(self.model(images, training=False), tf.float32)}
-
-
-def prepare_output_dir(path: str, overwrite: bool) -> None:
-    """Refuses a non-empty ``path`` unless ``overwrite`` (then empties it)."""
-    if os.path.isdir(path) and os.listdir(path):
-        if not overwrite:
-            raise FileExistsError(f"{path}: exists and is not empty (pass --overwrite to replace it)")
-        shutil.rmtree(path)
-    elif os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(f"{path}: exists and is not a folder")
-
-
-def export_metadata(cfg, export_format: str, **fields) -> dict:
-    """What a client needs beside the model file: classes, palette, versions (written as export.json)."""
-    import keras
-
-    from exfuse_keras.data.palette import voc_palette
-
-    palette = cfg.data.palette or voc_palette(cfg.data.num_classes).tolist()
-    return {"format": export_format, "num_classes": cfg.data.num_classes, "class_names": list(cfg.data.class_names),
-            "palette": [list(map(int, c)) for c in palette[:cfg.data.num_classes]],
-            "input": "RGB pixels 0-255 (normalisation is inside the model)", **fields,
-            "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__}}
-
-
-def write_json(path: str, values: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2)
-        f.write("\n")
 
 
 def export_saved_model(cfg, model, path: str, *, scales: Optional[Sequence[float]] = None,

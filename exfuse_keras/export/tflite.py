@@ -29,14 +29,16 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from exfuse_keras.config import OUTPUT_STRIDE
+
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 DEFAULT_CALIBRATION_BATCHES = 8
 
 
 def _size(size: Sequence[int]) -> tuple[int, int]:
     height, width = (int(v) for v in size)
-    if height <= 0 or width <= 0 or height % 32 or width % 32:
-        raise ValueError(f"--tflite-size {height},{width}: expected HEIGHT,WIDTH, positive multiples of 32")
+    if height <= 0 or width <= 0 or height % OUTPUT_STRIDE or width % OUTPUT_STRIDE:
+        raise ValueError(f"--tflite-size {height},{width}: expected HEIGHT,WIDTH, positive multiples of {OUTPUT_STRIDE}")
     return height, width
 
 
@@ -46,7 +48,7 @@ def _write_fixed_size_saved_model(model, size: tuple[int, int], folder: str) -> 
     keeps those of the latter as READ_VARIABLE ops (weights missing from the file)."""
     import keras
 
-    from exfuse_keras.export.saved_model import logits_model
+    from exfuse_keras.export.common import logits_model
 
     network = logits_model(model)
     archive = keras.export.ExportArchive()

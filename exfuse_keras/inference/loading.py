@@ -49,12 +49,12 @@ def load_predictor(weights: str, config_path=None, overrides=()):
 
     A training run's folder or a ``.keras`` file (``load_run``): the predictor is the Keras
     model. A SavedModel folder written by export.py (``saved_model.pb``): its config and its
-    ``network_logits`` signature (exfuse_keras/export/predictor.py).
+    ``network_logits`` signature (exfuse_keras/inference/saved_model.py).
 
     Call it inside ``strategy.scope()`` to place the variables for a distribution strategy.
     """
-    if os.path.isfile(os.path.join(weights, "saved_model.pb")):
-        from exfuse_keras.export.predictor import load_saved_model
+    from exfuse_keras.inference.saved_model import is_saved_model, load_saved_model
 
+    if is_saved_model(weights):
         return load_saved_model(weights, config_path, overrides)
     return load_run(weights, config_path, overrides)

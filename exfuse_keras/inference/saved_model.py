@@ -1,8 +1,9 @@
 """An exported SavedModel as a predictor, so evaluate.py, predict.py and ``Segmenter`` run exports.
 
-``load_saved_model(path)`` returns the config the export carries (``assets.extra/config.yaml``) and
-a callable ``images float32 [B, H, W, 3] (H, W multiples of 32) -> logits [B, H, W, C]`` that
-runs the export's ``network_logits`` signature: the same contract as a Keras model in
+``load_saved_model(path)`` returns the config the export carries (``assets.extra/config.yaml``,
+written by exfuse_keras/export/saved_model.py) and a callable
+``images float32 [B, H, W, 3] (H, W multiples of 32) -> logits [B, H, W, C]`` that runs the
+export's ``network_logits`` signature: the same contract as a Keras model in
 ``exfuse_keras/inference/loading.py``, so the usual protocol (padding, scales, flip, sliding
 windows) runs around the exported network.
 """
@@ -14,10 +15,13 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from exfuse_keras.export.saved_model import CONFIG_FILE, EXTRA_DIR
+# Where an export keeps the files its graph does not read (the SavedModel convention), and its config.
+EXTRA_DIR = "assets.extra"
+CONFIG_FILE = "config.yaml"
 
 
 def is_saved_model(path: str) -> bool:
+    """Whether the folder ``path`` holds a SavedModel."""
     return os.path.isfile(os.path.join(path, "saved_model.pb"))
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from exfuse_keras.inference.sliding import predict_sliding
-from exfuse_keras.inference.tta import PAD_MULTIPLE, PAPER_SCALES, predict_probabilities, view_logits
+from exfuse_keras.inference.tta import PAPER_SCALES, predict_probabilities, view_logits
 
 IMAGE_SHAPES = "[H, W] gray, [H, W, 1], [H, W, 3] RGB or [H, W, 4] RGBA"
 
@@ -177,11 +177,11 @@ class Segmenter:
                 return tf.argmax(probabilities, axis=-1), probabilities
         elif scales == (1.0,) and not flip:
             def forward(images):
-                logits = view_logits(logits_fn, images, fill, PAD_MULTIPLE)
+                logits = view_logits(logits_fn, images, fill)
                 return tf.argmax(logits, axis=-1), tf.nn.softmax(logits, axis=-1)
         else:
             def forward(images):
-                probabilities = predict_probabilities(logits_fn, images, scales, flip, fill, PAD_MULTIPLE)
+                probabilities = predict_probabilities(logits_fn, images, scales, flip, fill)
                 return tf.argmax(probabilities, axis=-1), probabilities
         return forward
 

@@ -37,7 +37,8 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from exfuse_keras.inference.tta import PAD_MULTIPLE, pad_to_size, predict_probabilities
+from exfuse_keras.config import OUTPUT_STRIDE
+from exfuse_keras.inference.tta import pad_to_size, predict_probabilities
 
 
 def window_starts(length: tf.Tensor, crop: int, stride: int) -> tf.Tensor:
@@ -56,7 +57,7 @@ def _edge_weights(start: tf.Tensor, length: tf.Tensor, crop: int, margin: int) -
 
 
 def predict_sliding(logits_fn, images: tf.Tensor, crop: int, stride: int, scales: Sequence[float] = (1.0,),
-                    flip: bool = False, fill=(0.0, 0.0, 0.0), multiple: int = PAD_MULTIPLE,
+                    flip: bool = False, fill=(0.0, 0.0, 0.0), multiple: int = OUTPUT_STRIDE,
                     margin: Optional[int] = None) -> tf.Tensor:
     """Probabilities ``[B, H, W, C]`` from overlapping ``crop x crop`` windows (see module doc).
 

@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-PAD_MULTIPLE = 32
+from exfuse_keras.config import OUTPUT_STRIDE
+
 PAPER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
@@ -34,7 +35,7 @@ def logits_function(model) -> Callable[[tf.Tensor], tf.Tensor]:
     return logits
 
 
-def pad_to_multiple(images: tf.Tensor, multiple: int = PAD_MULTIPLE, fill: Sequence[float] = (0.0, 0.0, 0.0)):
+def pad_to_multiple(images: tf.Tensor, multiple: int = OUTPUT_STRIDE, fill: Sequence[float] = (0.0, 0.0, 0.0)):
     """Pads ``[B, H, W, 3]`` at the bottom and right to multiples of ``multiple`` with ``fill``.
 
     The fill should be the mean colour the model was trained with (it pads crops with it), so
@@ -67,7 +68,7 @@ def scaled_size(height: tf.Tensor, width: tf.Tensor, scale: float) -> tf.Tensor:
     return tf.maximum(tf.cast(tf.round(size), tf.int32), 1)
 
 
-def view_logits(logits_fn, images: tf.Tensor, fill=(0.0, 0.0, 0.0), multiple: int = PAD_MULTIPLE) -> tf.Tensor:
+def view_logits(logits_fn, images: tf.Tensor, fill=(0.0, 0.0, 0.0), multiple: int = OUTPUT_STRIDE) -> tf.Tensor:
     """Logits ``[B, H, W, C]`` of images of any size: padded to ``multiple`` with ``fill``,
     predicted, resized to the padded size when the model predicts at a stride, cropped back."""
     images = tf.convert_to_tensor(images, tf.float32)
@@ -80,7 +81,7 @@ def view_logits(logits_fn, images: tf.Tensor, fill=(0.0, 0.0, 0.0), multiple: in
 
 
 def predict_at_scale(logits_fn, images: tf.Tensor, scale: float, flip: bool, fill=(0.0, 0.0, 0.0),
-                     multiple: int = PAD_MULTIPLE) -> tf.Tensor:
+                     multiple: int = OUTPUT_STRIDE) -> tf.Tensor:
     """Softmax probabilities ``[B, H, W, C]`` for one (scale, flip) view, at the input resolution.
 
     The image is resized (bilinear) by ``scale``, optionally mirrored, padded to a multiple of
@@ -102,7 +103,7 @@ def predict_at_scale(logits_fn, images: tf.Tensor, scale: float, flip: bool, fil
 
 
 def predict_probabilities(logits_fn, images: tf.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
-                          fill=(0.0, 0.0, 0.0), multiple: int = PAD_MULTIPLE) -> tf.Tensor:
+                          fill=(0.0, 0.0, 0.0), multiple: int = OUTPUT_STRIDE) -> tf.Tensor:
     """The mean of softmax probabilities over ``scales`` × (no flip, flip), ``[B, H, W, C]``.
 
     ``scales=(1.0,)`` and ``flip=False`` is plain single-scale inference.
