@@ -52,7 +52,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class BackboneConfig:
-    """ResNet / ResNeXt v1 bottleneck encoder (exfuse-spec.md, "LR").
+    """ResNet / ResNeXt v1 bottleneck encoder (docs/design.md, "LR").
 
     ``blocks`` is the number of bottleneck blocks per stage: ``[3, 4, 23, 3]`` is the standard
     101-layer arrangement and ``[8, 8, 9, 8]`` the paper's layer rearrangement (LR).

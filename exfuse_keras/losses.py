@@ -9,7 +9,7 @@
 Replica invariance: every loss returns (sum over this replica's terms) / (count over the
 *global* batch), the count all-reduced across replicas when more than one is in sync. Keras
 sums the replicas' gradients, so 1 device and N replicas give the same loss and gradients
-(../shared/tf-keras-notes.md). The reduction is therefore ``"sum"`` of an already
+(docs/design.md, "Losses"). The reduction is therefore ``"sum"`` of an already
 normalised scalar.
 """
 

@@ -38,7 +38,7 @@ def bilinear_resize(x, out_h, out_w):
 
 
 def dap_reference(x, k):
-    """Densely Adjacent Prediction by a direct loop over exfuse-spec.md's formula."""
+    """Densely Adjacent Prediction by a direct loop over its formula (docs/design.md, "DAP")."""
     n, h, w, ck = x.shape
     classes, p = ck // (k * k), k // 2
     out = np.zeros((n, h, w, classes))

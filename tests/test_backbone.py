@@ -8,7 +8,7 @@ from exfuse_keras.backbones.resnext import build_backbone, build_classifier
 from exfuse_keras.backbones.weights import WeightsError, copy_weights_by_name, load_backbone_weights
 from exfuse_keras.config import BackboneConfig
 
-# exfuse-spec.md's table (torchvision-style, 1000-class head); the standard rows equal
+# docs/design.md's table ("LR"; torchvision-style, 1000-class head); the standard rows equal
 # torchvision's published counts.
 REFERENCE_COUNTS = [
     ([3, 4, 6, 3], 1, 64, 25_557_032),     # ResNet-50

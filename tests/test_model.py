@@ -138,7 +138,7 @@ def test_flops_counter_against_formulas():
 def test_resnet101_flops_match_the_reference_count():
     cfg = BackboneConfig(blocks=[3, 4, 23, 3], cardinality=1, base_width=64)
     total = sum(count_flops(build_classifier(cfg), 224, 224).values())
-    assert total / 1e9 == pytest.approx(15.6, abs=0.1)  # exfuse-spec.md: 15.6 GFLOPs at 224x224
+    assert total / 1e9 == pytest.approx(15.6, abs=0.1)  # docs/design.md: 15.6 GFLOPs at 224x224
 
 
 def test_summary_parts_and_command(tiny_config, capsys):

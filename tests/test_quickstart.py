@@ -5,7 +5,7 @@ import os
 
 import yaml
 
-MIOU_FLOOR = 0.7  # the quick start's target; the recipe measured 0.8258 in 396 s (README, "Quick start")
+MIOU_FLOOR = 0.7  # the quick start's target; the recipe measured 0.8258 in 396 s (docs/benchmarks.md)
 
 
 def test_quickstart_reaches_its_miou_floor(quickstart_run):

@@ -10,7 +10,7 @@ Two conventions:
   every conv has a bias, BN epsilon 1.001e-5. Layer names equal keras.applications', so
   its ImageNet weights load by name.
 - ``torchvision``: stride on the 3x3 conv, bias-free convs, BN epsilon 1e-5. The reference
-  parameter counts in exfuse-spec.md use it.
+  parameter counts in docs/design.md ("LR") use it.
 
 Layer names follow keras.applications in both: ``conv{stage}_block{i}_{0..3}_{conv,bn}``
 (0 is the projection shortcut).

@@ -50,7 +50,7 @@ __all__ = ["CocoVocSegmentation", "CocoVocConfig", "COCO_TO_VOC", "coco_builder_
            "panoptic_to_voc", "panoptic_voc_examples", "annotation_mask", "rle_counts_from_string",
            "instances_to_voc", "instances_voc_examples", "PANOPTIC_DATASET"]
 
-# COCO category name -> VOC class name, for the 20 VOC classes (README "Data" has the same table).
+# COCO category name -> VOC class name, for the 20 VOC classes (docs/data.md has the same table).
 COCO_TO_VOC = {
     "airplane": "aeroplane", "bicycle": "bicycle", "bird": "bird", "boat": "boat", "bottle": "bottle",
     "bus": "bus", "car": "car", "cat": "cat", "chair": "chair", "cow": "cow",

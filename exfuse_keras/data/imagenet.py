@@ -1,7 +1,7 @@
 """ImageNet (ILSVRC 2012) classification input, for pretraining a backbone with semantic supervision.
 
 The paper pretrains its rearranged (LR) backbone on ImageNet with the SS heads attached
-(../shared/exfuse-spec.md); no public weights exist for it. This reads TFDS's ``imagenet2012``,
+(docs/design.md, "SS"); no public weights exist for it. This reads TFDS's ``imagenet2012``,
 a manual-download dataset: put ``ILSVRC2012_img_train.tar`` and ``ILSVRC2012_img_val.tar`` in
 ``data.imagenet.root`` (default ``data.root``); the first call prepares the records under
 ``data.tfds_dir`` (default ``<data.root>/tfds``).
@@ -54,7 +54,7 @@ def prepare_imagenet(data: DataConfig) -> tfds.core.DatasetBuilder:
         missing = [name for name in _ARCHIVES if not os.path.isfile(os.path.join(manual_dir, name))]
         if missing:
             raise DataError("missing", os.path.join(manual_dir, missing[0]),
-                            "ImageNet archive not found; download it from https://image-net.org (see README, Data)")
+                            "ImageNet archive not found; download it from https://image-net.org (see docs/data.md)")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder
 

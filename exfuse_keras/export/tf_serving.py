@@ -4,7 +4,7 @@ TF Serving watches ``<base_path>/<model_name>`` and serves the highest numeric v
 versions are never overwritten in place, so a new export gets the next number. ``models.config``
 (a ``model_config_list`` text proto, for ``--model_config_file``) lists every model folder under
 ``<base>`` with ``base_path`` = ``<serving_root>/<model_name>``: the path *inside* the server's
-container, ``/models`` when ``<base>`` is mounted there (README, "Serving")::
+container, ``/models`` when ``<base>`` is mounted there (docs/deployment.md, "Serving")::
 
     docker run -p 8501:8501 -p 8500:8500 -v "$PWD/export:/models" tensorflow/serving \\
         --model_config_file=/models/models.config

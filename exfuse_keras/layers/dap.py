@@ -14,7 +14,7 @@ class DenselyAdjacentPrediction(keras.layers.Layer):
 
         out[n, i, j, c] = 1/k^2 * sum_{a, b < k} x[n, i + a - p, j + b - p, c * k^2 + a * k + b]
 
-    with zeros outside the image (exfuse-spec.md). Computed with two fixed (constant, not
+    with zeros outside the image (docs/design.md, "DAP"). Computed with two fixed (constant, not
     trainable) kernels: a depthwise k x k convolution with zero 'same' padding that moves
     channel ``c*k^2 + a*k + b`` by its tap (a, b), then a 1x1 convolution summing each class's
     k^2 channels and dividing by k^2. Both are TFLite builtins (DEPTHWISE_CONV_2D, CONV_2D),
@@ -80,7 +80,7 @@ class DenselyAdjacentUpsampling(keras.layers.Layer):
     row or column, computed from the input's border row or column) and the bias beyond that.
 
     Why: the C*k^2-channel map (189 channels at full resolution for VOC) and DAP's passes over
-    it were the most memory-bound part of a training step (see README, "Training speed").
+    it were the most memory-bound part of a training step (docs/benchmarks.md).
 
     Shapes: ``[N, H, W, C_in] -> [N, 2H, 2W, C]``.
 

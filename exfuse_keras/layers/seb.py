@@ -21,7 +21,7 @@ class SemanticEmbeddingBranch(keras.layers.Layer):
     starts as the identity (the GCN baseline's features); training learns the gating. With
     ``"glorot"`` (Keras' default conv init) the untrained gates are products of random-sign
     noise that scramble the low-level features: trained from scratch on the quick start this
-    learned more slowly (README, "Quick start").
+    learned more slowly (docs/design.md, "SEB").
 
     Args:
         kernel_size: size of the convolution on each higher level (the paper's is 3).

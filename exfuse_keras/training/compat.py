@@ -1,7 +1,7 @@
 """Two small fixes that make Keras 3.15's ``model.fit`` work under tf.distribute strategies.
 
 Both are in Keras' TensorFlow trainer (``keras/src/backend/tensorflow/trainer.py``), seen with
-MultiWorkerMirroredStrategy (two workers on 127.0.0.1; ../shared/tf-keras-notes.md):
+MultiWorkerMirroredStrategy (two workers on 127.0.0.1; docs/training.md, "Several hosts"):
 
 1. **Symbolic build.** Under any strategy, ``fit`` first takes one batch from the training
    iterator to build the model, the compiled loss and metrics and the optimizer
