@@ -16,9 +16,15 @@ class SubPixelUpsampling(keras.layers.Layer):
     Shapes: ``[N, H, W, C_in] -> [N, rH, rW, filters]``.
 
     Args:
-        filters: output channels.
-        block_size: the upsampling factor r.
-        kernel_size: size of the convolution producing the ``filters * r^2`` channels.
+        filters (int): output channels.
+        block_size (int): the upsampling factor r.
+        kernel_size (int): size of the convolution producing the ``filters * r^2`` channels.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Example::
+
+        up = SubPixelUpsampling(21, block_size=2, name="ecre_subpixel")
+        s = up(res5_scores)          # [N, 16, 16, 21] -> [N, 32, 32, 21]
     """
 
     def __init__(self, filters, block_size=2, kernel_size=3, **kwargs):

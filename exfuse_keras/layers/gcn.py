@@ -15,8 +15,14 @@ class GlobalConvolution(keras.layers.Layer):
     (GCN paper Sec. 3.1). Shapes: ``[N, H, W, C_in] -> [N, H, W, filters]``.
 
     Args:
-        filters: output channels (the number of classes in ExFuse).
-        kernel_size: k, odd; the GCN paper's best is 15.
+        filters (int): output channels (the number of classes in ExFuse).
+        kernel_size (int): k, odd; the GCN paper's best is 15.
+        **kwargs: standard ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...).
+
+    Example::
+
+        gcn = GlobalConvolution(21, kernel_size=15, name="gcn_res5")
+        scores = gcn(res5)          # [N, 16, 16, 2048] -> [N, 16, 16, 21]
     """
 
     def __init__(self, filters, kernel_size=15, **kwargs):
@@ -57,7 +63,12 @@ class BoundaryRefinement(keras.layers.Layer):
     Shapes: ``[N, H, W, filters] -> [N, H, W, filters]``.
 
     Args:
-        filters: channels of the score map (input and output).
+        filters (int): channels of the score map (input and output).
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Example::
+
+        refined = BoundaryRefinement(21)(scores)    # [N, H, W, 21] -> [N, H, W, 21]
     """
 
     def __init__(self, filters, **kwargs):

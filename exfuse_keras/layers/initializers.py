@@ -10,7 +10,12 @@ class BilinearUpsamplingInitializer(keras.initializers.Initializer):
 
     Kernel shape ``[k, k, out, in]`` (Keras' Conv2DTranspose layout); output channel o
     copies input channel ``o // (out / in)``, so a deconvolution that widens C to C * m
-    channels (DAP's C * k^2) starts as m copies of each class.
+    channels (DAP's C * k^2) starts as m copies of each class. Takes no arguments.
+
+    Example::
+
+        up = keras.layers.Conv2DTranspose(21, 4, strides=2, padding="same",
+                                          kernel_initializer=BilinearUpsamplingInitializer())
     """
 
     def __call__(self, shape, dtype=None):

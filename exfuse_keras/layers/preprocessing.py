@@ -22,8 +22,13 @@ class InputNormalization(keras.layers.Layer):
     Shapes: ``[N, H, W, 3] -> [N, H, W, 3]``.
 
     Args:
-        mode: ``"caffe"`` (keras.applications ResNet: RGB->BGR, minus the BGR mean),
+        mode (str): ``"caffe"`` (keras.applications ResNet: RGB->BGR, minus the BGR mean),
             ``"torch"`` (x/255, minus mean, over std) or ``"scale"`` (x/127.5 - 1).
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Example::
+
+        x = InputNormalization("caffe")(image)    # RGB 0-255 -> what keras.applications' ResNet expects
     """
 
     def __init__(self, mode="torch", **kwargs):

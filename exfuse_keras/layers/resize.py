@@ -17,7 +17,12 @@ class ResizeToMatch(keras.layers.Layer):
     Shapes: ``[N, h, w, C]`` and ``[N, H, W, *]`` -> ``[N, H, W, C]``.
 
     Args:
-        interpolation: ``"bilinear"`` (features, probabilities) or ``"nearest"`` (labels).
+        interpolation (str): ``"bilinear"`` (features, probabilities) or ``"nearest"`` (labels).
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Example::
+
+        x = ResizeToMatch("bilinear")([coarse, fine])    # coarse resized to fine's H, W at run time
     """
 
     def __init__(self, interpolation="bilinear", **kwargs):
@@ -45,7 +50,12 @@ class BilinearUpsampling(keras.layers.Layer):
     """Bilinear upsampling by an integer factor. Shapes: ``[N, H, W, C] -> [N, fH, fW, C]``.
 
     Args:
-        factor: the integer scale factor.
+        factor (int): the integer scale factor.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Example::
+
+        s = BilinearUpsampling(2)(scores)    # [N, H, W, C] -> [N, 2H, 2W, C], H and W may be unknown
     """
 
     def __init__(self, factor=2, **kwargs):

@@ -24,8 +24,15 @@ class SemanticEmbeddingBranch(keras.layers.Layer):
     learned more slowly (docs/design.md, "SEB").
 
     Args:
-        kernel_size: size of the convolution on each higher level (the paper's is 3).
-        gate_init: ``"identity"`` or ``"glorot"``, see above.
+        kernel_size (int): size of the convolution on each higher level (the paper's is 3).
+        gate_init (str): ``"identity"`` or ``"glorot"``, see above.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Example::
+
+        # res3 [N, 64, 64, 512], res4 [N, 32, 32, 1024], res5 [N, 16, 16, 2048]
+        seb = SemanticEmbeddingBranch(gate_init="identity", name="seb_res3")
+        res3 = seb([res3, res4, res5])   # [N, 64, 64, 512]
     """
 
     GATE_INITS = ("identity", "glorot")

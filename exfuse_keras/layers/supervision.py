@@ -15,11 +15,18 @@ class SemanticSupervisionHead(keras.layers.Layer):
     Shapes: ``[N, H, W, C_in] -> [N, num_classes]``.
 
     Args:
-        num_classes: classifier outputs.
-        num_downsamples: stride-2 blocks (res2: 3, res3: 2, res4: 1 to reach res5's stride 32).
-        channels: width of the conv blocks.
-        synchronized: synchronise BatchNorm statistics across replicas (as the backbone's
-            ``sync_batch`` norm does), so the head is replica-invariant too.
+        num_classes (int): classifier outputs.
+        num_downsamples (int): stride-2 blocks (res2: 3, res3: 2, res4: 1 to reach res5's
+            stride 32).
+        channels (int): width of the conv blocks.
+        synchronized (bool): synchronise BatchNorm statistics across replicas (as the
+            backbone's ``sync_batch`` norm does), so the head is replica-invariant too.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Example::
+
+        head = SemanticSupervisionHead(21, num_downsamples=3, channels=256, name="ss_head_res2")
+        presence_logits = head(res2)     # [N, 128, 128, 256] -> [N, 21]
     """
 
     def __init__(self, num_classes, num_downsamples, channels=256, synchronized=False, **kwargs):
