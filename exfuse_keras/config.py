@@ -634,12 +634,23 @@ def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = ()
     """Reads a YAML config, applies ``key.sub=value`` overrides and validates the result.
 
     Args:
-        path: YAML file, or ``None`` for the defaults.
-        overrides: dotted assignments such as ``"train.batch_size=16"``; values are parsed as
-            YAML (``[1, 2]``, ``true``, ``null``).
+        path (str | os.PathLike | None): YAML file, or ``None`` for the defaults. It lists
+            only what it changes and may start from another file with ``base: other.yaml``.
+        overrides (Sequence[str]): dotted assignments such as ``"train.batch_size=16"``;
+            values are parsed as YAML (``[1, 2]``, ``true``, ``null``).
+
+    Returns:
+        Config: the validated config.
 
     Raises:
         ConfigError: one line naming the file (or ``--set``) and the offending key.
+
+    Example::
+
+        from exfuse_keras import load_config
+
+        cfg = load_config("configs/quickstart.yaml", ["train.batch_size=16", "model.seb.enabled=false"])
+        cfg.data.num_classes                   # 6
     """
     values: dict = {}
     where = "config"
@@ -668,6 +679,16 @@ def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = ()
 
 
 def save_config(cfg: Config, path: str) -> None:
-    """Writes the resolved config as YAML; ``load_config`` reads it back to an equal config."""
+    """Writes the resolved config as YAML; ``load_config`` reads it back to an equal config.
+
+    Args:
+        cfg (Config): the config to write (every key, defaults included).
+        path (str): the YAML file to write.
+
+    Example::
+
+        save_config(cfg, "runs/my_run/config.yaml")
+        assert load_config("runs/my_run/config.yaml") == cfg
+    """
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, default_flow_style=None)

@@ -53,6 +53,23 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
     - ``"ecre"`` (when ``model.ecre.supervised``): ``[N, H/16, W/16, num_classes]``.
     - ``"ss_res2"``, ``"ss_res3"``, ``"ss_res4"`` (those in ``model.ss.levels``):
       ``[N, num_classes]`` class-presence logits.
+
+    Args:
+        cfg (Config): the full config; reads its ``model`` section and ``data.num_classes``.
+            ``model.backbone.weights`` (``"imagenet"`` or a file) is loaded into the backbone.
+        name (str): the model's name.
+
+    Returns:
+        keras.Model: uncompiled; ``exfuse_keras.losses.build_losses`` gives its losses.
+
+    Example::
+
+        from exfuse_keras import build_model, load_config
+
+        cfg = load_config("configs/exfuse_resnet101.yaml", ["model.backbone.weights=null"])
+        model = build_model(cfg)
+        outputs = model(images)                # images: float32 [N, 512, 512, 3], RGB 0-255
+        outputs["logits"].shape                # (N, 512, 512, 21)
     """
     m = cfg.model
     num_classes = cfg.data.num_classes

@@ -88,6 +88,23 @@ def build_backbone(cfg: BackboneConfig, name: str = "backbone") -> keras.Model:
     Input: normalised images ``[N, H, W, 3]`` (any H, W). Output: a dict
     ``{"res2": [N, H/4, W/4, 4*b], "res3": .../8, "res4": .../16, "res5": [N, H/32, W/32, 32*b]}``
     with ``b = base_channels``.
+
+    Args:
+        cfg (BackboneConfig): ``model.backbone``: block counts, cardinality, widths,
+            convention (``keras`` or ``torchvision``) and norm. Weights are not loaded here
+            (``exfuse_keras.backbones.weights.load_backbone_weights`` does that).
+        name (str): the model's name.
+
+    Returns:
+        keras.Model: random-initialised, with the dict of four stage outputs.
+
+    Example::
+
+        from exfuse_keras.config import BackboneConfig
+
+        lr = build_backbone(BackboneConfig(blocks=[8, 8, 9, 8], cardinality=32, base_width=4))
+        features = lr(images)                  # images: [N, 512, 512, 3], normalised
+        features["res5"].shape                 # (N, 16, 16, 2048)
     """
     inputs = keras.Input((None, None, 3), name="normalized_image")
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)

@@ -377,22 +377,32 @@ def make_dataset(cfg: Config, split: str, training: bool, seed: Optional[int] = 
     """Batches of (image, mask) for training or evaluation (see module doc for shapes).
 
     Args:
-        cfg: the full config (``data`` section; ``train.batch_size`` and ``train.seed`` as
-            defaults).
-        split: ``"train"`` or ``"val"``.
-        training: augment, shuffle and drop the last partial batch; else evaluation batches.
-        seed: data seed; default ``cfg.train.seed``.
-        epoch: the epoch whose batches to produce. (seed, epoch) fix the batches exactly.
-        batch_size: the global batch; default ``cfg.train.batch_size``. Under ``input_context``
-            each pipeline batches the per-replica share.
-        input_context: from ``distribute_datasets_from_function``; shards the records.
-        repeat: training only: continue with epoch + 1, epoch + 2, ... (each seeded by its
-            own epoch number) instead of stopping after one epoch.
-        return_meta: evaluation only: add a third element ``{"size": int32 [B, 2] original
-            (height, width), "file_name": string [B]}``.
+        cfg (Config): the full config (``data`` section; ``train.batch_size`` and
+            ``train.seed`` as defaults).
+        split (str): ``"train"`` or ``"val"``.
+        training (bool): augment, shuffle and drop the last partial batch; else evaluation
+            batches.
+        seed (int | None): data seed; default ``cfg.train.seed``.
+        epoch (int): the epoch whose batches to produce. (seed, epoch) fix the batches exactly.
+        batch_size (int | None): the global batch; default ``cfg.train.batch_size``. Under
+            ``input_context`` each pipeline batches the per-replica share.
+        input_context (tf.distribute.InputContext | None): from
+            ``distribute_datasets_from_function``; shards the records.
+        repeat (bool): training only: continue with epoch + 1, epoch + 2, ... (each seeded by
+            its own epoch number) instead of stopping after one epoch.
+        return_meta (bool): evaluation only: add a third element ``{"size": int32 [B, 2]
+            original (height, width), "file_name": string [B]}``.
 
     Returns:
         tf.data.Dataset of ``(image float32 [B, H, W, 3], mask int32 [B, H, W])`` (plus meta).
+
+    Example::
+
+        from exfuse_keras import load_config
+
+        cfg = load_config("configs/quickstart.yaml")
+        train = make_dataset(cfg, "train", training=True, repeat=True)   # [8, 128, 128, 3], [8, 128, 128]
+        val = make_dataset(cfg, "val", training=False, batch_size=1)     # original sizes, padded to 32
     """
     data = cfg.data
     seed = cfg.train.seed if seed is None else seed
