@@ -1,4 +1,15 @@
-"""ExFuse (Zhang et al., ECCV 2018) semantic segmentation in Keras 3 on TensorFlow."""
+"""ExFuse (Zhang et al., ECCV 2018, arXiv 1804.03821) semantic segmentation in Keras 3 on TensorFlow.
+
+The public entry points: ``load_config`` / ``save_config`` (``exfuse_keras/config.py``) and
+``build_model`` (``exfuse_keras/model.py``; importing it imports TensorFlow). Example::
+
+    from exfuse_keras import build_model, load_config
+
+    cfg = load_config("configs/quickstart.yaml", ["train.batch_size=16"])
+    model = build_model(cfg)      # outputs {"logits": [N, H, W, C], "ecre": ..., "ss_res2": ...}
+
+See docs/design.md for the modules and docs/training.md for training.
+"""
 
 from exfuse_keras.config import Config, ConfigError, load_config, save_config
 
