@@ -17,7 +17,7 @@ import keras
 
 from exfuse_keras.backbones.resnext import STAGES, build_backbone
 from exfuse_keras.backbones.weights import load_backbone_weights
-from exfuse_keras.config import Config
+from exfuse_keras.config import Config, ModelConfig
 from exfuse_keras.layers import (BilinearUpsampling, BilinearUpsamplingInitializer, BoundaryRefinement,
                                  DenselyAdjacentPrediction, DenselyAdjacentUpsampling, GlobalConvolution,
                                  InputNormalization, SemanticEmbeddingBranch, SemanticSupervisionHead,
@@ -41,6 +41,30 @@ def _upsample(x, filters: int, mode: str, name: str):
 def _float32(x, name: str):
     """Names an output and keeps it float32 under a mixed-precision policy."""
     return keras.layers.Activation("linear", dtype="float32", name=name)(x)
+
+
+def semantic_supervision(m: ModelConfig, features: dict, num_classes: int) -> dict:
+    """Sec. 3.1's Semantic Supervision: a ``SemanticSupervisionHead`` on each stage of
+    ``m.ss.levels``, its stride-2 blocks reaching res5's resolution (res2: 3, res3: 2, res4: 1).
+
+    Shared by ``build_model`` (class-presence targets) and ImageNet pretraining (the image's class).
+
+    Args:
+        m: the model section (``ss.levels``, ``ss.channels``; ``backbone.norm`` ``sync_batch``
+            synchronises the heads' BatchNorm too).
+        features: the backbone's ``{"res2": ..., "res5": ...}`` outputs.
+        num_classes: the classifier outputs.
+
+    Returns:
+        ``{"ss_<level>": [N, num_classes] logits, float32}``.
+    """
+    outputs = {}
+    for level in m.ss.levels:
+        downsamples = len(STAGES) - 1 - STAGES.index(level)
+        head = SemanticSupervisionHead(num_classes, downsamples, m.ss.channels,
+                                       synchronized=m.backbone.norm == "sync_batch", name=f"ss_head_{level}")
+        outputs[f"ss_{level}"] = _float32(head(features[level]), f"ss_{level}")
+    return outputs
 
 
 def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
@@ -122,11 +146,7 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
         s = BoundaryRefinement(num_classes, name="br_stride1")(s)
     outputs["logits"] = _float32(s, "logits")
 
-    for level in m.ss.levels:
-        downsamples = len(STAGES) - 1 - STAGES.index(level)
-        head = SemanticSupervisionHead(num_classes, downsamples, m.ss.channels,
-                                       synchronized=m.backbone.norm == "sync_batch", name=f"ss_head_{level}")
-        outputs[f"ss_{level}"] = _float32(head(features[level]), f"ss_{level}")
+    outputs.update(semantic_supervision(m, features, num_classes))
 
     ordered = {key: outputs[key] for key in ("logits", "ecre", "ss_res2", "ss_res3", "ss_res4") if key in outputs}
     return keras.Model(image, ordered, name=name)

@@ -100,3 +100,11 @@ def test_resolved_config_round_trips(tmp_path):
     out = str(tmp_path / "config.yaml")
     save_config(cfg, out)
     assert load_config(out) == cfg
+
+
+def test_resolved_palette_is_one_colour_per_class():
+    three = {"num_classes": 3, "class_names": ["a", "b", "c"]}
+    # VOC's colour map by default: background black, class 1 dark red, class 2 dark green.
+    assert config_from_dict({"data": three}).data.resolved_palette == [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
+    given = [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]  # one more than the classes: cut
+    assert config_from_dict({"data": {**three, "palette": given}}).data.resolved_palette == given[:3]

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from data_fakes import make_fake_voc
 from exfuse_keras.config import config_from_dict
-from exfuse_keras.data.pipeline import augment_example, distributed_dataset_fn, make_dataset
+from exfuse_keras.data.pipeline import augment_example, make_dataset
 
 TRAIN_IDS = [f"t{k:02d}" for k in range(10)]
 VAL_IDS = [f"v{k:02d}" for k in range(5)]
@@ -164,18 +164,17 @@ def test_evaluation_pads_to_multiple_of_32(voc_root):
 def test_distributed_shards_and_per_replica_batch(voc_root):
     cfg = _cfg(voc_root, shuffle_buffer=100)
     cfg.train.batch_size = 4
-    dataset_fn = distributed_dataset_fn(cfg, "val", training=False, return_meta=True)
     seen = []
     for pipeline_id in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id,
                                              num_replicas_in_sync=2)
         sizes = []
-        for images, _, meta in dataset_fn(context):
+        for images, _, meta in make_dataset(cfg, "val", training=False, return_meta=True, input_context=context):
             sizes.append(images.shape[0])
             seen.extend(n.decode() for n in meta["file_name"].numpy())
         assert max(sizes) == 2  # global 4 over 2 replicas
     assert sorted(seen) == VAL_IDS  # the shards are disjoint and cover the split
-    train_fn = distributed_dataset_fn(cfg, "train", training=True, epoch=0)
-    shards = [_numpy(train_fn(tf.distribute.InputContext(2, k, 2))) for k in range(2)]
+    shards = [_numpy(make_dataset(cfg, "train", training=True, input_context=tf.distribute.InputContext(2, k, 2)))
+              for k in range(2)]
     assert all(b[0].shape[0] == 2 for shard in shards for b in shard)
     assert not np.array_equal(shards[0][0][1], shards[1][0][1])

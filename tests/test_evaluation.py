@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 
 from data_fakes import fake_mask, label_colours, make_fake_voc
-from exfuse_keras.config import config_from_dict
+from exfuse_keras.config import EvalConfig, config_from_dict
 from exfuse_keras.evaluation.evaluate import evaluate, format_table, load_run, main
 from exfuse_keras.evaluation.visualize import confusion_picture, row_normalised
 from exfuse_keras.inference.tta import PAPER_SCALES
@@ -123,7 +123,7 @@ def fake_voc(tmp_path_factory):
 def test_evaluate_scores_each_images_labelled_pixels_at_its_own_size(fake_voc, protocol):
     # 48x64 images: the pipeline pads them to 64x64; the padding must not be scored or shift anything.
     cfg, expected = fake_voc
-    scores = evaluate(cfg, _oracle_logits, "val", progress=False, **protocol)
+    scores = evaluate(cfg, _oracle_logits, "val", progress=False, protocol=EvalConfig(**protocol))
     np.testing.assert_array_equal(scores["confusion_matrix"], expected)
     assert scores["images"] == len(VAL_IDS)
     assert scores["miou"] == pytest.approx(scores_from_confusion(expected)["miou"], rel=1e-12)
@@ -140,8 +140,8 @@ def test_evaluate_takes_its_default_protocol_from_the_config(fake_voc):
     scores = evaluate(cfg, _oracle_logits, "val", progress=False, max_images=2)
     assert scores["protocol"] == {"scales": [0.75, 1.0], "flip": True, "sliding_window": [32, 16]}
     assert scores["images"] == 2
-    assert evaluate(cfg, _oracle_logits, "val", progress=False, max_images=1, scales=[1.0],
-                    flip=False)["protocol"]["scales"] == [1.0]
+    assert evaluate(cfg, _oracle_logits, "val", progress=False, max_images=1,
+                    protocol=EvalConfig(scales=[1.0]))["protocol"]["scales"] == [1.0]
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""
@@ -152,7 +152,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from exfuse_keras.config import config_from_dict
+    from exfuse_keras.config import EvalConfig, config_from_dict
     from exfuse_keras.evaluation.evaluate import evaluate
 
     def build():
@@ -162,11 +162,11 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         return keras.Model(inputs, keras.layers.Conv2D(21, 3, padding="same")(x))
 
     cfg = config_from_dict({"data": {"dataset": "voc", "root": sys.argv[1], "crop_size": 64}})
-    one = evaluate(cfg, build(), "val", progress=False, flip=True)
+    one = evaluate(cfg, build(), "val", progress=False, protocol=EvalConfig(flip=True))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         model = build()
-    two = evaluate(cfg, model, "val", progress=False, flip=True, strategy=strategy)
+    two = evaluate(cfg, model, "val", progress=False, protocol=EvalConfig(flip=True), strategy=strategy)
     print(json.dumps({"replicas": strategy.num_replicas_in_sync, "one": one["confusion_matrix"].tolist(),
                       "two": two["confusion_matrix"].tolist(), "images": two["images"]}))
 """)
@@ -255,7 +255,8 @@ def test_quickstart_multiscale_flip_miou_is_reported_beside_it(quickstart_scores
     # is the CLI's over the whole split).
     cfg, model, _ = quickstart_scores
     single = evaluate(cfg, model, "val", progress=False, max_images=60)
-    tta = evaluate(cfg, model, "val", progress=False, scales=PAPER_SCALES, flip=True, max_images=60)
+    tta = evaluate(cfg, model, "val", progress=False, protocol=EvalConfig(list(PAPER_SCALES), flip=True),
+                   max_images=60)
     print(f"\nquick start, first 60 val images: single scale mIoU {single['miou']:.4f}, "
           f"6 scales + flip mIoU {tta['miou']:.4f}\n" + format_table(tta, cfg.data.class_names))
     assert tta["protocol"] == {"scales": list(PAPER_SCALES), "flip": True, "sliding_window": None}

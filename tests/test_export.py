@@ -25,7 +25,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from exfuse_keras.config import config_from_dict
+from exfuse_keras.config import EvalConfig, config_from_dict
 from exfuse_keras.data.pipeline import make_dataset
 from exfuse_keras.export import tflite
 from exfuse_keras.export.common import logits_model
@@ -71,7 +71,8 @@ def tiny(tmp_path_factory):
     model = build_model(cfg)
     folder = tmp_path_factory.mktemp("tiny_export")
     path = export_saved_model(cfg, model, str(folder / "single"), with_probabilities=True)
-    tta_path = export_saved_model(cfg, model, str(folder / "tta"), with_probabilities=True, **TTA)
+    tta_path = export_saved_model(cfg, model, str(folder / "tta"), with_probabilities=True,
+                                  protocol=EvalConfig(**TTA))
     return cfg, model, Segmenter(model, cfg), path, tf.saved_model.load(path), tf.saved_model.load(tta_path)
 
 

@@ -262,7 +262,7 @@ def test_a_time_budget_is_refused_under_multi_worker():
     import tensorflow as tf
 
     from exfuse_keras.config import ConfigError, config_from_dict
-    from exfuse_keras.training.run import check_time_budget
+    from exfuse_keras.training.rundir import check_time_budget
     from tests.conftest import tiny_config_dict
 
     timed = config_from_dict({**tiny_config_dict(), "train": {"max_train_seconds": 60}})
@@ -272,6 +272,23 @@ def test_a_time_budget_is_refused_under_multi_worker():
         check_time_budget(timed, multi_worker)
     check_time_budget(timed, tf.distribute.get_strategy())
     check_time_budget(config_from_dict(tiny_config_dict()), multi_worker)
+
+
+def test_resumed_training_data_starts_at_the_data_epoch_and_batch_of_the_resumed_step():
+    """10 examples in batches of 4: 2 batches per data epoch, so step 5 is epoch 2's second batch."""
+    import tensorflow as tf
+
+    from exfuse_keras.training.rundir import resumed_training_data
+
+    def dataset(epoch, input_context):  # batch k of data epoch e holds 100 e + k
+        return tf.data.Dataset.range(100).map(lambda k: 100 * epoch + k)
+
+    strategy = tf.distribute.get_strategy()
+    data = resumed_training_data(strategy, 4, 5, lambda input_context: 10, dataset)
+    assert [int(x) for x in data.take(2)] == [201, 202]
+    assert int(next(iter(resumed_training_data(strategy, 4, 0, lambda input_context: 10, dataset)))) == 0
+    with pytest.raises(ValueError, match="fewer than one batch of 4"):
+        resumed_training_data(strategy, 4, 0, lambda input_context: 3, dataset)
 
 
 def test_validation_gives_every_replica_images_and_fills_the_last_batch_with_ignored_ones(tmp_path, tiny_shapes):

@@ -57,20 +57,29 @@ def weighted_layers_by_name(model: keras.Model) -> dict:
     return found
 
 
-def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
+def copy_weights_by_name(source: keras.Model, target: keras.Model, strict: bool = True) -> int:
     """Copies every weighted layer of ``target`` from the same-named layer of ``source``.
 
-    Returns the number of layers copied; raises ``WeightsError`` naming the first layer that
-    is missing from ``source`` or whose weight shapes differ.
+    Args:
+        source, target: models (nested models are searched too).
+        strict: raise ``WeightsError`` naming the first layer of ``target`` that is missing from
+            ``source`` or whose weight shapes differ; ``False`` leaves such layers as built (a
+            head for another number of classes).
+
+    Returns:
+        The number of layers copied.
     """
     available = weighted_layers_by_name(source)
     copied = 0
     for name, layer in weighted_layers_by_name(target).items():
-        if name not in available:
+        src = available[name].get_weights() if name in available else None
+        dst_shapes = [tuple(w.shape) for w in layer.weights]
+        fits = src is not None and [tuple(w.shape) for w in src] == dst_shapes
+        if not fits and not strict:
+            continue
+        if src is None:
             raise WeightsError(f"pretrained weights have no layer '{name}' (source model {source.name!r})")
-        src = available[name].get_weights()
-        dst_shapes = [w.shape for w in layer.weights]
-        if [tuple(w.shape) for w in src] != [tuple(s) for s in dst_shapes]:
+        if not fits:
             raise WeightsError(f"layer '{name}': pretrained shapes {[w.shape for w in src]} "
                                f"differ from the backbone's {dst_shapes}")
         layer.set_weights(src)

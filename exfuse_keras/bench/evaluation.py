@@ -60,12 +60,13 @@ def write_evaluation_data(root, count: int, size=IMAGE_SIZE, seed: int = 0) -> N
     (lists / "train.txt").write_text(f"{ids[0]}\n")
 
 
-def measure(cfg, segmenter, images: int, protocol: dict) -> float:
-    """img/s of ``evaluate()`` over ``images`` images after one untimed image."""
+def measure(cfg, segmenter, images: int, protocol) -> float:
+    """img/s of ``evaluate()`` under ``protocol`` (an ``EvalConfig``) over ``images`` images after one
+    untimed image."""
     from exfuse_keras.evaluation.evaluate import evaluate
 
-    evaluate(cfg, segmenter, "val", progress=False, max_images=1, **protocol)
-    scores = evaluate(cfg, segmenter, "val", progress=False, max_images=images, **protocol)
+    evaluate(cfg, segmenter, "val", progress=False, max_images=1, protocol=protocol)
+    scores = evaluate(cfg, segmenter, "val", progress=False, max_images=images, protocol=protocol)
     return scores["images"] / scores["seconds"]
 
 
@@ -84,13 +85,13 @@ def main(argv=None) -> int:
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    from exfuse_keras.config import config_from_dict
+    from exfuse_keras.config import EvalConfig, config_from_dict
     from exfuse_keras.inference.segmenter import Segmenter
     from exfuse_keras.inference.tta import PAPER_SCALES
 
     tfds.disable_progress_bar()
-    protocols = {"single scale": ({}, args.images),
-                 "6 scales + flip": ({"scales": PAPER_SCALES, "flip": True}, args.tta_images)}
+    protocols = {"single scale": (EvalConfig(), args.images),
+                 "6 scales + flip": (EvalConfig(list(PAPER_SCALES), flip=True), args.tta_images)}
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as root:
         write_evaluation_data(root, max(args.images, args.tta_images) + 1, (width, height))

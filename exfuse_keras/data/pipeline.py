@@ -30,10 +30,10 @@ datasets are interleaved in a random order drawn from the same seeds, so every b
 in proportion to their weighted sizes. An epoch of the mix has sum(round(weight x size))
 examples; its val split is the val splits of the entries marked ``val: true``, one after another.
 
-Distribution: ``train.batch_size`` is the global batch. ``distributed_dataset_fn`` returns the
-function for ``strategy.distribute_datasets_from_function``: each input pipeline reads its
-1/num_input_pipelines share of the examples (of each dataset of a mix) and batches
-``global / num_replicas``.
+Distribution: ``train.batch_size`` is the global batch. Given the ``input_context`` of
+``strategy.distribute_datasets_from_function`` (exfuse_keras/training/rundir.py), each input
+pipeline reads its 1/num_input_pipelines share of the examples (of each dataset of a mix) and
+batches ``global / num_replicas``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import os
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -53,7 +53,7 @@ from exfuse_keras.data.folder import folder_builder
 from exfuse_keras.data.shapes import META_FILENAME, generate_shapes_dataset
 from exfuse_keras.data.voc import VOC_IGNORE_LABEL, VOC_NUM_CLASSES, Voc2012Segmentation
 
-__all__ = ["make_dataset", "distributed_dataset_fn", "prepare_builder", "prepare_sources", "Source",
+__all__ = ["make_dataset", "prepare_builder", "prepare_sources", "Source",
            "num_examples", "augment_example", "seeded_epochs", "shard_size"]
 
 # Photometric jitter magnitudes of the common "PhotoMetricDistortion" recipe (mmsegmentation):
@@ -543,28 +543,3 @@ def _evaluation_batches(records, data: DataConfig, batch_size: int, return_meta:
         return images, masks
 
     return batches.map(pad_to_multiple, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-def distributed_dataset_fn(cfg: Config, split: str, training: bool, seed: Optional[int] = None,
-                           epoch: int = 0, **kwargs) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
-    """The dataset function for ``strategy.distribute_datasets_from_function``.
-
-    Prepares the records first (once, here, rather than in every input pipeline), then each
-    call builds ``make_dataset`` for its input pipeline: per-replica batch
-    ``batch_size / num_replicas_in_sync`` and a 1/num_input_pipelines shard of the records.
-
-    Args:
-        cfg, split, training, seed, epoch: as ``make_dataset``.
-        **kwargs: ``batch_size`` (global), ``repeat``, ``return_meta`` for ``make_dataset``.
-
-    Example::
-
-        dist = strategy.distribute_datasets_from_function(
-            distributed_dataset_fn(cfg, "train", training=True, epoch=epoch))
-    """
-    prepare_sources(cfg.data)
-
-    def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return make_dataset(cfg, split, training, seed, epoch, input_context=input_context, **kwargs)
-
-    return dataset_fn

@@ -31,12 +31,14 @@ images stays on the host in one tf.data pipeline, and multi-worker setups are no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Optional
 
+from exfuse_keras.config import OUTPUT_STRIDE, EvalConfig
 from exfuse_keras.inference.arguments import add_protocol_arguments, protocol_from_arguments
 from exfuse_keras.inference.loading import load_predictor, load_run
 
@@ -45,9 +47,8 @@ __all__ = ["load_run", "load_predictor", "evaluate", "format_table", "report_pat
 STRATEGIES = ("auto", "default", "mirrored")
 
 
-def evaluate(cfg, model, split: str = "val", progress: bool = True, *, scales: Optional[Sequence[float]] = None,
-             flip: Optional[bool] = None, sliding_window: Optional[Sequence[int]] = None, strategy=None,
-             max_images: Optional[int] = None) -> dict:
+def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol: Optional[EvalConfig] = None,
+             strategy=None, max_images: Optional[int] = None) -> dict:
     """The split's scores: mIoU, per-class IoU and accuracy, pixel and mean class accuracy.
 
     Args:
@@ -56,7 +57,7 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, scales: O
             ``Segmenter``; under ``strategy`` created in its scope.
         split: ``"val"`` or ``"train"``.
         progress: show a tqdm progress bar.
-        scales, flip, sliding_window: the protocol; None takes ``cfg.eval``'s.
+        protocol: the test-time protocol (scales, flip, sliding window); default ``cfg.eval``.
         strategy: a ``tf.distribute.Strategy`` to spread images over its replicas (module doc).
         max_images: evaluate only the split's first images (a quick check).
 
@@ -73,8 +74,8 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, scales: O
     from exfuse_keras.metrics import confusion_matrix, scores_from_confusion
 
     segmenter = model if isinstance(model, Segmenter) else Segmenter(model, cfg)
-    protocol = Segmenter.config_protocol(cfg, scales, flip, sliding_window)
-    forward = segmenter.forward_function(protocol["scales"], protocol["flip"], protocol["sliding_window"])
+    protocol = Segmenter.resolve_protocol(protocol or cfg.eval)
+    forward = segmenter.forward_function(protocol)
     num_classes, ignore_label = cfg.data.num_classes, cfg.data.ignore_label
 
     def image_confusion(image, mask):
@@ -84,7 +85,8 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, scales: O
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     if replicas > 1:
         # An image for a replica left without one at the end of the split: all ignore, counts nothing.
-        idle = (tf.fill([1, 32, 32, 3], 0.0), tf.fill([1, 32, 32], ignore_label))
+        size = [1, OUTPUT_STRIDE, OUTPUT_STRIDE]
+        idle = (tf.fill(size + [3], 0.0), tf.fill(size, ignore_label))
 
         @tf.function(reduce_retracing=True)
         def replica_step(images, masks):
@@ -119,7 +121,7 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, scales: O
         matrix += step(group).numpy()
     scores = scores_from_confusion(matrix)
     scores["confusion_matrix"] = matrix.astype(np.int64)
-    scores["protocol"] = protocol
+    scores["protocol"] = dataclasses.asdict(protocol)
     scores["images"] = count
     scores["seconds"] = time.perf_counter() - started
     return scores
@@ -188,7 +190,8 @@ def main(argv=None) -> int:
     from exfuse_keras.evaluation.visualize import save_confusion_picture
     from exfuse_keras.training.strategy import select_strategy
 
-    scales, flip = protocol_from_arguments(args)
+    from exfuse_keras.inference.segmenter import Segmenter
+
     strategy = select_strategy(args.strategy)
     try:
         with strategy.scope():
@@ -197,8 +200,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"strategy: {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}")
-    scores = evaluate(cfg, model, args.split, scales=scales, flip=flip, sliding_window=args.sliding_window,
-                      strategy=strategy, max_images=args.max_images)
+    protocol = Segmenter.resolve_protocol(cfg.eval, *protocol_from_arguments(args), args.sliding_window)
+    scores = evaluate(cfg, model, args.split, protocol=protocol, strategy=strategy, max_images=args.max_images)
     protocol = scores["protocol"]
     print(f"{args.split}: {scores['images']} images, scales {protocol['scales']}, flip {protocol['flip']}, "
           f"sliding window {protocol['sliding_window']}, {scores['images'] / max(scores['seconds'], 1e-9):.2f} img/s")

@@ -113,16 +113,17 @@ def run(args) -> list[str]:
     """Exports as ``args`` say; returns the paths written."""
     from exfuse_keras.inference.arguments import protocol_from_arguments
     from exfuse_keras.inference.loading import load_run
+    from exfuse_keras.inference.saved_model import is_saved_model
+    from exfuse_keras.inference.segmenter import Segmenter
 
     _check_protocol_arguments(args)
     overrides = list(args.set) + ([f"export.max_side={args.max_side}"] if args.max_side is not None else [])
-    if os.path.isfile(os.path.join(args.weights, "saved_model.pb")):
+    if is_saved_model(args.weights):
         raise ValueError(f"--weights {args.weights} is already an export: pass the training run's folder or "
                          f".keras file")
     cfg, model = load_run(args.weights, args.config, overrides)
-    scales, flip = protocol_from_arguments(args)
-    graph_options = {"scales": scales, "flip": flip, "sliding_window": args.sliding_window,
-                     "with_probabilities": args.with_probabilities, "source": os.path.abspath(args.weights),
+    protocol = Segmenter.resolve_protocol(cfg.eval, *protocol_from_arguments(args), args.sliding_window)
+    graph_options = {"protocol": protocol, "with_probabilities": args.with_probabilities, "source": os.path.abspath(args.weights),
                      "overwrite": args.overwrite}
     if args.format == "saved_model":
         from exfuse_keras.export.saved_model import export_saved_model

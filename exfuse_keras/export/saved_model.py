@@ -38,11 +38,11 @@ and ``export.json`` (classes, palette, protocol, signatures, versions).
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Optional
 
 import tensorflow as tf
 
-from exfuse_keras.config import OUTPUT_STRIDE
+from exfuse_keras.config import OUTPUT_STRIDE, EvalConfig
 from exfuse_keras.export.common import METADATA_FILE, export_metadata, logits_model, prepare_output_dir, write_json
 from exfuse_keras.inference.saved_model import CONFIG_FILE, EXTRA_DIR
 
@@ -103,18 +103,16 @@ class SegmentationServing:
     Args:
         model: the trained model (dict outputs; only ``"logits"`` is kept).
         cfg: its config (``data.mean_rgb`` pads images; ``data.num_classes``).
-        scales, flip, sliding_window: the protocol (``Segmenter.forward_function``'s arguments).
+        protocol: the test-time protocol (``Segmenter.forward_function``'s).
         max_side: the largest image height or width accepted.
         with_probabilities: add the ``probabilities`` output to every signature but ``network_logits``.
     """
 
-    def __init__(self, model, cfg, scales: Sequence[float] = (1.0,), flip: bool = False,
-                 sliding_window: Optional[Sequence[int]] = None, max_side: int = 2048,
-                 with_probabilities: bool = False):
+    def __init__(self, model, cfg, protocol: EvalConfig, max_side: int = 2048, with_probabilities: bool = False):
         from exfuse_keras.inference.segmenter import Segmenter
 
         self.model = logits_model(model)
-        self._forward = Segmenter(self.model, cfg).forward_function(tuple(scales), flip, sliding_window)
+        self._forward = Segmenter(self.model, cfg).forward_function(protocol)
         self._max_side = int(max_side)
         self._with_probabilities = with_probabilities
         self._num_classes = cfg.data.num_classes
@@ -203,8 +201,7 @@ class SegmentationServing:
         return {"logits": tf.cast(self.model(images, training=False), tf.float32)}
 
 
-def export_saved_model(cfg, model, path: str, *, scales: Optional[Sequence[float]] = None,
-                       flip: Optional[bool] = None, sliding_window: Optional[Sequence[int]] = None,
+def export_saved_model(cfg, model, path: str, *, protocol: Optional[EvalConfig] = None,
                        with_probabilities: bool = False, source: Optional[str] = None,
                        overwrite: bool = False) -> str:
     """Writes the SavedModel of the module doc to the folder ``path`` and returns ``path``.
@@ -212,7 +209,7 @@ def export_saved_model(cfg, model, path: str, *, scales: Optional[Sequence[float
     Args:
         cfg: the model's config (``export.max_side``; ``eval`` is the default protocol).
         model: the trained Keras model.
-        scales, flip, sliding_window: the protocol baked into the graph (default ``cfg.eval``'s).
+        protocol: the test-time protocol baked into the graph (default ``cfg.eval``).
         with_probabilities: add the ``probabilities`` output (large: C floats per pixel).
         source: where the model came from, recorded in ``export.json``.
         overwrite: replace a non-empty ``path``.
@@ -220,18 +217,15 @@ def export_saved_model(cfg, model, path: str, *, scales: Optional[Sequence[float
     import dataclasses
 
     from exfuse_keras.config import save_config
-
     from exfuse_keras.inference.segmenter import Segmenter
 
-    protocol = Segmenter.config_protocol(cfg, scales, flip, sliding_window)
+    protocol = Segmenter.resolve_protocol(protocol or cfg.eval)
     prepare_output_dir(path, overwrite)
-    SegmentationServing(model, cfg, protocol["scales"], protocol["flip"], protocol["sliding_window"],
-                        cfg.export.max_side, with_probabilities).write(path)
+    SegmentationServing(model, cfg, protocol, cfg.export.max_side, with_probabilities).write(path)
     extra = os.path.join(path, EXTRA_DIR)
     os.makedirs(extra, exist_ok=True)
-    exported = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **protocol))
-    save_config(exported, os.path.join(extra, CONFIG_FILE))
+    save_config(dataclasses.replace(cfg, eval=protocol), os.path.join(extra, CONFIG_FILE))
     write_json(os.path.join(extra, METADATA_FILE), export_metadata(
-        cfg, "saved_model", source=source, protocol=protocol, max_side=cfg.export.max_side,
+        cfg, "saved_model", source=source, protocol=dataclasses.asdict(protocol), max_side=cfg.export.max_side,
         mask_padding=MASK_PADDING, with_probabilities=with_probabilities, signatures=list(SIGNATURES)))
     return path

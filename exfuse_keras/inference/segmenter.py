@@ -29,6 +29,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from exfuse_keras.config import EvalConfig
 from exfuse_keras.inference.sliding import predict_sliding
 from exfuse_keras.inference.tta import PAPER_SCALES, predict_probabilities, view_logits
 
@@ -130,10 +131,7 @@ class Segmenter:
     @property
     def palette(self) -> np.ndarray:
         """uint8 ``[C, 3]``: the config's ``data.palette``, else the PASCAL VOC colours."""
-        from exfuse_keras.data.palette import voc_palette
-
-        palette = self.cfg.data.palette
-        return np.asarray(palette, np.uint8)[:self.num_classes] if palette else voc_palette(self.num_classes)
+        return np.asarray(self.cfg.data.resolved_palette, np.uint8)
 
     @staticmethod
     def views(tta: bool = False, scales: Optional[Sequence[float]] = None,
@@ -146,31 +144,36 @@ class Segmenter:
         return scales, bool(tta if flip is None else flip)
 
     @staticmethod
-    def config_protocol(cfg, scales: Optional[Sequence[float]] = None, flip: Optional[bool] = None,
-                        sliding_window: Optional[Sequence[int]] = None) -> dict:
-        """``{"scales", "flip", "sliding_window"}``: the arguments given, else the config's ``eval``
-        section (what evaluate.py and export.py run)."""
-        scales, flip = Segmenter.views(scales=cfg.eval.scales if scales is None else scales,
-                                       flip=cfg.eval.flip if flip is None else flip)
-        if sliding_window is None:
-            sliding_window = cfg.eval.sliding_window
-        return {"scales": list(scales), "flip": flip,
-                "sliding_window": None if sliding_window is None else list(_window(sliding_window))}
+    def resolve_protocol(base: EvalConfig, scales: Optional[Sequence[float]] = None, flip: Optional[bool] = None,
+                         sliding_window: Optional[Sequence[int]] = None) -> EvalConfig:
+        """The test-time protocol: the arguments given, else ``base``'s (a config's ``eval``
+        section: what evaluate.py and export.py run), checked and as plain lists.
 
-    def forward_function(self, scales: Sequence[float] = (1.0,), flip: bool = False,
-                         sliding_window: Optional[Sequence[int]] = None) -> Callable:
-        """``images [B, H, W, 3] float32 -> (mask [B, H, W] int64, probabilities [B, H, W, C])``.
+        Raises:
+            ValueError: a scale that is not positive, or a bad ``(crop, stride)`` window.
+        """
+        scales, flip = Segmenter.views(scales=base.scales if scales is None else scales,
+                                       flip=base.flip if flip is None else flip)
+        if sliding_window is None:
+            sliding_window = base.sliding_window
+        return EvalConfig(scales=list(scales), flip=flip,
+                          sliding_window=None if sliding_window is None else list(_window(sliding_window)))
+
+    def forward_function(self, protocol: Optional[EvalConfig] = None) -> Callable:
+        """``images [B, H, W, 3] float32 -> (mask [B, H, W] int64, probabilities [B, H, W, C])``
+        under the test-time ``protocol`` (scales, flip, sliding window; default one view).
 
         The model runs as one ``tf.function`` traced once for any batch and size; the views
         around it (resizing, flipping, padding, averaging) run as eager TF ops. Tracing the
         whole protocol instead would trace the network once per view (12 times for 6 scales +
         flip), which costs far more than the few eager ops save.
         """
+        protocol = self.resolve_protocol(protocol or EvalConfig())
         fill = tuple(self.cfg.data.mean_rgb)
-        scales = tuple(float(s) for s in scales)
+        scales, flip = tuple(protocol.scales), protocol.flip
         logits_fn = self._compiled_logits
-        if sliding_window is not None:
-            crop, stride = _window(sliding_window)
+        if protocol.sliding_window is not None:
+            crop, stride = protocol.sliding_window
 
             def forward(images):
                 probabilities = predict_sliding(logits_fn, images, crop, stride, scales, flip, fill)
@@ -208,7 +211,8 @@ class Segmenter:
 
         Images of equal size are run ``batch_size`` at a time.
         """
-        forward = self.forward_function(*self.views(tta, scales, flip), sliding_window)
+        scales, flip = self.views(tta, scales, flip)
+        forward = self.forward_function(EvalConfig(list(scales), flip, sliding_window))
         arrays = [load_image(image, f"images[{i}]") for i, image in enumerate(images)]
         results = [None] * len(arrays)
         by_size = {}

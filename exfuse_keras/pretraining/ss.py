@@ -7,8 +7,8 @@ image's class, beside the usual head on res5, so low-level features learn semant
 
 ``build_ss_classifier(cfg)``: image ``[N, S, S, 3]`` RGB 0-255 -> dict of logits, each
 ``[N, K]`` (K = ImageNet's 1000 classes): ``"logits"`` (res5 -> pool -> dense) and ``"ss_res2"``
-... ``"ss_res4"`` for ``model.ss.levels``, with the same ``SemanticSupervisionHead`` layer the
-segmentation model uses (there with sigmoid targets; here with softmax ones).
+... ``"ss_res4"`` for ``model.ss.levels``, built by the segmentation model's own
+``semantic_supervision`` (there with sigmoid targets; here with softmax ones).
 
 ``pretrain(cfg, model_dir)`` trains it with ``model.fit`` on ``make_imagenet_dataset`` and
 writes a run directory like train.py's, plus ``backbone.keras``: the backbone alone, which a
@@ -26,9 +26,10 @@ import time
 
 import keras
 
-from exfuse_keras.backbones.resnext import STAGES, build_backbone
+from exfuse_keras.backbones.resnext import build_backbone
 from exfuse_keras.config import Config
-from exfuse_keras.layers import InputNormalization, SemanticSupervisionHead
+from exfuse_keras.layers import InputNormalization
+from exfuse_keras.model import semantic_supervision
 
 BACKBONE_FILE = "backbone.keras"
 
@@ -41,13 +42,8 @@ def build_ss_classifier(cfg: Config, num_classes: int = 1000, name: str = "ss_cl
     backbone = build_backbone(m.backbone)
     features = backbone(x)
     pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features["res5"])
-    outputs = {"logits": keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled)}
-    for level in m.ss.levels:
-        downsamples = len(STAGES) - 1 - STAGES.index(level)
-        head = SemanticSupervisionHead(num_classes, downsamples, m.ss.channels,
-                                       synchronized=m.backbone.norm == "sync_batch", name=f"ss_head_{level}")
-        outputs[f"ss_{level}"] = keras.layers.Activation("linear", dtype="float32", name=f"ss_{level}")(
-            head(features[level]))
+    outputs = {"logits": keras.layers.Dense(num_classes, dtype="float32", name="logits")(pooled),
+               **semantic_supervision(m, features, num_classes)}
     return keras.Model(image, outputs, name=name)
 
 
@@ -85,11 +81,12 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
     import tensorflow as tf
 
     from exfuse_keras.data.imagenet import make_imagenet_dataset
+    from exfuse_keras.data.pipeline import shard_size
     from exfuse_keras.training.callbacks import LearningRateLogger, Throughput
     from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
     from exfuse_keras.training.optim import learning_rate_clock
-    from exfuse_keras.training.run import (check_time_budget, completed_epochs, setup_run, time_budget,
-                                           truncate_history)
+    from exfuse_keras.training.rundir import (check_time_budget, resume, resumed_training_data, setup_run,
+                                              time_budget)
 
     setup = setup_run(cfg, model_dir, strategy_name, task="ss_pretraining")
     strategy, is_chief, run_dir, jit = setup.strategy, setup.is_chief, setup.run_dir, setup.jit_compile
@@ -108,28 +105,15 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
     if is_chief and verbose:
         model.summary(line_length=100)
 
-    backup_dir = os.path.join(run_dir, "backup")
-    start_epoch = completed_epochs(backup_dir)
-    if start_epoch:
-        print(f"resuming from the backup in {backup_dir}: {start_epoch} epochs done")
-        truncate_history(os.path.join(run_dir, "history.csv"), start_epoch)
-    start_step = start_epoch * cfg.train.steps_per_epoch
+    start_epoch = resume(run_dir)
     train_examples = _train_examples(cfg)
 
-    def dataset_fn(input_context=None):
-        # Continues the (seed, epoch)-determined stream at the resumed step.
-        shards = input_context.num_input_pipelines if input_context else 1
-        batch = input_context.get_per_replica_batch_size(cfg.train.batch_size) if input_context \
-            else cfg.train.batch_size
-        epoch, offset = divmod(start_step, max((train_examples // shards) // batch, 1))
-        dataset = make_imagenet_dataset(cfg, "train", training=True, epoch=epoch, repeat=True,
-                                        input_context=input_context)
-        return with_class_targets(dataset.skip(offset), names)
+    def dataset(epoch, input_context):
+        return with_class_targets(make_imagenet_dataset(cfg, "train", training=True, epoch=epoch, repeat=True,
+                                                        input_context=input_context), names)
 
-    if strategy.num_replicas_in_sync > 1 or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        train_data = strategy.distribute_datasets_from_function(dataset_fn)
-    else:
-        train_data = dataset_fn()
+    train_data = resumed_training_data(strategy, cfg.train.batch_size, start_epoch * cfg.train.steps_per_epoch,
+                                       lambda input_context: shard_size(train_examples, input_context), dataset)
     val_data = with_class_targets(
         make_imagenet_dataset(cfg, "val", training=False, batch_size=cfg.train.val_batch_size), names)
     options = tf.data.Options()  # workers of a multi-worker run take every other val batch
@@ -142,7 +126,7 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
                                         save_best_only=True),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"),
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), save_freq="epoch"),
     ]
     callbacks += time_budget(cfg, clock)
     started = time.perf_counter()
@@ -182,13 +166,13 @@ def export_backbone(classifier_path: str, output_path: str) -> str:
 
 def main(argv=None) -> int:
     from exfuse_keras.config import ConfigError, load_config
-    from exfuse_keras.training.run import STRATEGY_CHOICES
+    from exfuse_keras.training.strategy import STRATEGIES
 
     parser = argparse.ArgumentParser(description="Pretrain a backbone on ImageNet with semantic supervision.")
     parser.add_argument("--config", required=True, help="YAML config (configs/pretraining/)")
     parser.add_argument("--model-dir", required=True, help="run directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--strategy", default="auto", choices=STRATEGY_CHOICES)
+    parser.add_argument("--strategy", default="auto", choices=STRATEGIES)
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)

@@ -20,15 +20,11 @@ restores the last finished epoch and replays exactly the batches the lost one ha
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
-STRATEGY_CHOICES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+from exfuse_keras.training.rundir import check_time_budget, resume, resumed_training_data, setup_run, time_budget
 
 
 def miou_key(output_names, validation: bool = True) -> str:
@@ -39,59 +35,16 @@ def miou_key(output_names, validation: bool = True) -> str:
 
 
 def parse_args(argv=None):
+    from exfuse_keras.training.strategy import STRATEGIES
+
     parser = argparse.ArgumentParser(description="Train ExFuse with model.fit.")
     parser.add_argument("--config", required=True, help="YAML config (see configs/)")
     parser.add_argument("--model-dir", required=True, help="run directory (config, checkpoints, logs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.batch_size=8 (repeatable)")
-    parser.add_argument("--strategy", default="auto", choices=STRATEGY_CHOICES,
+    parser.add_argument("--strategy", default="auto", choices=STRATEGIES,
                         help="auto: TPU if present, MirroredStrategy with >1 GPU, else default")
     return parser.parse_args(argv)
-
-
-def _git_commit() -> str:
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def write_versions(path: str, **extra) -> dict:
-    import keras
-    import tensorflow as tf
-
-    info = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "git_commit": _git_commit(), "platform": platform.platform(), **extra}
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
-    return info
-
-
-def completed_epochs(backup_dir: str) -> int:
-    """Epochs a previous, interrupted run of this directory finished (0 for a new run).
-
-    Reads the metadata Keras' BackupAndRestore writes, so the dataset can start at the same
-    step that ``fit`` will resume from.
-    """
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.isfile(path):
-        return 0
-    with open(path, encoding="utf-8") as f:
-        return int(json.load(f)["epoch"])
-
-
-def truncate_history(path: str, epochs: int) -> None:
-    """Drops CSV rows of epochs >= ``epochs``: a killed run may have logged an epoch whose backup
-    it did not finish, and the resumed run logs that epoch again."""
-    if not os.path.isfile(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    kept = lines[:1] + [line for line in lines[1:] if line and int(line.split(",", 1)[0]) < epochs]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(kept) + "\n")
 
 
 def with_targets(dataset, output_names):
@@ -126,34 +79,18 @@ def validation_dataset(cfg, output_names, replicas: int):
 
 
 def training_dataset(cfg, output_names, start_step: int, strategy):
-    """The training batches from global step ``start_step`` on, for ``strategy``.
+    """The training batches from global step ``start_step`` on, for ``strategy``, with targets
+    (``rundir.resumed_training_data``)."""
+    from exfuse_keras.data.pipeline import make_dataset, num_examples, prepare_sources
 
-    Data epochs (full passes, reshuffled per epoch) are independent of fit's epochs
-    (``steps_per_epoch`` steps); the stream starts at the data epoch and offset of
-    ``start_step`` in each input pipeline.
-    """
-    import tensorflow as tf
+    prepare_sources(cfg.data)  # the records, prepared once, before any input pipeline asks for them
 
-    from exfuse_keras.data.pipeline import make_dataset, num_examples
+    def dataset(epoch, input_context):
+        return with_targets(make_dataset(cfg, "train", training=True, epoch=epoch, repeat=True,
+                                         input_context=input_context), output_names)
 
-    # Prepares the records once, before any input pipeline asks for them.
-    total = num_examples(cfg.data, "train")
-
-    def dataset_fn(input_context=None):
-        batch = input_context.get_per_replica_batch_size(cfg.train.batch_size) if input_context \
-            else cfg.train.batch_size
-        per_epoch = num_examples(cfg.data, "train", input_context) // batch
-        if per_epoch == 0:
-            raise ValueError(f"data: the train split has {total} examples, fewer than one batch of "
-                             f"{batch} per input pipeline")
-        epoch, offset = divmod(start_step, per_epoch)
-        dataset = make_dataset(cfg, "train", training=True, epoch=epoch, repeat=True,
-                               input_context=input_context)
-        return with_targets(dataset.skip(offset), output_names)
-
-    if strategy.num_replicas_in_sync > 1 or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return strategy.distribute_datasets_from_function(dataset_fn)
-    return dataset_fn()
+    return resumed_training_data(strategy, cfg.train.batch_size, start_step,
+                                 lambda input_context: num_examples(cfg.data, "train", input_context), dataset)
 
 
 def initialize_from(model, init) -> int:
@@ -165,7 +102,7 @@ def initialize_from(model, init) -> int:
     """
     import keras
 
-    from exfuse_keras.backbones.weights import WeightsError, weighted_layers_by_name, copy_weights_by_name
+    from exfuse_keras.backbones.weights import WeightsError, copy_weights_by_name
 
     path = init.from_run
     if os.path.isdir(path):
@@ -175,14 +112,7 @@ def initialize_from(model, init) -> int:
     source = keras.models.load_model(path, compile=False)
     if init.part == "backbone":
         return copy_weights_by_name(source.get_layer("backbone"), model.get_layer("backbone"))
-    available = weighted_layers_by_name(source)
-    copied = 0
-    for name, layer in weighted_layers_by_name(model).items():
-        src = available.get(name)
-        if src is not None and [w.shape for w in src.get_weights()] == [tuple(w.shape) for w in layer.weights]:
-            layer.set_weights(src.get_weights())
-            copied += 1
-    return copied
+    return copy_weights_by_name(source, model, strict=False)
 
 
 def build_training_model(cfg, jit_compile: bool, clock=None):
@@ -215,10 +145,9 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
     import keras
     import numpy as np
 
-    from exfuse_keras.data.palette import voc_palette
     from exfuse_keras.training.callbacks import ImageSummary, LearningRateLogger, Throughput
 
-    palette = np.asarray(cfg.data.palette, np.uint8) if cfg.data.palette else voc_palette()
+    palette = np.asarray(cfg.data.resolved_palette, np.uint8)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         LearningRateLogger(),
@@ -232,68 +161,6 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
     # Last, so an epoch counts as done for resume only after everything above has logged it.
     callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"))
     return callbacks + time_budget(cfg, clock)
-
-
-def time_budget(cfg, clock=None) -> list:
-    """``[TimeBudget]`` for ``train.max_train_seconds`` (advancing ``clock`` when given), or ``[]``."""
-    from exfuse_keras.training.callbacks import TimeBudget
-
-    if not cfg.train.max_train_seconds:
-        return []
-    return [TimeBudget(cfg.train.max_train_seconds, clock, cfg.train.epochs * cfg.train.steps_per_epoch)]
-
-
-def check_time_budget(cfg, strategy) -> None:
-    """A time budget ends each process at its own step: under MultiWorkerMirroredStrategy the
-    workers would then wait for each other forever, so it is refused there."""
-    import tensorflow as tf
-
-    from exfuse_keras.config import ConfigError
-
-    if cfg.train.max_train_seconds and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        raise ConfigError("train.max_train_seconds: not supported with the multi_worker strategy (each worker's "
-                          "clock would end the run at a different step); use null and train.epochs")
-
-
-@dataclasses.dataclass
-class RunSetup:
-    """What ``setup_run`` decided: the strategy, this worker's role and folder, precision, XLA."""
-
-    strategy: object
-    is_chief: bool
-    run_dir: str
-    precision: str
-    jit_compile: bool
-
-
-def setup_run(cfg, model_dir: str, strategy_name: str, **versions) -> RunSetup:
-    """Seeds, determinism, precision policy and strategy for a run, its folder, and (on the
-    chief) ``config.yaml`` and ``versions.json``. Shared by train.py and pretrain.py.
-
-    Non-chief workers of a multi-worker run get their own temporary folder
-    (``<model_dir>/.workers/worker_N``), so two workers never write (or lock) the same file.
-    """
-    import keras
-    import tensorflow as tf
-
-    from exfuse_keras.config import save_config
-    from exfuse_keras.training.strategy import resolve_jit, resolve_precision, select_strategy
-
-    keras.utils.set_random_seed(cfg.train.seed)
-    if cfg.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    precision = resolve_precision(cfg.train.mixed_precision)
-    keras.mixed_precision.set_global_policy(precision)
-    jit = resolve_jit(cfg.train.jit_compile)
-    strategy = select_strategy(strategy_name)
-    is_chief = _is_chief(strategy)
-    run_dir = model_dir if is_chief else os.path.join(model_dir, ".workers", f"worker_{_task_id()}")
-    os.makedirs(run_dir, exist_ok=True)
-    if is_chief:
-        save_config(cfg, os.path.join(model_dir, "config.yaml"))
-        write_versions(os.path.join(model_dir, "versions.json"), strategy=type(strategy).__name__,
-                       replicas=strategy.num_replicas_in_sync, precision=precision, jit_compile=jit, **versions)
-    return RunSetup(strategy, is_chief, run_dir, precision, jit)
 
 
 def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> dict:
@@ -327,10 +194,7 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     if is_chief and verbose:
         model.summary(line_length=100, expand_nested=False)
 
-    start_epoch = completed_epochs(backup_dir)
-    if start_epoch:
-        print(f"resuming from the backup in {backup_dir}: {start_epoch} epochs done")
-        truncate_history(os.path.join(run_dir, "history.csv"), start_epoch)
+    start_epoch = resume(run_dir)
     train_data = training_dataset(cfg, output_names, start_epoch * cfg.train.steps_per_epoch, strategy)
     val_data = validation_dataset(cfg, output_names, strategy.num_replicas_in_sync)
     # Workers of a multi-worker run take every other val batch (the split is one file, too few
@@ -354,19 +218,6 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
             "best_val_miou": max(history.history.get(monitor, [float("nan")])),
             "steps_run": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
             "stopped_by_time_budget": any(getattr(c, "stopped_early", False) for c in callbacks)}
-
-
-def _task_id() -> int:
-    return int(json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0))
-
-
-def _is_chief(strategy) -> bool:
-    resolver = getattr(getattr(strategy, "extended", None), "_cluster_resolver", None)
-    if resolver is None or not os.environ.get("TF_CONFIG"):
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type in ("chief", None) or (task_type == "worker" and task_id == 0
-                                            and "chief" not in resolver.cluster_spec().as_dict())
 
 
 def main(argv=None) -> int:
