@@ -5,11 +5,11 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from data_fakes import fake_mask, label_colours, make_fake_folder
 from exfuse_keras.config import config_from_dict
 from exfuse_keras.data.checks import DataError
 from exfuse_keras.data.folder import folder_examples
 from exfuse_keras.data.pipeline import prepare_builder
+from tests.data_fakes import fake_mask, label_colours, make_fake_folder
 
 IDS = [f"img{k:02d}" for k in range(10)]
 NUM_CLASSES = 5

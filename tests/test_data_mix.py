@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_fakes import make_fake_folder, make_fake_voc
 from exfuse_keras.config import ConfigError, config_from_dict, load_config
 from exfuse_keras.data.pipeline import make_dataset, num_examples, seeded_epochs
 from exfuse_keras.data.validate import main as validate_main
+from tests.data_fakes import make_fake_folder, make_fake_voc
 
 A_IDS = [f"a{k:02d}" for k in range(10)]
 B_IDS = [f"b{k:02d}" for k in range(4)]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_fakes import make_fake_voc
 from exfuse_keras.config import config_from_dict
 from exfuse_keras.data.pipeline import augment_example, make_dataset
+from tests.data_fakes import make_fake_voc
 
 TRAIN_IDS = [f"t{k:02d}" for k in range(10)]
 VAL_IDS = [f"v{k:02d}" for k in range(5)]

@@ -8,11 +8,11 @@ import scipy.io
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from data_fakes import VOC_TRAIN, VOC_VAL, fake_mask, make_fake_voc, write_image
 from exfuse_keras.data.checks import DataError, ExampleFiles, read_example, read_image, read_mask
 from exfuse_keras.data.palette import voc_palette, write_palette_png
 from exfuse_keras.data.validate import main
 from exfuse_keras.data.voc import Voc2012Segmentation
+from tests.data_fakes import VOC_TRAIN, VOC_VAL, fake_mask, make_fake_voc, write_image
 
 H, W = 24, 32
 

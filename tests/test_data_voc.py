@@ -7,12 +7,12 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from data_fakes import (SBD_TRAIN, SBD_VAL, TRAIN_AUG, VOC_TRAIN, VOC_VAL, fake_mask, label_colours,
-                        make_fake_sbd, make_fake_voc)
 from exfuse_keras.config import ConfigError, config_from_dict
 from exfuse_keras.data.pipeline import prepare_builder
 from exfuse_keras.data.shapes import VOC_SUBDIR, generate_shapes_dataset
 from exfuse_keras.data.voc import SBD_URL, Voc2012Segmentation, voc_examples
+from tests.data_fakes import (SBD_TRAIN, SBD_VAL, TRAIN_AUG, VOC_TRAIN, VOC_VAL, fake_mask, label_colours,
+                              make_fake_sbd, make_fake_voc)
 
 
 def _records(builder, split):

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_fakes import fake_mask, label_colours, make_fake_voc
 from exfuse_keras.config import EvalConfig, config_from_dict
 from exfuse_keras.evaluation.evaluate import evaluate, format_table, load_run, main
 from exfuse_keras.evaluation.visualize import confusion_picture, row_normalised
 from exfuse_keras.inference.tta import PAPER_SCALES
 from exfuse_keras.metrics import StreamingMeanIoU, confusion_matrix, scores_from_confusion
+from tests.data_fakes import fake_mask, label_colours, make_fake_voc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAL_IDS = [f"v{k}" for k in range(5)]  # odd: one replica of two is left without an image at the end

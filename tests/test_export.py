@@ -33,7 +33,7 @@ from exfuse_keras.export.saved_model import MASK_PADDING, SIGNATURES, export_sav
 from exfuse_keras.inference import Segmenter
 from exfuse_keras.inference.loading import load_predictor, load_run
 from exfuse_keras.model import build_model
-from tests.conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 GRAPH = 1e-6
 TFLITE_FLOAT32 = 1e-4

@@ -27,7 +27,7 @@ from exfuse_keras.inference import Segmenter, load_image
 from exfuse_keras.inference.sliding import predict_sliding, window_starts
 from exfuse_keras.inference.tta import PAPER_SCALES, logits_function, predict_probabilities
 from exfuse_keras.model import build_model
-from tests.conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 EXACT = 1e-6
 MIRRORED = 1e-5

@@ -1,16 +1,18 @@
-"""Each ExFuse layer against an independent numpy reference, plus serialization round trips."""
+"""Each ExFuse layer against an independent numpy reference, plus ``run_layer_test`` (shapes,
+weights, a training step, mixed precision, ``.keras`` round trip, unknown sizes) for every public layer."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import exfuse_keras.layers
 from exfuse_keras.layers import (BilinearUpsampling, BilinearUpsamplingInitializer, BoundaryRefinement,
                                  DenselyAdjacentPrediction, DenselyAdjacentUpsampling, GlobalConvolution,
                                  InputNormalization,
                                  ResizeToMatch, SemanticEmbeddingBranch, SemanticSupervisionHead,
                                  SubPixelUpsampling)
-from tests.conftest import assert_layer_roundtrip
+from tests.helpers import run_layer_test
 from tests.reference import bilinear_resize, conv2d_same, dap_reference
 
 
@@ -36,8 +38,7 @@ def test_dap_reads_the_right_neighbour(rng):
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
-def test_dap_roundtrip_and_validation(rng, tmp_path):
-    assert_layer_roundtrip(DenselyAdjacentPrediction(3, name="dap"), _random(rng, 1, 6, 8, 18), tmp_path)
+def test_dap_validation():
     with pytest.raises(ValueError, match="odd"):
         DenselyAdjacentPrediction(2)
     with pytest.raises(ValueError, match="multiple of k"):
@@ -56,7 +57,7 @@ def _deconv_reference(x, kernel, bias):
 
 
 @pytest.mark.parametrize("k,size", [(3, (4, 6)), (3, (1, 3)), (5, (3, 2)), (1, (2, 3))])
-def test_densely_adjacent_upsampling_is_deconv_then_dap_with_its_gradients(rng, k, size, tmp_path):
+def test_densely_adjacent_upsampling_is_deconv_then_dap_with_its_gradients(rng, k, size):
     """The fused layer against the two layers it replaces (and their formula), including the
     border pixels, where DAP drops the votes from outside the image."""
     classes, channels = 3, 4
@@ -82,7 +83,6 @@ def test_densely_adjacent_upsampling_is_deconv_then_dap_with_its_gradients(rng, 
     for got, want in zip(tape.gradient(loss, [x, fused.kernel, fused.bias]),
                          tape.gradient(reference_loss, [x, deconv.kernel, deconv.bias])):
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
-    assert_layer_roundtrip(fused, x.numpy(), tmp_path)
 
 
 def test_densely_adjacent_upsampling_starts_as_the_bilinear_deconvolution_it_replaces():
@@ -96,7 +96,7 @@ def test_densely_adjacent_upsampling_starts_as_the_bilinear_deconvolution_it_rep
     assert [w.path.rsplit("/", 1)[-1] for w in fused.weights] == ["kernel", "bias"]
 
 
-def test_subpixel_equals_conv_then_depth_to_space(rng, tmp_path):
+def test_subpixel_equals_conv_then_depth_to_space(rng):
     x = _random(rng, 2, 3, 4, 6)
     layer = SubPixelUpsampling(5, block_size=2, name="subpixel")
     out = layer(x).numpy()
@@ -105,7 +105,6 @@ def test_subpixel_equals_conv_then_depth_to_space(rng, tmp_path):
     np.testing.assert_allclose(out, tf.nn.depth_to_space(conv, 2).numpy(), atol=1e-6)
     # DCR order: sub-pixel (i, j) of channel c comes from conv channel (i * r + j) * C + c.
     assert np.allclose(out[:, 1::2, 0::2, 3], conv[..., (1 * 2 + 0) * 5 + 3], atol=1e-6)
-    assert_layer_roundtrip(layer, x, tmp_path)
 
 
 def test_subpixel_and_dap_convert_to_single_tflite_builtins(rng):
@@ -129,7 +128,7 @@ def test_subpixel_and_dap_convert_to_single_tflite_builtins(rng):
     np.testing.assert_allclose(got, model(x_in).numpy(), atol=1e-5)
 
 
-def test_seb_matches_hand_computation(rng, tmp_path):
+def test_seb_matches_hand_computation(rng):
     low, high1, high2 = _random(rng, 1, 8, 8, 3), _random(rng, 1, 4, 4, 5), _random(rng, 1, 2, 2, 7)
     layer = SemanticEmbeddingBranch(name="seb")
     out = layer([low, high1, high2]).numpy()
@@ -144,10 +143,9 @@ def test_seb_matches_hand_computation(rng, tmp_path):
     gate1 = bilinear_resize(conv2d_same(high1, *kernels[0]), 8, 8)
     gate2 = bilinear_resize(conv2d_same(high2, *kernels[1]), 8, 8)
     np.testing.assert_allclose(out, low * gate1 * gate2, rtol=1e-4, atol=1e-5)
-    assert_layer_roundtrip(layer, [low, high1, high2], tmp_path)
 
 
-def test_seb_starts_as_the_identity_and_its_gates_still_learn(rng, tmp_path):
+def test_seb_starts_as_the_identity_and_its_gates_still_learn(rng):
     low, high1, high2 = _random(rng, 2, 8, 6, 3), _random(rng, 2, 4, 3, 5), _random(rng, 2, 2, 2, 7)
     layer = SemanticEmbeddingBranch(name="seb")
     np.testing.assert_array_equal(layer([low, high1, high2]).numpy(), low)
@@ -158,12 +156,11 @@ def test_seb_starts_as_the_identity_and_its_gates_still_learn(rng, tmp_path):
     assert all(float(tf.reduce_max(tf.abs(g))) > 1e-3 for g in grads)
     glorot = SemanticEmbeddingBranch(gate_init="glorot", name="seb_glorot")
     assert np.abs(glorot([low, high1, high2]).numpy() - low).max() > 1e-2
-    assert_layer_roundtrip(glorot, [low, high1, high2], tmp_path)
     with pytest.raises(ValueError, match="gate_init"):
         SemanticEmbeddingBranch(gate_init="ones")
 
 
-def test_gcn_matches_two_separable_branches(rng, tmp_path):
+def test_gcn_matches_two_separable_branches(rng):
     x = _random(rng, 1, 9, 7, 4)
     layer = GlobalConvolution(3, kernel_size=5, name="gcn")
     out = layer(x).numpy()
@@ -172,31 +169,27 @@ def test_gcn_matches_two_separable_branches(rng, tmp_path):
     right = conv2d_same(conv2d_same(x, *w["right_1xk"]), *w["right_kx1"])
     np.testing.assert_allclose(out, left + right, rtol=1e-4, atol=1e-4)
     assert w["left_kx1"][0].shape == (5, 1, 4, 3) and w["right_1xk"][0].shape == (1, 5, 4, 3)
-    assert_layer_roundtrip(layer, x, tmp_path, atol=1e-5)
     with pytest.raises(ValueError, match="odd"):
         GlobalConvolution(3, kernel_size=4)
 
 
-def test_boundary_refinement_is_residual(rng, tmp_path):
+def test_boundary_refinement_is_residual(rng):
     x = _random(rng, 2, 6, 5, 4)
     layer = BoundaryRefinement(4, name="br")
     out = layer(x).numpy()
     w1, w2 = layer.conv1.get_weights(), layer.conv2.get_weights()
     expected = x + conv2d_same(np.maximum(conv2d_same(x, *w1), 0), *w2)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
-    assert_layer_roundtrip(layer, x, tmp_path, atol=1e-5)
 
 
-def test_resize_layers_match_numpy_bilinear(rng, tmp_path):
+def test_resize_layers_match_numpy_bilinear(rng):
     x = _random(rng, 1, 3, 5, 2)
     np.testing.assert_allclose(BilinearUpsampling(2)(x).numpy(), bilinear_resize(x, 6, 10), atol=1e-5)
     ref = np.zeros((1, 7, 4, 1), "float32")
     np.testing.assert_allclose(ResizeToMatch()([x, ref]).numpy(), bilinear_resize(x, 7, 4), atol=1e-5)
-    assert_layer_roundtrip(BilinearUpsampling(2, name="up"), x, tmp_path)
-    assert_layer_roundtrip(ResizeToMatch("nearest", name="match"), [x, ref], tmp_path)
 
 
-def test_input_normalization_matches_keras_applications(rng, tmp_path):
+def test_input_normalization_matches_keras_applications(rng):
     pixels = rng.uniform(0, 255, (2, 4, 4, 3)).astype("float32")
     caffe = InputNormalization("caffe", name="norm")(pixels).numpy()
     np.testing.assert_allclose(caffe, keras.applications.resnet.preprocess_input(pixels.copy()), atol=1e-4)
@@ -204,10 +197,9 @@ def test_input_normalization_matches_keras_applications(rng, tmp_path):
     expected = (pixels / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     np.testing.assert_allclose(torch, expected, atol=1e-5)
     np.testing.assert_allclose(InputNormalization("scale")(pixels).numpy(), pixels / 127.5 - 1, atol=1e-6)
-    assert_layer_roundtrip(InputNormalization("caffe", name="norm"), pixels, tmp_path, atol=1e-4)
 
 
-def test_semantic_supervision_head(rng, tmp_path):
+def test_semantic_supervision_head(rng):
     x = _random(rng, 2, 16, 16, 6)
     head = SemanticSupervisionHead(num_classes=4, num_downsamples=3, channels=8, name="ss")
     out = head(x, training=False).numpy()
@@ -218,7 +210,6 @@ def test_semantic_supervision_head(rng, tmp_path):
         y = keras.ops.relu(bn(conv(y), training=False))
     assert y.shape[1:3] == (2, 2)
     np.testing.assert_allclose(out, head.classifier(keras.ops.mean(y, axis=(1, 2))).numpy(), atol=1e-5)
-    assert_layer_roundtrip(head, x, tmp_path, atol=1e-5)
 
 
 def test_bilinear_initializer_upsamples_and_repeats_classes(rng):
@@ -233,3 +224,34 @@ def test_bilinear_initializer_upsamples_and_repeats_classes(rng):
     np.testing.assert_allclose(out[0, 1:-1, 1:-1, 0], bilinear_resize(x, 8, 8)[0, 1:-1, 1:-1, 0], atol=1e-5)
     config = keras.initializers.serialize(BilinearUpsamplingInitializer())
     assert isinstance(keras.initializers.deserialize(config), BilinearUpsamplingInitializer)
+
+
+# (class, constructor arguments, input shape(s), output shape, trainable and non-trainable weights, options)
+LAYER_TESTS = [
+    (DenselyAdjacentPrediction, {"kernel_size": 3}, (2, 8, 6, 18), (2, 8, 6, 2), 0, 0, {}),
+    (DenselyAdjacentUpsampling, {"num_classes": 3, "kernel_size": 3}, (2, 4, 6, 3), (2, 8, 12, 3), 2, 0, {}),
+    (SubPixelUpsampling, {"filters": 5, "block_size": 2}, (2, 3, 4, 6), (2, 6, 8, 5), 2, 0, {}),
+    (GlobalConvolution, {"filters": 3, "kernel_size": 5}, (2, 9, 7, 4), (2, 9, 7, 3), 8, 0, {}),
+    (BoundaryRefinement, {"filters": 4}, (2, 6, 5, 4), (2, 6, 5, 4), 4, 0, {}),
+    (BilinearUpsampling, {"factor": 2}, (2, 3, 5, 2), (2, 6, 10, 2), 0, 0, {}),
+    (ResizeToMatch, {"interpolation": "nearest"}, [(2, 3, 5, 2), (2, 7, 4, 1)], (2, 7, 4, 2), 0, 0, {}),
+    (InputNormalization, {"mode": "caffe"}, (2, 4, 6, 3), (2, 4, 6, 3), 0, 0,
+     {"input_range": (0.0, 255.0), "atol": 1e-4}),
+    (SemanticEmbeddingBranch, {}, [(2, 8, 6, 3), (2, 4, 3, 5), (2, 2, 2, 7)], (2, 8, 6, 3), 4, 0, {}),
+    (SemanticSupervisionHead, {"num_classes": 4, "num_downsamples": 3, "channels": 8}, (2, 16, 16, 6), (2, 4),
+     11, 6, {}),
+]
+
+
+@pytest.mark.parametrize("layer_cls, kwargs, input_shape, output_shape, trainable, non_trainable, options",
+                         LAYER_TESTS, ids=[case[0].__name__ for case in LAYER_TESTS])
+def test_layer(layer_cls, kwargs, input_shape, output_shape, trainable, non_trainable, options, tmp_path):
+    run_layer_test(layer_cls, kwargs, input_shape, output_shape, expected_num_trainable_weights=trainable,
+                   expected_num_non_trainable_weights=non_trainable, tmp_path=tmp_path, **options)
+
+
+def test_every_public_layer_gets_the_layer_test():
+    public = {name for name in exfuse_keras.layers.__all__
+              if isinstance(getattr(exfuse_keras.layers, name), type)
+              and issubclass(getattr(exfuse_keras.layers, name), keras.layers.Layer)}
+    assert public == {case[0].__name__ for case in LAYER_TESTS}

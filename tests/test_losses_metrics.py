@@ -10,7 +10,7 @@ from exfuse_keras.losses import ClassPresenceLoss, SegmentationCrossEntropy, bui
 from exfuse_keras.metrics import StreamingMeanIoU, confusion_matrix, scores_from_confusion
 from exfuse_keras.model import build_model
 from exfuse_keras.training.optim import PolyWithWarmup, build_optimizer, learning_rate_clock
-from tests.conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 
 def _log_softmax(x):

@@ -11,7 +11,7 @@ from exfuse_keras import build_model
 from exfuse_keras.backbones.resnext import build_classifier
 from exfuse_keras.config import BackboneConfig, config_from_dict, load_config
 from exfuse_keras.summary import count_flops, main as summary_main, summarize
-from tests.conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 
 import exfuse_keras.layers  # noqa: F401
 from exfuse_keras.config import config_from_dict, load_config
-from conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64

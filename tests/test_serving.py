@@ -34,7 +34,7 @@ from exfuse_keras.export.saved_model import SIGNATURES
 from exfuse_keras.export.tf_serving import export_tf_serving, models_config
 from exfuse_keras.inference import Segmenter
 from exfuse_keras.model import build_model
-from tests.conftest import tiny_config_dict
+from tests.helpers import tiny_config_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

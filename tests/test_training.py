@@ -234,7 +234,7 @@ def test_a_stage_initialises_from_the_previous_run(tmp_path):
     from exfuse_keras.config import InitConfig, config_from_dict
     from exfuse_keras.model import build_model
     from exfuse_keras.training.run import initialize_from
-    from tests.conftest import tiny_config_dict
+    from tests.helpers import tiny_config_dict
 
     cfg = config_from_dict(tiny_config_dict())
     keras.utils.set_random_seed(1)
@@ -263,7 +263,7 @@ def test_a_time_budget_is_refused_under_multi_worker():
 
     from exfuse_keras.config import ConfigError, config_from_dict
     from exfuse_keras.training.rundir import check_time_budget
-    from tests.conftest import tiny_config_dict
+    from tests.helpers import tiny_config_dict
 
     timed = config_from_dict({**tiny_config_dict(), "train": {"max_train_seconds": 60}})
     # An unconstructed instance: the check looks at the type, and a real one would start collectives.

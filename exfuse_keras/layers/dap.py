@@ -116,7 +116,7 @@ class DenselyAdjacentUpsampling(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer or BilinearUpsamplingInitializer())
         self.num_classes = int(num_classes)
         self.kernel_size = kernel_size
-        self._dap = DenselyAdjacentPrediction(kernel_size, name="votes")
+        self._dap = DenselyAdjacentPrediction(kernel_size, name="votes", dtype=self.dtype_policy)
         self._dap.build((None, None, None, self.num_classes * kernel_size ** 2))
 
     def build(self, input_shape):

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from exfuse_keras.config import config_from_dict  # noqa: E402
 from exfuse_keras.training.run import build_training_model, with_targets  # noqa: E402
-from tests.conftest import tiny_config_dict  # noqa: E402
+from tests.helpers import tiny_config_dict  # noqa: E402
 
 
 def run(strategy, cfg, initial_weights, images, masks, steps):
