@@ -50,12 +50,16 @@ import tensorflow_datasets as tfds
 from exfuse_keras.config import OUTPUT_STRIDE, Config, ConfigError, DataConfig
 from exfuse_keras.data.coco import CocoVocSegmentation, coco_builder_config
 from exfuse_keras.data.folder import folder_builder
-from exfuse_keras.data.shapes import META_FILENAME, generate_shapes_dataset
+from exfuse_keras.data import scenes, shapes
 from exfuse_keras.data.voc import VOC_IGNORE_LABEL, VOC_NUM_CLASSES, Voc2012Segmentation
 
 __all__ = ["make_dataset", "prepare_builder", "prepare_sources", "Source",
            "num_examples", "augment_example", "seeded_epochs", "shard_size"]
 
+# The built-in datasets, generated under data.root when its meta file is missing:
+# dataset -> (meta file name, generator).
+_BUILT_IN = {"shapes": (shapes.META_FILENAME, shapes.generate_shapes_dataset),
+             "scenes": (scenes.META_FILENAME, scenes.generate_scenes_dataset)}
 # Photometric jitter magnitudes of the common "PhotoMetricDistortion" recipe (mmsegmentation):
 # brightness +-32 (of 255), contrast and saturation x[0.5, 1.5], hue +-18 degrees.
 _BRIGHTNESS_DELTA = 32.0
@@ -71,8 +75,8 @@ def prepare_builder(data: DataConfig) -> tfds.core.DatasetBuilder:
     """Returns the dataset's TFDS builder with its records prepared (built once, then reused).
 
     Records are rebuilt when the source files have changed since they were prepared (e.g. a
-    regenerated built-in dataset). ``shapes`` is generated under ``data.root`` (default
-    arguments) when the folder holds none yet.
+    regenerated built-in dataset). ``shapes`` and ``scenes`` are generated under ``data.root``
+    (default arguments) when the folder holds none yet.
 
     Args:
         data: the data section of the config; one dataset (a mix: ``prepare_sources``).
@@ -97,9 +101,11 @@ def _prepare_builder_locked(data: DataConfig, data_dir: str) -> tfds.core.Datase
     if data.dataset == "folder":
         builder = folder_builder(data, data_dir)
     else:
-        if data.dataset == "shapes" and not os.path.isfile(os.path.join(data.root, META_FILENAME)):
-            generate_shapes_dataset(data.root)
-            manual_dir = data.root
+        if data.dataset in _BUILT_IN:
+            meta_filename, generate = _BUILT_IN[data.dataset]
+            if not os.path.isfile(os.path.join(data.root, meta_filename)):
+                generate(data.root)
+                manual_dir = data.root
         if data.dataset == "coco_voc":
             builder = CocoVocSegmentation(config=coco_builder_config(data.coco.source, data.coco.drop_empty),
                                           data_dir=data_dir)

@@ -5,26 +5,19 @@ on a textured background with a little clutter. Every object gets its own
 random colour and texture from the same sampler whatever its class, so only
 the shape tells the classes apart; `colour_histogram_baseline` checks that.
 
-Layout written under `root`:
-
-    VOCdevkit/VOC2012/JPEGImages/<id>.jpg
-    VOCdevkit/VOC2012/SegmentationClass/<id>.png   (palette PNG, VOC colours)
-    VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val}.txt
-    shapes_meta.json                                (written last)
+Written in the VOC layout by exfuse_keras/data/synthetic.py, with `shapes_meta.json` last.
 
 Usage:
     python -m exfuse_keras.data.shapes --root DIR --num-train N --num-val N --size S --seed K
 """
 
 import argparse
-import json
-import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from exfuse_keras.data.palette import voc_palette, write_palette_png
+from exfuse_keras.data.synthetic import (VOC_SUBDIR, colour_bins, format_balance, lookup_table_baseline,
+                                         write_synthetic_dataset)
 
 SHAPES_CLASSES = ("background", "circle", "square", "triangle", "cross", "ring")
 
@@ -33,8 +26,6 @@ SHAPES_CLASSES = ("background", "circle", "square", "triangle", "cross", "ring")
 GENERATOR_VERSION = 3
 
 META_FILENAME = "shapes_meta.json"
-VOC_SUBDIR = Path("VOCdevkit") / "VOC2012"
-_SPLIT_CODES = {"train": 0, "val": 1}
 
 _TEXTURE_KINDS = ("solid", "gradient", "stripes", "noise")
 # Backgrounds are always textured and objects mostly flat, so a small CNN can tell object
@@ -207,23 +198,11 @@ def render_example(rng, size):
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
 
 
-def _voc_dirs(root):
-    voc = Path(root) / VOC_SUBDIR
-    return voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets" / "Segmentation"
-
-
-def _read_ids(root, split):
-    return (_voc_dirs(root)[2] / f"{split}.txt").read_text().split()
-
-
 def generate_shapes_dataset(root, num_train=1200, num_val=200, size=128, seed=0,
                             jpeg_quality=95, verbose=True):
-    """Writes the shapes dataset under `root` in the PASCAL VOC layout.
+    """Writes the shapes dataset under `root` in the PASCAL VOC layout (or reuses it).
 
-    Image k of a split is rendered from np.random.default_rng([seed,
-    split_code, k]), so it does not depend on how many images are generated.
-    If `root/shapes_meta.json` already records the same arguments the dataset
-    is reused untouched.
+    See ``write_synthetic_dataset`` for the determinism and reuse rules.
 
     Args:
         root: output directory.
@@ -238,73 +217,8 @@ def generate_shapes_dataset(root, num_train=1200, num_val=200, size=128, seed=0,
         The meta dict: generator_version, args, classes, and per split the
         class pixel counts and class balance (pixel fractions).
     """
-    root = Path(root)
-    args = {"num_train": int(num_train), "num_val": int(num_val), "size": int(size),
-            "seed": int(seed), "jpeg_quality": int(jpeg_quality)}
-    meta_path = root / META_FILENAME
-    jpeg_dir, mask_dir, sets_dir = _voc_dirs(root)
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        lists_exist = all((sets_dir / f"{s}.txt").exists() for s in _SPLIT_CODES)
-        if meta.get("generator_version") == GENERATOR_VERSION and meta.get("args") == args and lists_exist:
-            return meta
-        # Removed before overwriting so an interrupted run never leaves a meta
-        # file vouching for half-rewritten images.
-        meta_path.unlink()
-
-    for d in (jpeg_dir, mask_dir, sets_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    palette = voc_palette()
-    counts = {}
-    done, total, start = 0, args["num_train"] + args["num_val"], time.time()
-    for split, count in (("train", args["num_train"]), ("val", args["num_val"])):
-        split_counts = np.zeros(len(SHAPES_CLASSES), dtype=np.int64)
-        ids = [f"{split}_{k:05d}" for k in range(count)]
-        for k, image_id in enumerate(ids):
-            rng = np.random.default_rng([args["seed"], _SPLIT_CODES[split], k])
-            image, mask = render_example(rng, args["size"])
-            Image.fromarray(image).save(jpeg_dir / f"{image_id}.jpg", quality=args["jpeg_quality"])
-            write_palette_png(mask_dir / f"{image_id}.png", mask, palette)
-            split_counts += np.bincount(mask.ravel(), minlength=len(SHAPES_CLASSES))
-            done += 1
-            if verbose and (done % 200 == 0 or done == total):
-                print(f"shapes: {done}/{total} images ({time.time() - start:.1f}s)", flush=True)
-        (sets_dir / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-        counts[split] = split_counts
-
-    meta = {
-        "generator_version": GENERATOR_VERSION,
-        "args": args,
-        "classes": list(SHAPES_CLASSES),
-        "class_pixel_counts": {s: c.tolist() for s, c in counts.items()},
-        "class_balance": {s: (c / max(c.sum(), 1)).tolist() for s, c in counts.items()},
-    }
-    meta_path.write_text(json.dumps(meta, indent=2))
-    return meta
-
-
-def _load_pairs(root, split):
-    """Yields (image uint8 [H, W, 3], mask uint8 [H, W]) as stored on disk."""
-    jpeg_dir, mask_dir, _ = _voc_dirs(root)
-    for image_id in _read_ids(root, split):
-        image = np.asarray(Image.open(jpeg_dir / f"{image_id}.jpg").convert("RGB"))
-        # Palette PNGs decode to their indices, i.e. the class ids.
-        mask = np.asarray(Image.open(mask_dir / f"{image_id}.png"))
-        yield image, mask
-
-
-def _colour_bins(image):
-    """Quantises RGB to 16 levels per channel: bin index in 0..4095."""
-    q = image.astype(np.int64) >> 4
-    return (q[..., 0] << 8) | (q[..., 1] << 4) | q[..., 2]
-
-
-def _miou(confusion):
-    """Mean IoU over classes present in the ground truth or the prediction."""
-    tp = np.diag(confusion).astype(np.float64)
-    union = confusion.sum(axis=0) + confusion.sum(axis=1) - tp
-    valid = union > 0
-    return float(np.mean(tp[valid] / union[valid]))
+    return write_synthetic_dataset(root, render_example, SHAPES_CLASSES, META_FILENAME, GENERATOR_VERSION,
+                                   num_train, num_val, size, seed, jpeg_quality, verbose, label="shapes")
 
 
 def colour_histogram_baseline(root):
@@ -320,28 +234,7 @@ def colour_histogram_baseline(root):
     Returns:
         Validation mIoU in [0, 1].
     """
-    n = len(SHAPES_CLASSES)
-    votes = np.zeros(4096 * n, dtype=np.int64)
-    for image, mask in _load_pairs(root, "train"):
-        valid = mask < n
-        votes += np.bincount(_colour_bins(image)[valid] * n + mask[valid], minlength=4096 * n)
-    # Bins never seen in training have all-zero votes and argmax gives them
-    # class 0, the background.
-    table = votes.reshape(4096, n).argmax(axis=1)
-
-    confusion = np.zeros((n, n), dtype=np.int64)
-    for image, mask in _load_pairs(root, "val"):
-        valid = mask < n
-        pred = table[_colour_bins(image)[valid]]
-        confusion += np.bincount(mask[valid].astype(np.int64) * n + pred, minlength=n * n).reshape(n, n)
-    return _miou(confusion)
-
-
-def _format_balance(meta):
-    lines = [f"{'class':<12}{'train':>9}{'val':>9}"]
-    for c, name in enumerate(meta["classes"]):
-        lines.append(f"{name:<12}{meta['class_balance']['train'][c]:>9.2%}{meta['class_balance']['val'][c]:>9.2%}")
-    return "\n".join(lines)
+    return lookup_table_baseline(root, len(SHAPES_CLASSES), colour_bins, 4096)
 
 
 def main(argv=None):
@@ -358,7 +251,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     meta = generate_shapes_dataset(args.root, args.num_train, args.num_val, args.size,
                                    args.seed, args.jpeg_quality)
-    print(_format_balance(meta))
+    print(format_balance(meta))
     if args.baseline:
         print(f"colour histogram baseline val mIoU: {colour_histogram_baseline(args.root):.4f}")
 

@@ -32,6 +32,7 @@ from typing import Optional
 import tensorflow_datasets as tfds
 
 from exfuse_keras.data.checks import DataError, ExampleFiles, files_fingerprint, read_example
+from exfuse_keras.data.scenes import SCENES_CLASSES
 from exfuse_keras.data.shapes import SHAPES_CLASSES, VOC_SUBDIR
 
 __all__ = ["Voc2012Segmentation", "VocSegmentationConfig", "voc_examples", "read_id_list",
@@ -107,7 +108,7 @@ def voc_examples(voc_dir, sbd_dir=None, source: str = "voc") -> dict[str, list[E
     Args:
         voc_dir: the ``VOCdevkit/VOC2012`` folder (or the shapes dataset's).
         sbd_dir: SBD's ``benchmark_RELEASE/dataset`` folder; needed for ``train_aug`` only.
-        source: ``voc``, ``shapes`` (same layout) or ``train_aug``.
+        source: ``voc``, ``shapes`` or ``scenes`` (same layout), or ``train_aug``.
 
     Returns:
         ``{"train": [...], "val": [...]}``, each sorted by id.
@@ -124,11 +125,11 @@ def voc_examples(voc_dir, sbd_dir=None, source: str = "voc") -> dict[str, list[E
 
     voc_split = {split: read_id_list(lists / f"{split}.txt") for split in ("train", "val")}
     val = [voc_example(i, lists / "val.txt") for i in sorted(set(voc_split["val"]))]
-    if source in ("voc", "shapes"):
+    if source in ("voc", "shapes", "scenes"):
         return {"train": [voc_example(i, lists / "train.txt") for i in sorted(set(voc_split["train"]))],
                 "val": val}
     if source != "train_aug":
-        raise ValueError(f"unknown source {source!r}; expected 'voc', 'shapes' or 'train_aug'")
+        raise ValueError(f"unknown source {source!r}; expected 'voc', 'shapes', 'scenes' or 'train_aug'")
     if sbd_dir is None:
         raise ValueError("train_aug needs the SBD folder (benchmark_RELEASE/dataset)")
 
@@ -159,7 +160,7 @@ class VocSegmentationConfig(tfds.core.BuilderConfig):
     """A ``Voc2012Segmentation`` config.
 
     Attributes:
-        source: which examples (``voc``, ``train_aug``, ``shapes``; see ``voc_examples``).
+        source: which examples (``voc``, ``train_aug``, ``shapes``, ``scenes``; see ``voc_examples``).
         num_classes: labels must lie in ``[0, num_classes)`` or be 255.
         downloadable: whether the sources may be downloaded when ``manual_dir`` lacks them.
     """
@@ -190,12 +191,15 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
         VocSegmentationConfig(name="shapes", source="shapes", num_classes=len(SHAPES_CLASSES),
                               downloadable=False,
                               description="The built-in shapes dataset (VOCdevkit layout), from manual_dir."),
+        VocSegmentationConfig(name="scenes", source="scenes", num_classes=len(SCENES_CLASSES),
+                              downloadable=False,
+                              description="The built-in scenes benchmark (VOCdevkit layout), from manual_dir."),
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
     Optional (otherwise the archives are downloaded). Put in manual_dir (data.root) either the
     official archives {VOC_ARCHIVE} (and, for train_aug, SBD's {SBD_ARCHIVE}) or their extracted
-    folders {VOC_SUBDIR} and {SBD_SUBDIR}. The shapes config reads {VOC_SUBDIR} written by
-    `python -m exfuse_keras.data.shapes --root <manual_dir>`.
+    folders {VOC_SUBDIR} and {SBD_SUBDIR}. The shapes and scenes configs read {VOC_SUBDIR} written by
+    `python -m exfuse_keras.data.shapes --root <manual_dir>` (or `exfuse_keras.data.scenes`).
     """
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -210,7 +214,7 @@ class Voc2012Segmentation(tfds.core.GeneratorBasedBuilder):
         if not self.builder_config.downloadable:
             raise DataError("missing", manual_dir / subdir if manual_dir else subdir,
                             "folder not found; generate it with "
-                            "`python -m exfuse_keras.data.shapes --root <data.root>`")
+                            f"`python -m exfuse_keras.data.{self.builder_config.source} --root <data.root>`")
         return "download", None
 
     def _needs_sbd(self) -> bool:
