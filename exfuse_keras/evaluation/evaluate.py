@@ -17,7 +17,8 @@ Protocol: the config's ``eval`` section (``scales``, ``flip``, ``sliding_window`
 arguments override it; ``--tta`` is the paper's 0.5, 0.75, 1.0, 1.25, 1.5, 1.75 with flip,
 softmax probabilities averaged at the original resolution (exfuse_keras/inference/tta.py).
 
-Outputs: the per-class table (IoU, accuracy) with mIoU, pixel accuracy and mean class accuracy;
+Outputs: the per-class table (IoU, accuracy, boundary IoU) with mIoU, boundary mIoU (Boundary IoU,
+Cheng et al. CVPR 2021, band 2% of the image diagonal), pixel accuracy and mean class accuracy;
 a JSON report and a picture of the row-normalised confusion matrix next to it
 (``<run>/eval_<split>[_ms][_flip][_sw].json`` and ``..._confusion.png`` by default).
 
@@ -62,7 +63,8 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol:
         max_images: evaluate only the split's first images (a quick check).
 
     Returns:
-        ``scores_from_confusion``'s dict plus ``"confusion_matrix"`` (int64 [C, C], rows = ground
+        ``scores_from_confusion``'s dict, the boundary IoU (``"boundary_miou"`` and per class
+        ``"boundary_iou"``, exfuse_keras/metrics.py), ``"confusion_matrix"`` (int64 [C, C], rows = ground
         truth), ``"protocol"`` ({scales, flip, sliding_window}), ``"images"`` and ``"seconds"``.
     """
     import numpy as np
@@ -71,7 +73,7 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol:
 
     from exfuse_keras.data.pipeline import make_dataset, num_examples
     from exfuse_keras.inference.segmenter import Segmenter
-    from exfuse_keras.metrics import confusion_matrix, scores_from_confusion
+    from exfuse_keras.metrics import boundary_counts, boundary_iou_from_counts, confusion_matrix, scores_from_confusion
 
     segmenter = model if isinstance(model, Segmenter) else Segmenter(model, cfg)
     protocol = Segmenter.resolve_protocol(protocol or cfg.eval)
@@ -80,7 +82,8 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol:
 
     def image_confusion(image, mask):
         predictions, _ = forward(image)
-        return confusion_matrix(mask, predictions, num_classes, ignore_label)
+        return (confusion_matrix(mask, predictions, num_classes, ignore_label),
+                boundary_counts(mask, predictions, num_classes, ignore_label))
 
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     if replicas > 1:
@@ -107,6 +110,7 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol:
     if max_images is not None:
         dataset, total = dataset.take(max_images), min(total, max_images)
     matrix = np.zeros((num_classes, num_classes), np.float64)
+    bands = np.zeros((2, num_classes), np.float64)
     started = time.perf_counter()
     group, count = [], 0
     for images, masks, meta in tqdm(dataset, total=total, disable=not progress, desc=f"evaluating {split}",
@@ -115,11 +119,14 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol:
         group.append((images[:, :height, :width], masks[:, :height, :width]))
         count += 1
         if len(group) == replicas:
-            matrix += step(group).numpy()
+            image_matrix, image_bands = step(group)
+            matrix, bands = matrix + image_matrix.numpy(), bands + image_bands.numpy()
             group = []
     if group:
-        matrix += step(group).numpy()
+        image_matrix, image_bands = step(group)
+        matrix, bands = matrix + image_matrix.numpy(), bands + image_bands.numpy()
     scores = scores_from_confusion(matrix)
+    scores.update(boundary_iou_from_counts(bands))
     scores["confusion_matrix"] = matrix.astype(np.int64)
     scores["protocol"] = dataclasses.asdict(protocol)
     scores["images"] = count
@@ -128,11 +135,12 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol:
 
 
 def format_table(scores: dict, class_names) -> str:
-    lines = [f"{'class':<16}{'IoU':>8}{'acc':>8}"]
-    for name, iou, acc in zip(class_names, scores["iou"], scores["class_accuracy"]):
+    lines = [f"{'class':<16}{'IoU':>8}{'acc':>8}{'bIoU':>8}"]
+    for name, iou, acc, biou in zip(class_names, scores["iou"], scores["class_accuracy"], scores["boundary_iou"]):
         fmt = lambda v: "   -   " if v != v else f"{100 * v:7.2f}"  # noqa: E731  (NaN: absent class)
-        lines.append(f"{name:<16}{fmt(iou):>8}{fmt(acc):>8}")
-    lines.append(f"mIoU {100 * scores['miou']:.2f}   pixel accuracy {100 * scores['pixel_accuracy']:.2f}   "
+        lines.append(f"{name:<16}{fmt(iou):>8}{fmt(acc):>8}{fmt(biou):>8}")
+    lines.append(f"mIoU {100 * scores['miou']:.2f}   boundary mIoU {100 * scores['boundary_miou']:.2f}   "
+                 f"pixel accuracy {100 * scores['pixel_accuracy']:.2f}   "
                  f"mean class accuracy {100 * scores['mean_class_accuracy']:.2f}")
     return "\n".join(lines)
 
@@ -158,13 +166,18 @@ def report_paths(weights: str, split: str, protocol: dict, output: Optional[str]
 
 
 def write_report(path: str, scores: dict, class_names, split: str, weights: str) -> None:
+    from exfuse_keras.metrics import BOUNDARY_DILATION_RATIO
+
     report = {"weights": weights, "split": split, "protocol": scores["protocol"], "images": scores["images"],
               "seconds": scores["seconds"], "images_per_second": scores["images"] / max(scores["seconds"], 1e-9),
               "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
-              "mean_class_accuracy": scores["mean_class_accuracy"],
+              "mean_class_accuracy": scores["mean_class_accuracy"], "boundary_miou": scores["boundary_miou"],
+              "boundary_dilation_ratio": BOUNDARY_DILATION_RATIO,
               "per_class": {name: {"iou": None if iou != iou else float(iou),
-                                   "accuracy": None if acc != acc else float(acc)}
-                            for name, iou, acc in zip(class_names, scores["iou"], scores["class_accuracy"])},
+                                   "accuracy": None if acc != acc else float(acc),
+                                   "boundary_iou": None if biou != biou else float(biou)}
+                            for name, iou, acc, biou in zip(class_names, scores["iou"], scores["class_accuracy"],
+                                                            scores["boundary_iou"])},
               "confusion_matrix": scores["confusion_matrix"].tolist()}
     with open(path, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
