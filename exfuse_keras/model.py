@@ -20,8 +20,8 @@ from exfuse_keras.backbones.weights import load_backbone_weights
 from exfuse_keras.config import Config, ModelConfig
 from exfuse_keras.layers import (BilinearUpsampling, BilinearUpsamplingInitializer, BoundaryRefinement,
                                  DenselyAdjacentPrediction, DenselyAdjacentUpsampling, GlobalConvolution,
-                                 InputNormalization, SemanticEmbeddingBranch, SemanticSupervisionHead,
-                                 SubPixelUpsampling)
+                                 InputNormalization, RecurrentSemanticEmbedding, SemanticEmbeddingBranch,
+                                 SemanticSupervisionHead, SubPixelUpsampling)
 
 
 def _upsample(x, filters: int, mode: str, name: str):
@@ -106,7 +106,11 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
 
     # Encoder side: SEB multiplies each low level by the upsampled semantics of all higher ones.
     embedded = dict(features)
-    if m.seb.enabled:
+    if m.seb.enabled and m.seb.iterations > 1:
+        # Experimental: SEB repeated, the higher levels refined bottom-up between passes.
+        fusion = RecurrentSemanticEmbedding(m.seb.iterations, m.seb.gate_init, name="recurrent_seb")
+        embedded = dict(zip(STAGES, fusion([features[level] for level in STAGES])))
+    elif m.seb.enabled:
         for i, level in enumerate(STAGES[:-1]):
             higher = [features[h] for h in STAGES[i + 1:]]
             seb = SemanticEmbeddingBranch(gate_init=m.seb.gate_init, name=f"seb_{level}")

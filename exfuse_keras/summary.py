@@ -28,7 +28,7 @@ def part_of(layer_name: str) -> str:
         return "input"
     if layer_name == "backbone":
         return "backbone"
-    if layer_name.startswith("seb_"):
+    if layer_name.startswith(("seb_", "recurrent_seb")):
         return "SEB"
     if layer_name.startswith("gcn_"):
         return "GCN"

@@ -47,7 +47,8 @@ def run_layer_test(layer_cls, init_kwargs: dict, input_shape, expected_output_sh
         layer_cls: the layer class.
         init_kwargs: its constructor's arguments.
         input_shape: ``(B, H, W, C)``, or a list of them for a layer called on a list.
-        expected_output_shape: the output's shape for ``input_shape``.
+        expected_output_shape: the output's shape for ``input_shape`` (a list of shapes for a layer
+            with several outputs).
         expected_num_trainable_weights, expected_num_non_trainable_weights: weight counts.
         tmp_path: a folder for the ``.keras`` file.
         input_range: the random inputs' (low, high).
@@ -76,10 +77,16 @@ def run_layer_test(layer_cls, init_kwargs: dict, input_shape, expected_output_sh
     # 1. Symbolic and eager shapes, weight counts.
     layer = layer_cls(**init_kwargs)
     symbolic = [keras.Input(batch_shape=s) for s in shapes]
+    several = not np.isscalar(expected_output_shape[0])
+    expected_shapes = [tuple(s) for s in expected_output_shape] if several else [tuple(expected_output_shape)]
+
+    def as_outputs(value):
+        return list(value) if several else [value]
+
     output = layer(call_input(symbolic))
-    assert tuple(output.shape) == tuple(expected_output_shape), f"symbolic output shape {output.shape}"
+    assert [tuple(o.shape) for o in as_outputs(output)] == expected_shapes, f"symbolic output shape {output}"
     eager = layer_cls(**init_kwargs)(call_input(arrays))
-    assert tuple(eager.shape) == tuple(expected_output_shape), f"eager output shape {eager.shape}"
+    assert [tuple(o.shape) for o in as_outputs(eager)] == expected_shapes, f"eager output shape {eager}"
     assert len(layer.trainable_weights) == expected_num_trainable_weights, \
         f"{len(layer.trainable_weights)} trainable weights: {[w.path for w in layer.trainable_weights]}"
     assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights, \
@@ -90,17 +97,17 @@ def run_layer_test(layer_cls, init_kwargs: dict, input_shape, expected_output_sh
         model = keras.Model(symbolic, output)
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
         before = [w.numpy().copy() for w in layer.trainable_weights]
-        target = rng.standard_normal(tuple(expected_output_shape)).astype("float32")
-        loss = float(model.train_on_batch(call_input(arrays), target))
+        targets = [rng.standard_normal(s).astype("float32") for s in expected_shapes]
+        loss = float(np.sum(model.train_on_batch(call_input(arrays), targets if several else targets[0])))
         assert np.isfinite(loss), f"training loss {loss}"
         unchanged = [w.path for w, old in zip(layer.trainable_weights, before) if np.array_equal(w.numpy(), old)]
         assert not unchanged, f"weights a training step did not change: {unchanged}"
 
     # 3. The per-layer mixed-precision policy.
     mixed = layer_cls(**init_kwargs, dtype="mixed_float16")
-    mixed_output = mixed(call_input(arrays))
-    assert keras.backend.standardize_dtype(mixed_output.dtype) == mixed_output_dtype, \
-        f"output dtype {mixed_output.dtype} under mixed_float16"
+    for mixed_output in as_outputs(mixed(call_input(arrays))):
+        assert keras.backend.standardize_dtype(mixed_output.dtype) == mixed_output_dtype, \
+            f"output dtype {mixed_output.dtype} under mixed_float16"
     assert all(keras.backend.standardize_dtype(w.dtype) == "float32" for w in mixed.weights), \
         [(w.path, w.dtype) for w in mixed.weights]
     policies = {sub.name: sub.dtype_policy.name for sub in mixed._flatten_layers(include_self=False)}
@@ -118,6 +125,7 @@ def run_layer_test(layer_cls, init_kwargs: dict, input_shape, expected_output_sh
     assert restored.get_config() == config
     transposed = arrays_of([(s[0], s[2], s[1], s[3]) for s in shapes])
     for values in (arrays, transposed):
-        expected = model.predict(call_input(values), verbose=0)
-        np.testing.assert_allclose(reloaded.predict(call_input(values), verbose=0), expected, atol=atol)
+        expected = as_outputs(model.predict(call_input(values), verbose=0))
+        for got, want in zip(as_outputs(reloaded.predict(call_input(values), verbose=0)), expected):
+            np.testing.assert_allclose(got, want, atol=atol)
     return layer

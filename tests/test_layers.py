@@ -9,7 +9,7 @@ import tensorflow as tf
 import exfuse_keras.layers
 from exfuse_keras.layers import (BilinearUpsampling, BilinearUpsamplingInitializer, BoundaryRefinement,
                                  DenselyAdjacentPrediction, DenselyAdjacentUpsampling, GlobalConvolution,
-                                 InputNormalization,
+                                 InputNormalization, RecurrentSemanticEmbedding,
                                  ResizeToMatch, SemanticEmbeddingBranch, SemanticSupervisionHead,
                                  SubPixelUpsampling)
 from tests.helpers import run_layer_test
@@ -238,6 +238,10 @@ LAYER_TESTS = [
     (InputNormalization, {"mode": "caffe"}, (2, 4, 6, 3), (2, 4, 6, 3), 0, 0,
      {"input_range": (0.0, 255.0), "atol": 1e-4}),
     (SemanticEmbeddingBranch, {}, [(2, 8, 6, 3), (2, 4, 3, 5), (2, 2, 2, 7)], (2, 8, 6, 3), 4, 0, {}),
+    # Random gates and refinements, so one step reaches every weight (zero kernels pass no gradient).
+    (RecurrentSemanticEmbedding, {"iterations": 2, "gate_init": "glorot", "refinement_init": "glorot_uniform"},
+     [(2, 8, 6, 3), (2, 4, 3, 5), (2, 2, 2, 7), (2, 1, 1, 9)],
+     [(2, 8, 6, 3), (2, 4, 3, 5), (2, 2, 2, 7), (2, 1, 1, 9)], 2 * 12 + 6, 0, {}),
     (SemanticSupervisionHead, {"num_classes": 4, "num_downsamples": 3, "channels": 8}, (2, 16, 16, 6), (2, 4),
      11, 6, {}),
 ]

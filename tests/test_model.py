@@ -36,7 +36,7 @@ def test_shipped_config_builds_with_matching_outputs(path):
     names = _layer_names(model)
     assert set(model.output.keys()) == _expected_keys(cfg)
     # A switched-off module leaves no layers behind.
-    assert any(n.startswith("seb_") for n in names) == cfg.model.seb.enabled
+    assert any(n.startswith(("seb_", "recurrent_seb")) for n in names) == cfg.model.seb.enabled
     assert ("ecre_subpixel" in names) == cfg.model.ecre.enabled
     assert ("up_res5" in names) == (not cfg.model.ecre.enabled)
     assert ("dap" in names) == cfg.model.dap.enabled

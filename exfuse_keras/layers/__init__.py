@@ -2,6 +2,7 @@
 
 from exfuse_keras.layers.dap import DenselyAdjacentPrediction, DenselyAdjacentUpsampling
 from exfuse_keras.layers.ecre import SubPixelUpsampling
+from exfuse_keras.layers.fusion import RecurrentSemanticEmbedding
 from exfuse_keras.layers.gcn import BoundaryRefinement, GlobalConvolution
 from exfuse_keras.layers.initializers import BilinearUpsamplingInitializer
 from exfuse_keras.layers.preprocessing import InputNormalization
@@ -12,6 +13,6 @@ from exfuse_keras.layers.supervision import SemanticSupervisionHead
 __all__ = [
     "BilinearUpsampling", "BilinearUpsamplingInitializer", "BoundaryRefinement",
     "DenselyAdjacentPrediction", "DenselyAdjacentUpsampling", "GlobalConvolution", "InputNormalization",
-    "ResizeToMatch",
+    "RecurrentSemanticEmbedding", "ResizeToMatch",
     "SemanticEmbeddingBranch", "SemanticSupervisionHead", "SubPixelUpsampling",
 ]
