@@ -30,7 +30,7 @@ __all__ = [
     "BackboneConfig", "InitConfig", "SEBConfig", "ECREConfig", "DAPConfig", "SSConfig", "ModelConfig",
     "FolderConfig", "CocoConfig", "MixComponent", "ImageNetConfig", "DataConfig", "TrainConfig", "EvalConfig",
     "ExportConfig", "Config", "ConfigError",
-    "load_config", "config_from_dict", "save_config", "config_to_dict",
+    "load_config", "load_config_stack", "config_from_dict", "save_config", "config_to_dict",
 ]
 
 VOC_CLASSES = (
@@ -41,7 +41,7 @@ VOC_CLASSES = (
 SS_LEVELS = ("res2", "res3", "res4")
 # Values of data.dataset; exfuse_keras/data/pipeline.py maps each to its reader. "mix" combines
 # the others (data.mix).
-DATASETS = ("voc", "train_aug", "shapes", "folder", "coco_voc", "mix")
+DATASETS = ("voc", "train_aug", "shapes", "scenes", "folder", "coco_voc", "mix")
 # The network's output stride (res5's): a network input's height and width are multiples of it.
 OUTPUT_STRIDE = 32
 
@@ -110,10 +110,15 @@ class SEBConfig:
 
     ``gate_init``: ``identity`` starts every gate at exactly 1 (zero kernel, bias one), so the
     untrained branch passes the features through; ``glorot`` is Keras' default conv init.
+
+    ``iterations`` (experimental, not in the paper): 1 is the paper's SEB; N > 1 repeats it N
+    times, each time re-embedding the low levels with higher levels refined bottom-up by the
+    previous pass's embedded levels (``RecurrentSemanticEmbedding``, exfuse_keras/layers/fusion.py).
     """
 
     enabled: bool = True
     gate_init: Literal["identity", "glorot"] = "identity"
+    iterations: int = 1
 
 
 @dataclass
@@ -169,6 +174,7 @@ class ModelConfig:
         self.backbone.validate(where)
         if self.gcn_kernel < 1 or self.gcn_kernel % 2 == 0:
             _fail(where, "model.gcn_kernel", "must be a positive odd integer", self.gcn_kernel)
+        _positive(where, "model.seb.iterations", self.seb.iterations)
         if self.dap.kernel < 1 or self.dap.kernel % 2 == 0:
             _fail(where, "model.dap.kernel", "must be a positive odd integer (the centre pixel votes for itself)",
                   self.dap.kernel)
@@ -271,7 +277,8 @@ class DataConfig:
     dataset needs no code change. ``palette`` defaults to the PASCAL VOC colour map.
 
     ``dataset``: ``voc`` (VOC 2012 train/val), ``train_aug`` (SBD + VOC train, 10,582 images;
-    val = VOC val), ``shapes`` (the built-in data, generated under ``root`` when missing),
+    val = VOC val), ``shapes`` and ``scenes`` (the built-in data and the built-in ablation
+    benchmark, generated under ``root`` when missing),
     ``folder`` (``folder`` section), ``coco_voc`` (COCO 2017 in VOC's classes, ``coco``
     section) or ``mix`` (several of these in one training set, ``mix`` list; the paper's
     stage 1 is ``coco_voc`` + ``train_aug``). ``root`` holds the downloads or extracted
@@ -630,6 +637,21 @@ def _read_yaml_with_bases(path: str, chain: tuple) -> dict:
     return _merge(merged, values)
 
 
+def load_config_stack(paths: typing.Sequence[str], overrides: typing.Sequence[str] = ()) -> Config:
+    """Reads several YAML configs, each merged over the ones before it (each with its own
+    ``base`` chain), then applies ``overrides`` and validates, as ``load_config``.
+
+    Example: an ablation row on another dataset,
+    ``load_config_stack(["configs/ablation/row5_seb.yaml", "configs/data/scenes.yaml"])``.
+    """
+    if not paths:
+        return load_config(None, overrides)
+    values: dict = {}
+    for path in paths:
+        values = _merge(values, _read_yaml_with_bases(os.fspath(path), ()))
+    return _apply_overrides(values, overrides, " + ".join(os.fspath(p) for p in paths))
+
+
 def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Reads a YAML config, applies ``key.sub=value`` overrides and validates the result.
 
@@ -657,6 +679,10 @@ def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = ()
     if path is not None:
         where = os.fspath(path)
         values = _read_yaml_with_bases(where, ())
+    return _apply_overrides(values, overrides, where)
+
+
+def _apply_overrides(values: dict, overrides: typing.Sequence[str], where: str) -> Config:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.batch_size=16")

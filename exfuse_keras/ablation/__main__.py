@@ -1,0 +1,93 @@
+"""``python -m exfuse_keras.ablation``: runs the ablation sweep and writes its report (see __init__)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+
+def parse_args(argv=None):
+    from exfuse_keras.ablation.rows import PRESETS
+
+    parser = argparse.ArgumentParser(prog="python -m exfuse_keras.ablation",
+                                     description="The paper's Table 3 and Table 4 ablations as one sweep.")
+    parser.add_argument("--table", default="all", choices=("3", "4", "all"), help="which table's rows")
+    parser.add_argument("--config-set", default="cpu", choices=PRESETS,
+                        help="paper: configs/ablation/ as shipped; cpu: the same switches on the quick-start-size "
+                             "network (exfuse_keras/ablation/rows.py)")
+    parser.add_argument("--data", default="configs/data/scenes.yaml",
+                        help="dataset config (configs/data/: scenes, shapes, voc)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 for every row")
+    parser.add_argument("--steps", type=int, default=1600, help="training steps per run (the equal budget)")
+    parser.add_argument("--max-seconds", type=float, default=None, help="optional wall-clock cap per run")
+    parser.add_argument("--pretrain", default=None, choices=("presence", "config"),
+                        help="presence: SS as class-presence pretraining on the dataset (default for the built-in "
+                             "data); config: the rows' model.backbone.weights (default otherwise)")
+    parser.add_argument("--pretrain-steps", type=int, default=800, help="steps of each presence pretraining")
+    parser.add_argument("--output", default="runs/ablation", help="the sweep's folder")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every run")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 2 rows, 1 seed, a few steps on a tiny generated scenes set")
+    return parser.parse_args(argv)
+
+
+def _quick_settings(args, settings):
+    """--quick: rows 1 and 7, seed 0, 4 steps, 64x64 images, 16 + 4 generated under --output."""
+    from exfuse_keras.data.scenes import generate_scenes_dataset
+
+    root = os.path.join(args.output, "quick_data")
+    generate_scenes_dataset(root, num_train=16, num_val=4, size=64, verbose=False)
+    overrides = [f"data.root={root}", "data.crop_size=64", "data.shuffle_buffer=16", "train.warmup_steps=1",
+                 "train.val_batch_size=4", *args.set]
+    return dataclasses.replace(settings, seeds=1, steps=4, pretrain_steps=4, overrides=overrides)
+
+
+def main(argv=None) -> int:
+    from exfuse_keras.ablation import report
+    from exfuse_keras.ablation.rows import QUICK_ROWS, rows_for
+    from exfuse_keras.ablation.sweep import SweepSettings, run_sweep
+    from exfuse_keras.config import ConfigError, load_config
+
+    args = parse_args(argv)
+    if args.seeds < 1 or args.steps < 1:
+        print("error: --seeds and --steps must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        dataset = load_config(args.data).data.dataset
+    except ConfigError as err:
+        print(f"error: --data: {err}", file=sys.stderr)
+        return 2
+    pretrain = args.pretrain or ("presence" if dataset in ("scenes", "shapes") else "config")
+    settings = SweepSettings(data=args.data, preset=args.config_set, steps=args.steps, seeds=args.seeds,
+                             output=args.output, max_seconds=args.max_seconds, pretrain=pretrain,
+                             pretrain_steps=args.pretrain_steps, overrides=list(args.set))
+    rows = rows_for(args.table)
+    if args.quick:
+        settings, rows = _quick_settings(args, settings), QUICK_ROWS
+    os.makedirs(args.output, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        results = run_sweep(rows, settings, verbose=0 if args.quick else 2)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = report.summarize(rows, results, settings.seeds)
+    record = {**dataclasses.asdict(settings), "table": args.table, "quick": args.quick,
+              "command": " ".join(["python -m exfuse_keras.ablation", *(argv if argv is not None else sys.argv[1:])]),
+              "sweep_seconds_this_call": time.perf_counter() - started}
+    report.write_results(os.path.join(args.output, "results.json"), summary, results, record)
+    table = report.format_table(summary)
+    with open(os.path.join(args.output, "table.md"), "w", encoding="utf-8") as f:
+        f.write(table)
+    report.plot_deltas(os.path.join(args.output, "ablation.png"), summary)
+    print(table)
+    print(f"wrote {args.output}/results.json, table.md and ablation.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

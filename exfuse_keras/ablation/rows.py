@@ -1,0 +1,125 @@
+"""The rows of the paper's Table 3 and Table 4, and the size presets that run them.
+
+Each row is one config under ``configs/ablation/`` (the paper's switches on a ResNeXt-101 for
+VOC) and the paper's single-scale VOC 2012 val mIoU. A run's config is the row's, then the
+dataset's (``--data``, e.g. ``configs/data/scenes.yaml``), then the size preset's overrides:
+
+- ``paper``: the rows as shipped (ResNeXt-101; SS rows name their SS-pretrained weights).
+- ``cpu``: the quick-start-size network (stage width 8, plain ResNet blocks, GCN k = 7) with
+  each row's switches kept; block counts divided by 4 (at least 1), so the standard
+  {3, 4, 23, 3} becomes {1, 1, 6, 1} and the rearranged {8, 8, 9, 8} becomes {2, 2, 2, 2}
+  (LR moves depth from res4 to the early stages, as in the paper); 128x128 crops, batch 8,
+  AdamW.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "configs", "ablation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One ablation row.
+
+    Attributes:
+        key: the row's name in tables and run folders.
+        table: ``"3"`` or ``"4"``.
+        label: what the row adds, in the paper's words.
+        config: file under ``configs/ablation/``; rows naming the same file share their runs.
+        paper_miou: the paper's VOC 2012 val mIoU (None for our experimental row).
+        ss_pretraining: whether the backbone is pretrained with semantic supervision.
+        experimental: not in the paper.
+    """
+
+    key: str
+    table: str
+    label: str
+    config: str
+    paper_miou: Optional[float]
+    ss_pretraining: bool
+    experimental: bool = False
+
+    @property
+    def run_name(self) -> str:
+        return os.path.splitext(self.config)[0]
+
+
+TABLE3 = (
+    Row("1", "3", "GCN baseline", "row1_gcn_baseline.yaml", 76.0, False),
+    Row("2", "3", "+ SS", "row2_ss.yaml", 77.5, True),
+    Row("3", "3", "+ SS + LR", "row3_ss_lr.yaml", 78.3, True),
+    Row("4", "3", "#3 + ECRE", "row4_ecre.yaml", 78.8, True),
+    Row("5", "3", "#3 + SEB", "row5_seb.yaml", 79.0, True),
+    Row("6", "3", "#5 + DAP", "row6_seb_dap.yaml", 79.6, True),
+    Row("7", "3", "#6 + ECRE (ExFuse)", "row7_exfuse.yaml", 80.0, True),
+    Row("8", "3", "#7, SEB iterated twice (ours)", "row8_recurrent_seb.yaml", None, True, experimental=True),
+)
+TABLE4 = (
+    Row("baseline", "4", "deconvolution (Table 3 #3)", "row3_ss_lr.yaml", 78.3, True),
+    Row("deconv+sup", "4", "deconvolution + supervised", "table4_deconv_supervised.yaml", 78.2, True),
+    Row("subpixel", "4", "sub-pixel upsampling only", "table4_subpixel_only.yaml", 77.6, True),
+    Row("ECRE", "4", "ECRE (sub-pixel + supervised)", "table4_ecre.yaml", 78.8, True),
+)
+TABLES = {"3": TABLE3, "4": TABLE4}
+PRESETS = ("paper", "cpu")
+# The --quick smoke run: two rows of Table 3.
+QUICK_ROWS = (TABLE3[0], TABLE3[6])
+
+# The cpu preset's network and recipe (the quick start's, at 128x128 crops of the 256x256 scenes).
+_CPU_OVERRIDES = (
+    "model.backbone.cardinality=1", "model.backbone.base_width=64", "model.backbone.base_channels=8",
+    "model.backbone.stem_channels=16", "model.backbone.convention=torchvision",
+    "model.backbone.preprocessing=scale", "model.backbone.norm=batch", "model.backbone.weights=null",
+    "model.gcn_kernel=7", "model.ss.channels=32",
+    "data.crop_size=128",
+    "train.batch_size=8", "train.reference_batch_size=8", "train.optimizer=adamw", "train.learning_rate=0.005",
+    "train.weight_decay=0.0001", "train.warmup_steps=100", "train.val_batch_size=8",
+)
+
+
+def rows_for(table: str) -> tuple:
+    """The rows of ``table`` (``"3"``, ``"4"`` or ``"all"``), in order."""
+    if table == "all":
+        return TABLE3 + TABLE4
+    if table not in TABLES:
+        raise ValueError(f"--table must be 3, 4 or all, got {table!r}")
+    return TABLES[table]
+
+
+def scaled_blocks(blocks) -> list:
+    """The cpu preset's block counts: each stage's divided by 4, rounded, at least 1."""
+    return [max(1, int(round(b / 4))) for b in blocks]
+
+
+def preset_overrides(preset: str, blocks) -> list:
+    """The dotted overrides a size preset applies to a row whose backbone has ``blocks``."""
+    if preset == "paper":
+        return []
+    if preset == "cpu":
+        return list(_CPU_OVERRIDES) + [f"model.backbone.blocks={scaled_blocks(blocks)}"]
+    raise ValueError(f"--config-set must be one of {PRESETS}, got {preset!r}")
+
+
+def modules_on(cfg) -> str:
+    """The modules of a row's config as shipped (before a preset scales its blocks), as the paper
+    names them, e.g. ``LR+SEB+DAP+ECRE``; SS is a property of the row's pretraining, not listed."""
+    m = cfg.model
+    parts = []
+    if list(m.backbone.blocks) == [8, 8, 9, 8]:
+        parts.append("LR")
+    if m.seb.enabled:
+        parts.append("SEB" if m.seb.iterations == 1 else f"SEBx{m.seb.iterations}")
+    if m.dap.enabled:
+        parts.append("DAP")
+    if m.ecre.enabled and m.ecre.supervised:
+        parts.append("ECRE")
+    elif m.ecre.enabled:
+        parts.append("subpixel")
+    elif m.ecre.supervised:
+        parts.append("deconv-sup")
+    return "+".join(parts) or "-"

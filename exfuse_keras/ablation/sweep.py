@@ -1,0 +1,172 @@
+"""The sweep: every (row, seed) run of the chosen tables as an ordinary run directory.
+
+Layout under ``--output``::
+
+    pretraining/<plain|ss>_<blocks>_seed<k>/   class-presence pretraining (presence.py)
+    runs/<row config stem>/seed<k>/             train.py's run directory + result.json
+    results.json, table.md, ablation.png        (report.py)
+
+A run whose ``result.json`` exists is finished and skipped, so a killed sweep resumes where it
+stopped (an unfinished run resumes from its own backup, as train.py does); rows that share a
+config (Table 4's baseline is Table 3's row 3) share their runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Optional, Sequence
+
+from exfuse_keras.ablation.presence import pretrain_presence, pretraining_config
+from exfuse_keras.ablation.rows import CONFIG_DIR, Row, modules_on, preset_overrides
+from exfuse_keras.config import Config, load_config, load_config_stack
+
+RESULT_FILE = "result.json"
+# Validation (and backup) points per run: the budget is split into this many epochs.
+EPOCHS_PER_RUN = 4
+
+
+@dataclasses.dataclass
+class SweepSettings:
+    """What every run of a sweep shares.
+
+    Attributes:
+        data: dataset config (``configs/data/*.yaml``).
+        preset: ``paper`` or ``cpu`` (rows.py).
+        steps: training steps per run (the equal budget).
+        seeds: seeds 0 .. seeds - 1, the same for every row.
+        output: the sweep's folder.
+        max_seconds: optional wall-clock cap per run (stops the run early; steps stay the budget).
+        pretrain: ``presence`` (SS on the dataset's class-presence labels, presence.py) or
+            ``config`` (the rows' ``model.backbone.weights`` as given, e.g. ImageNet SS weights).
+        pretrain_steps: steps of each presence pretraining.
+        overrides: extra ``key=value`` overrides for every run.
+    """
+
+    data: str
+    preset: str = "cpu"
+    steps: int = 1600
+    seeds: int = 2
+    output: str = "runs/ablation"
+    max_seconds: Optional[float] = None
+    pretrain: str = "presence"
+    pretrain_steps: int = 800
+    overrides: Sequence[str] = ()
+
+
+def row_config(row: Row, settings: SweepSettings, seed: int) -> Config:
+    """The config of one run: the row's, then the dataset's, then the preset and the budget."""
+    path = os.path.join(CONFIG_DIR, row.config)
+    stacked = load_config_stack([path, settings.data])
+    epochs = min(EPOCHS_PER_RUN, settings.steps)
+    budget = [f"train.epochs={epochs}", f"train.steps_per_epoch={max(1, settings.steps // epochs)}",
+              f"train.seed={seed}", "train.budget_mode=stop",
+              f"train.max_train_seconds={settings.max_seconds if settings.max_seconds else 'null'}"]
+    return load_config_stack([path, settings.data], preset_overrides(settings.preset, stacked.model.backbone.blocks)
+                             + budget + list(settings.overrides))
+
+
+def row_modules(row: Row) -> str:
+    """The row's modules as shipped (LR read from the unscaled block counts)."""
+    return modules_on(load_config(os.path.join(CONFIG_DIR, row.config)))
+
+
+def pretraining_dir(cfg: Config, row: Row, settings: SweepSettings, seed: int) -> str:
+    kind = "ss" if row.ss_pretraining else "plain"
+    blocks = "-".join(str(b) for b in cfg.model.backbone.blocks)
+    return os.path.join(settings.output, "pretraining", f"{kind}_{blocks}_seed{seed}")
+
+
+def run_dir(row: Row, settings: SweepSettings, seed: int) -> str:
+    return os.path.join(settings.output, "runs", row.run_name, f"seed{seed}")
+
+
+def finished(row: Row, settings: SweepSettings, seed: int) -> Optional[dict]:
+    path = os.path.join(run_dir(row, settings, seed), RESULT_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def model_cost(cfg: Config) -> tuple[int, float]:
+    """(parameters, forward GFLOPs at the dataset's crop size) of the row's segmentation model."""
+    import keras
+
+    from exfuse_keras.model import build_model
+    from exfuse_keras.summary import count_flops
+
+    values_cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=None)))
+    model = build_model(values_cfg)
+    size = cfg.data.crop_size
+    params = int(model.count_params())
+    gflops = sum(count_flops(model, size, size).values()) / 1e9
+    keras.backend.clear_session()
+    return params, gflops
+
+
+def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> dict:
+    """Pretrains (if the sweep does), trains and evaluates one (row, seed); writes result.json."""
+    import keras
+
+    import exfuse_keras.layers  # noqa: F401  (registers the custom layers for loading)
+    from exfuse_keras.evaluation.evaluate import evaluate
+    from exfuse_keras.training.run import train
+
+    cfg = row_config(row, settings, seed)
+    directory = run_dir(row, settings, seed)
+    pretraining = None
+    if settings.pretrain == "presence":
+        pretraining = pretrain_presence(pretraining_config(cfg, row.ss_pretraining, settings.pretrain_steps),
+                                        pretraining_dir(cfg, row, settings, seed), verbose)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+            cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=pretraining["backbone"])))
+        keras.backend.clear_session()
+    trained = train(cfg, directory, "auto", verbose=verbose)
+    model = keras.models.load_model(os.path.join(directory, "last.keras"), compile=False)
+    scores = evaluate(cfg, model, "val", progress=False)
+    keras.backend.clear_session()
+    params, gflops = model_cost(cfg)
+    result = {"row": row.run_name, "seed": seed, "modules": row_modules(row),
+              "val_miou": scores["miou"], "val_boundary_miou": scores["boundary_miou"],
+              "per_class_iou": [None if v != v else float(v) for v in scores["iou"]],
+              "train_seconds": trained["train_seconds"], "steps_run": trained["steps_run"],
+              "stopped_by_time_budget": trained["stopped_by_time_budget"],
+              "pretraining_seconds": pretraining["seconds"] if pretraining else None,
+              "params": params, "gflops": gflops, "eval_size": cfg.data.crop_size}
+    with open(os.path.join(directory, RESULT_FILE), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def run_sweep(rows: Sequence[Row], settings: SweepSettings, verbose: int = 2, log=print) -> dict:
+    """Runs every (row, seed) not yet finished, printing a line per run and the sweep's ETA.
+
+    Returns ``{(run_name, seed): result}`` for every run of ``rows``.
+    """
+    runs, seen = [], set()
+    for seed in range(settings.seeds):
+        for row in rows:
+            if (row.run_name, seed) not in seen:
+                seen.add((row.run_name, seed))
+                runs.append((row, seed))
+    results, spent, trained = {}, 0.0, 0
+    for index, (row, seed) in enumerate(runs, 1):
+        done = finished(row, settings, seed)
+        tag = f"[{index}/{len(runs)}] {row.run_name} seed {seed}"
+        if done is not None:
+            log(f"{tag}: finished before, skipped (val mIoU {done['val_miou']:.4f})")
+            results[(row.run_name, seed)] = done
+            continue
+        log(f"{tag}: training ({settings.steps} steps)")
+        started = time.perf_counter()
+        result = run_one(row, settings, seed, verbose)
+        spent, trained = spent + time.perf_counter() - started, trained + 1
+        left = sum(1 for r, s in runs[index:] if finished(r, settings, s) is None)
+        log(f"{tag}: val mIoU {result['val_miou']:.4f}, boundary mIoU {result['val_boundary_miou']:.4f}, "
+            f"{time.perf_counter() - started:.0f} s; sweep ETA {spent / trained * left / 60:.1f} min ({left} runs left)")
+        results[(row.run_name, seed)] = result
+    return results

@@ -1,0 +1,214 @@
+"""The ablation study: its rows and presets, the report's statistics, the experimental recurrent
+SEB, and ``python -m exfuse_keras.ablation --quick`` end to end (written, then skipped on rerun)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from exfuse_keras.ablation import report
+from exfuse_keras.ablation.rows import (CONFIG_DIR, TABLE3, TABLE4, modules_on, preset_overrides, rows_for,
+                                        scaled_blocks)
+from exfuse_keras.config import ConfigError, config_from_dict, load_config, load_config_stack
+from tests.helpers import tiny_config_dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENES = os.path.join(ROOT, "configs", "data", "scenes.yaml")
+
+
+# Rows and presets -------------------------------------------------------------------------------
+
+def test_rows_have_their_configs_and_the_paper_numbers():
+    assert [r.paper_miou for r in TABLE3[:7]] == [76.0, 77.5, 78.3, 78.8, 79.0, 79.6, 80.0]
+    assert [r.paper_miou for r in TABLE4] == [78.3, 78.2, 77.6, 78.8]
+    for row in rows_for("all"):
+        assert os.path.isfile(os.path.join(CONFIG_DIR, row.config)), row.config
+    # Table 4's baseline and ECRE rows are Table 3's rows 3 and 4: the same runs.
+    assert load_config(os.path.join(CONFIG_DIR, TABLE4[3].config)) == load_config(
+        os.path.join(CONFIG_DIR, TABLE3[3].config))
+    assert TABLE4[0].run_name == TABLE3[2].run_name
+    with pytest.raises(ValueError, match="--table"):
+        rows_for("5")
+
+
+def test_modules_of_each_row():
+    expected = ["-", "-", "LR", "LR+ECRE", "LR+SEB", "LR+SEB+DAP", "LR+SEB+DAP+ECRE", "LR+SEBx2+DAP+ECRE"]
+    assert [modules_on(load_config(os.path.join(CONFIG_DIR, r.config))) for r in TABLE3] == expected
+    assert [modules_on(load_config(os.path.join(CONFIG_DIR, r.config))) for r in TABLE4] == [
+        "LR", "LR+deconv-sup", "LR+subpixel", "LR+ECRE"]
+
+
+def test_cpu_preset_scales_the_network_and_keeps_each_rows_switches():
+    assert scaled_blocks([3, 4, 23, 3]) == [1, 1, 6, 1]
+    assert scaled_blocks([8, 8, 9, 8]) == [2, 2, 2, 2]
+    for row in rows_for("all"):
+        path = os.path.join(CONFIG_DIR, row.config)
+        paper = load_config_stack([path, SCENES])
+        cpu = load_config_stack([path, SCENES], preset_overrides("cpu", paper.model.backbone.blocks))
+        for switch in ("seb", "ecre", "dap", "upsampling"):
+            assert getattr(cpu.model, switch) == getattr(paper.model, switch), (row.config, switch)
+        assert cpu.model.backbone.blocks == scaled_blocks(paper.model.backbone.blocks)
+        assert cpu.model.backbone.base_channels == 8 and cpu.data.dataset == "scenes" and cpu.data.num_classes == 12
+    assert preset_overrides("paper", [3, 4, 23, 3]) == []
+
+
+def test_load_config_stack_merges_later_files_over_earlier_ones(tmp_path):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("train: {batch_size: 4, epochs: 3}\ndata: {crop_size: 64}\n")
+    second.write_text("train: {epochs: 7}\n")
+    cfg = load_config_stack([str(first), str(second)], ["data.crop_size=96"])
+    assert (cfg.train.batch_size, cfg.train.epochs, cfg.data.crop_size) == (4, 7, 96)
+    second.write_text("train: {epochs: 0}\n")
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config_stack([str(first), str(second)])
+
+
+# Report statistics ------------------------------------------------------------------------------
+
+def test_paired_test_matches_scipy_ttest_rel():
+    from scipy import stats
+
+    row, reference = np.array([0.52, 0.55, 0.49]), np.array([0.50, 0.51, 0.50])
+    result = report.paired_test(row - reference)
+    assert result["p"] == pytest.approx(stats.ttest_rel(row, reference).pvalue)
+    assert result["mean"] == pytest.approx(np.mean(row - reference))
+    assert result["std"] == pytest.approx(np.std(row - reference, ddof=1))
+    assert not result["same_sign"]
+    assert report.paired_test([0.01])["p"] is None
+
+
+def _fake_results(rows, seeds):
+    results = {}
+    for i, row in enumerate(rows):
+        for s in range(seeds):
+            results[(row.run_name, s)] = {"row": row.run_name, "seed": s, "modules": "x", "val_miou": 0.4 + 0.01 * i
+                                          + 0.002 * s, "val_boundary_miou": 0.2 + 0.005 * i, "train_seconds": 10.0,
+                                          "params": 1000 * (i + 1), "gflops": 0.1, "eval_size": 128}
+    return results
+
+
+def test_summary_deltas_are_paired_by_seed_and_carry_the_paper_delta():
+    rows = rows_for("all")
+    summary = report.summarize(rows, _fake_results(rows, 2), 2)
+    by_key = {(s["table"], s["row"]): s for s in summary}
+    assert by_key[("3", "7")]["delta_miou"]["mean"] == pytest.approx(0.06)
+    assert by_key[("3", "7")]["delta_miou"]["std"] == pytest.approx(0.0, abs=1e-12)
+    assert by_key[("3", "7")]["paper_delta"] == 4.0 and by_key[("3", "8")]["paper_delta"] is None
+    assert by_key[("4", "subpixel")]["paper_delta"] == -0.7
+    # Table 4's baseline is Table 3's row 3, read from the same runs.
+    assert by_key[("4", "baseline")]["val_miou"] == by_key[("3", "3")]["val_miou"]
+    table = report.format_table(summary)
+    assert "### Table 3" in table and "### Table 4" in table and "+4.0" in table
+
+
+# The experimental recurrent SEB ------------------------------------------------------------------
+
+def _levels(rng, batch=2, height=32, width=40, channels=(8, 16, 32, 64)):
+    return [rng.normal(size=(batch, -(-height // 2 ** i), -(-width // 2 ** i), c)).astype("float32")
+            for i, c in enumerate(channels)]
+
+
+def test_one_iteration_is_exactly_the_semantic_embedding_branch():
+    from exfuse_keras.layers import RecurrentSemanticEmbedding, SemanticEmbeddingBranch
+
+    xs = _levels(np.random.default_rng(0))
+    fusion = RecurrentSemanticEmbedding(1, gate_init="glorot")
+    outputs = [np.asarray(o) for o in fusion(xs)]
+    for i in range(3):
+        seb = SemanticEmbeddingBranch(gate_init="glorot")
+        seb.build([x.shape for x in xs[i:]])
+        seb.set_weights(fusion.embeddings[0][i].get_weights())
+        np.testing.assert_array_equal(outputs[i], np.asarray(seb([xs[i], *xs[i + 1:]])))
+    np.testing.assert_array_equal(outputs[3], xs[3])
+
+
+def test_untrained_recurrent_embedding_is_the_identity_and_training_moves_every_weight():
+    import keras
+
+    from exfuse_keras.layers import RecurrentSemanticEmbedding
+
+    rng = np.random.default_rng(1)
+    xs = _levels(rng, height=30, width=22)  # odd sizes: levels rounded up, as the backbone's
+    fusion = RecurrentSemanticEmbedding(3)
+    for out, x in zip(fusion(xs), xs):
+        np.testing.assert_array_equal(np.asarray(out), x)
+    # 3 SEBs with 3, 2, 1 convs per iteration (kernel + bias), and 3 refinements after the first.
+    assert len(fusion.trainable_weights) == 3 * 12 + 2 * 6
+    # Every weight reaches the outputs: with the zero initialisations perturbed (they pass no
+    # gradient to what feeds them until the later iterations have learned), one step moves all.
+    for weight in fusion.weights:
+        weight.assign(weight.numpy() + 0.1 * rng.normal(size=weight.shape))
+    inputs = [keras.Input(x.shape[1:]) for x in xs]
+    model = keras.Model(inputs, keras.layers.Concatenate()(
+        [keras.layers.GlobalAveragePooling2D()(o) for o in fusion(inputs)]))
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    before = [w.numpy().copy() for w in fusion.trainable_weights]
+    model.train_on_batch(xs, rng.normal(size=(2, 120)).astype("float32"))
+    unchanged = [w.path for w, b in zip(fusion.trainable_weights, before) if np.array_equal(w.numpy(), b)]
+    assert not unchanged
+
+
+def test_recurrent_embedding_serializes_and_takes_any_size(tmp_path):
+    import keras
+
+    from exfuse_keras.layers import RecurrentSemanticEmbedding
+
+    rng = np.random.default_rng(2)
+    fusion = RecurrentSemanticEmbedding(2, gate_init="glorot", name="fusion")
+    inputs = [keras.Input((None, None, c)) for c in (8, 16, 32, 64)]
+    model = keras.Model(inputs, fusion(inputs))
+    path = str(tmp_path / "fusion.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    assert reloaded.get_layer("fusion").get_config() == fusion.get_config()
+    for height, width in ((32, 40), (24, 64)):
+        xs = _levels(rng, height=height, width=width)
+        for got, want, x in zip(reloaded.predict(xs, verbose=0), model.predict(xs, verbose=0), xs):
+            assert got.shape == x.shape
+            np.testing.assert_allclose(got, want, atol=1e-5)
+    mixed = RecurrentSemanticEmbedding(2, dtype="mixed_float16")
+    outputs = mixed(_levels(rng))
+    assert all(keras.backend.standardize_dtype(o.dtype) == "float16" for o in outputs)
+    assert {sub.dtype_policy.name for sub in mixed._flatten_layers(include_self=False)} == {"mixed_float16"}
+
+
+def test_model_with_two_iterations_and_the_config_key():
+    from exfuse_keras.model import build_model
+
+    one = build_model(config_from_dict(tiny_config_dict()))
+    values = tiny_config_dict()
+    values["model"]["seb"] = {"enabled": True, "iterations": 2}
+    two = build_model(config_from_dict(values))
+    outputs = two(np.zeros((1, 64, 96, 3), "float32"))
+    assert outputs["logits"].shape == (1, 64, 96, 5)
+    assert two.count_params() > one.count_params()
+    assert "recurrent_seb" in [layer.name for layer in two.layers]
+    values["model"]["seb"]["iterations"] = 0
+    with pytest.raises(ConfigError, match="model.seb.iterations"):
+        config_from_dict(values)
+
+
+# The command, end to end --------------------------------------------------------------------------
+
+def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path):
+    command = [sys.executable, "-m", "exfuse_keras.ablation", "--quick", "--output", str(tmp_path)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    for name in ("results.json", "table.md", "ablation.png"):
+        assert (tmp_path / name).is_file(), name
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [row["row"] for row in results["rows"]] == ["1", "7"]
+    assert len(results["runs"]) == 2 and all(0.0 <= r["val_miou"] <= 1.0 for r in results["runs"])
+    run = tmp_path / "runs" / "row7_exfuse" / "seed0"
+    assert (run / "config.yaml").is_file() and (run / "result.json").is_file()
+    assert (tmp_path / "pretraining" / "ss_2-2-2-2_seed0" / "backbone.keras").is_file()
+    stamp = (run / "result.json").stat().st_mtime_ns
+    second = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("finished before, skipped") == 2
+    assert (run / "result.json").stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "results.json").read_text())["runs"] == results["runs"]
