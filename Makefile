@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench-env
+.PHONY: demo test setup clean bench-env bench-gpu
 
 $(STAMP): requirements.txt requirements-test.txt requirements-serving.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: $(STAMP)
 bench-env:
 	test -x .venv-peer/bin/python || $(PYTHON) -m venv .venv-peer
 	.venv-peer/bin/python -m pip install -q tensorflow-cpu==2.21.0 keras==3.15.1 keras-cv==0.9.0 pyyaml numpy
+
+# The GPU check (docs/benchmarks.md, "GPU check"): on one GPU, under 8 minutes, one report in
+# runs/bench_gpu. Needs a TensorFlow that sees the GPU: pip install -r requirements-gpu.txt in
+# place of tensorflow-cpu. On CPU: $(PY) -m exfuse_keras.bench.gpu --dry-run
+bench-gpu:
+	$(PY) -m exfuse_keras.bench.gpu --output runs/bench_gpu
 
 clean:
 	rm -rf $(VENV) .venv-peer runs

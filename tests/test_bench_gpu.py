@@ -1,0 +1,59 @@
+"""The GPU check (exfuse_keras/bench/gpu.py) in its CPU dry run: every part reports, the table's
+rows and columns match the JSON, and MFU follows the formula for a known device's peaks."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from exfuse_keras.bench.gpu import peak_tflops, peaks_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEVICE = "NVIDIA H100 80GB HBM3"
+
+
+def test_peaks_match_the_most_specific_device_name():
+    assert peaks_for("NVIDIA A100-SXM4-80GB")["bf16"] == 312
+    assert peaks_for("NVIDIA A10")["bf16"] == 125
+    assert peaks_for("NVIDIA A10G") is None and peaks_for("Some CPU") is None
+    assert peaks_for("NVIDIA H100 PCIe")["bf16"] == 756 and peaks_for("NVIDIA H200")["bf16"] == 989
+    assert peak_tflops("float32", DEVICE, tf32=True) == 494.7 and peak_tflops("float32", DEVICE, tf32=False) == 67
+    assert peak_tflops("mixed_bfloat16", "Tesla T4", tf32=False) is None
+    assert peak_tflops("mixed_float16", "unknown", tf32=False, override=100.0) == 100.0
+
+
+def test_dry_run_reports_every_part(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "exfuse_keras.bench.gpu", "--dry-run", "--output", str(tmp_path),
+                          "--device-name", DEVICE], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert table.strip() in out.stdout
+
+    assert report["dry_run"] and report["system"]["peaks_for"] == DEVICE
+    assert all(r["ok"] for r in report["resize_check"].values()), report["resize_check"]
+
+    step = report["train_step"]
+    assert step["forward_gflops"] > 0 and step["size"] == 64
+    assert {(r["precision"], r["xla"], r["batch"]) for r in step["rows"]} >= {("float32", False, 2)}
+    header = "| precision | XLA | batch | img/s | TFLOP/s | MFU | peak mem (GiB) | loss | error |"
+    assert header in table
+    table_rows = [line for line in table.splitlines() if line.startswith(("| float32", "| mixed_"))]
+    assert len(table_rows) == len(step["rows"])
+    for row, line in zip(step["rows"], table_rows):
+        assert line.count("|") == header.count("|") and line.startswith(f"| {row['precision']} |")
+        assert row["error"] is None, row
+        assert row["img_per_s"] > 0 and row["loss_finite"] and math.isfinite(row["loss"])
+        assert math.isclose(row["tflops"], 3 * step["forward_gflops"] * row["img_per_s"] / 1000)
+        peak = {"float32": 67, "mixed_bfloat16": 989}[row["precision"]]
+        assert math.isclose(row["mfu"], row["tflops"] / peak)
+
+    quick = report["quick_start"]
+    assert quick["steps"] > 0 and quick["target"] is None and os.path.isfile(os.path.join(quick["model_dir"],
+                                                                                          "best.keras"))
+    assert "Quick start (configs/quickstart.yaml)" in table
+    (export,) = report["export"]["rows"]
+    assert export["error"] is None and export["serving_default_ms"] > 0 and export["network_logits_ms"] > 0
+    assert set(report["seconds"]) == {"system", "resize check", "train step", "quick start", "export"}
