@@ -28,7 +28,8 @@ import yaml
 
 __all__ = [
     "BackboneConfig", "InitConfig", "SEBConfig", "ECREConfig", "DAPConfig", "SSConfig", "ModelConfig",
-    "FolderConfig", "CocoConfig", "MixComponent", "ImageNetConfig", "DataConfig", "TrainConfig", "EvalConfig",
+    "FolderConfig", "CocoConfig", "MixComponent", "ImageNetConfig", "SyntheticConfig", "DataConfig", "TrainConfig",
+    "EvalConfig",
     "ExportConfig", "Config", "ConfigError",
     "load_config", "load_config_stack", "config_from_dict", "save_config", "config_to_dict",
 ]
@@ -245,6 +246,27 @@ class MixComponent:
 
 
 @dataclass
+class SyntheticConfig:
+    """How a built-in dataset (``shapes``, ``scenes``) is generated under ``data.root`` when its
+    meta file is missing or records other arguments; null keeps the generator's default (shapes:
+    1,200 + 200 images of 128x128; scenes: 3,000 + 500 of 256x256; seed 0)."""
+
+    size: Optional[int] = None
+    num_train: Optional[int] = None
+    num_val: Optional[int] = None
+    seed: Optional[int] = None
+
+    def validate(self, where: str) -> None:
+        for key in ("size", "num_train", "num_val"):
+            if getattr(self, key) is not None:
+                _positive(where, f"data.synthetic.{key}", getattr(self, key))
+
+    def arguments(self) -> dict:
+        """The generator's keyword arguments that are set."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+
+
+@dataclass
 class ImageNetConfig:
     """ImageNet classification input for the backbone's SS pretraining (exfuse_keras/data/imagenet.py).
 
@@ -307,6 +329,7 @@ class DataConfig:
     coco: CocoConfig = field(default_factory=CocoConfig)
     mix: list[MixComponent] = field(default_factory=list)
     imagenet: ImageNetConfig = field(default_factory=ImageNetConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     @property
     def resolved_palette(self) -> list[list[int]]:
@@ -348,6 +371,7 @@ class DataConfig:
         _positive(where, "data.shuffle_buffer", self.shuffle_buffer)
         self.folder.validate(where)
         self.imagenet.validate(where)
+        self.synthetic.validate(where)
         self._validate_mix(where)
 
     def mix_entry(self, component: MixComponent) -> "DataConfig":
@@ -716,5 +740,6 @@ def save_config(cfg: Config, path: str) -> None:
         save_config(cfg, "runs/my_run/config.yaml")
         assert load_config("runs/my_run/config.yaml") == cfg
     """
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, default_flow_style=None)
+    from exfuse_keras.atomic import atomic_write
+
+    atomic_write(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None))

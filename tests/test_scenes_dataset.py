@@ -106,3 +106,21 @@ def test_context_objects_sit_inside_their_outline_with_a_gap():
 def test_texture_histogram_baseline_is_far_below_the_target(small_scenes):
     root, _ = small_scenes
     assert texture_histogram_baseline(root) < 0.3
+
+
+def test_pipeline_generates_what_data_synthetic_asks_for(tmp_path):
+    """data.synthetic's arguments reach the generator: a missing dataset is generated with them,
+    and asking for other ones regenerates it (records included)."""
+    from exfuse_keras.config import config_from_dict
+    from exfuse_keras.data.pipeline import num_examples, prepare_builder
+
+    def data(num_train):
+        return config_from_dict({"data": {"dataset": "scenes", "root": str(tmp_path / "scenes"), "num_classes": 12,
+                                          "class_names": list(SCENES_CLASSES), "crop_size": 64,
+                                          "synthetic": {"size": 64, "num_train": num_train, "num_val": 2}}}).data
+
+    prepare_builder(data(3))
+    assert num_examples(data(3), "train") == 3
+    prepare_builder(data(5))
+    assert num_examples(data(5), "train") == 5 and num_examples(data(5), "val") == 2
+    assert next(load_pairs(tmp_path / "scenes", "train"))[0].shape == (64, 64, 3)

@@ -1,7 +1,7 @@
 """The ablation study of the paper's Table 3 and Table 4 as one command.
 
-    python -m exfuse_keras.ablation --table all --config-set cpu --data configs/data/scenes.yaml \
-        --seeds 2 --steps 1600 --output runs/ablation
+    python -m exfuse_keras.ablation --table all --config-set cpu --data configs/data/scenes_128.yaml \
+        --seeds 2 --steps 1200 --pretrain-steps 2000 --output runs/ablation
 
 ``rows.py``: the rows and size presets; ``presence.py``: semantic supervision as backbone
 pretraining on built-in data; ``sweep.py``: one run directory per (row, seed), resumable;

@@ -47,12 +47,12 @@ class SweepSettings:
 
     data: str
     preset: str = "cpu"
-    steps: int = 1600
+    steps: int = 1200
     seeds: int = 2
     output: str = "runs/ablation"
     max_seconds: Optional[float] = None
     pretrain: str = "presence"
-    pretrain_steps: int = 800
+    pretrain_steps: int = 2000
     overrides: Sequence[str] = ()
 
 

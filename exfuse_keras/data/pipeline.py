@@ -76,7 +76,8 @@ def prepare_builder(data: DataConfig) -> tfds.core.DatasetBuilder:
 
     Records are rebuilt when the source files have changed since they were prepared (e.g. a
     regenerated built-in dataset). ``shapes`` and ``scenes`` are generated under ``data.root``
-    (default arguments) when the folder holds none yet.
+    (``data.synthetic``'s arguments) when the folder holds none yet, or another one than
+    ``data.synthetic`` asks for.
 
     Args:
         data: the data section of the config; one dataset (a mix: ``prepare_sources``).
@@ -103,8 +104,11 @@ def _prepare_builder_locked(data: DataConfig, data_dir: str) -> tfds.core.Datase
     else:
         if data.dataset in _BUILT_IN:
             meta_filename, generate = _BUILT_IN[data.dataset]
-            if not os.path.isfile(os.path.join(data.root, meta_filename)):
-                generate(data.root)
+            # Explicit generator arguments are checked against the meta file (the generator
+            # reuses a matching dataset and regenerates another); without them any dataset there
+            # is taken as it is.
+            if data.synthetic.arguments() or not os.path.isfile(os.path.join(data.root, meta_filename)):
+                generate(data.root, **data.synthetic.arguments())
                 manual_dir = data.root
         if data.dataset == "coco_voc":
             builder = CocoVocSegmentation(config=coco_builder_config(data.coco.source, data.coco.drop_empty),
