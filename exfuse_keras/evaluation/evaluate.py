@@ -179,8 +179,9 @@ def write_report(path: str, scores: dict, class_names, split: str, weights: str)
                             for name, iou, acc, biou in zip(class_names, scores["iou"], scores["class_accuracy"],
                                                             scores["boundary_iou"])},
               "confusion_matrix": scores["confusion_matrix"].tolist()}
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    from exfuse_keras.atomic import atomic_write
+
+    atomic_write(path, json.dumps(report, indent=2))
 
 
 def main(argv=None) -> int:

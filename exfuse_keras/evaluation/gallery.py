@@ -71,7 +71,11 @@ def main(argv=None) -> int:
     scales, flip = protocol_from_arguments(args)
     rows = gallery_rows(segmenter.cfg, segmenter, args.split, args.count, scales=scales, flip=flip,
                         sliding_window=args.sliding_window)
-    gallery_picture(rows, zoom=args.zoom).save(args.output, format="PNG")
+    from exfuse_keras.atomic import atomic_path
+
+    picture = gallery_picture(rows, zoom=args.zoom)
+    with atomic_path(args.output) as tmp:
+        picture.save(tmp, format="PNG")
     print(f"{len(rows)} images: {args.output}")
     return 0
 

@@ -67,4 +67,8 @@ def confusion_picture(matrix: np.ndarray, class_names: Sequence[str], cell: int 
 
 
 def save_confusion_picture(path: str, matrix: np.ndarray, class_names: Sequence[str]) -> None:
-    confusion_picture(matrix, class_names).save(path, format="PNG")
+    from exfuse_keras.atomic import atomic_path
+
+    picture = confusion_picture(matrix, class_names)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 METADATA_FILE = "export.json"
 
@@ -24,11 +23,11 @@ def logits_model(model):
 
 
 def prepare_output_dir(path: str, overwrite: bool) -> None:
-    """Refuses a non-empty ``path`` unless ``overwrite`` (then empties it)."""
+    """Refuses a non-empty ``path`` unless ``overwrite``. The old folder is left in place: the
+    exporter writes the new one beside it and swaps them (``exfuse_keras.atomic``)."""
     if os.path.isdir(path) and os.listdir(path):
         if not overwrite:
             raise FileExistsError(f"{path}: exists and is not empty (pass --overwrite to replace it)")
-        shutil.rmtree(path)
     elif os.path.exists(path) and not os.path.isdir(path):
         raise FileExistsError(f"{path}: exists and is not a folder")
 
@@ -46,7 +45,7 @@ def export_metadata(cfg, export_format: str, **fields) -> dict:
 
 
 def write_json(path: str, values: dict) -> None:
-    """Writes ``values`` as indented JSON."""
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2)
-        f.write("\n")
+    """Writes ``values`` as indented JSON, atomically (``exfuse_keras.atomic``)."""
+    from exfuse_keras.atomic import atomic_write
+
+    atomic_write(path, json.dumps(values, indent=2) + "\n")

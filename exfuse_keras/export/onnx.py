@@ -6,8 +6,6 @@ reproduces the Keras logits to float rounding (tested).
 
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
 
 DEFAULT_OPSET = 17
@@ -24,8 +22,10 @@ def export_onnx(model, path: str, opset: int = DEFAULT_OPSET) -> str:
 
     network = logits_model(model)
     function = tf.function(lambda images: {"logits": tf.cast(network(images, training=False), tf.float32)})
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tf2onnx.convert.from_function(function, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
-                                                                             name="images")],
-                                  opset=opset, output_path=path)
+    from exfuse_keras.atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # a kill leaves the old file or the new one
+        tf2onnx.convert.from_function(function, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
+                                                                                 name="images")],
+                                      opset=opset, output_path=tmp)
     return path

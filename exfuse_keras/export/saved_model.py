@@ -219,13 +219,17 @@ def export_saved_model(cfg, model, path: str, *, protocol: Optional[EvalConfig] 
     from exfuse_keras.config import save_config
     from exfuse_keras.inference.segmenter import Segmenter
 
+    from exfuse_keras.atomic import atomic_path
+
     protocol = Segmenter.resolve_protocol(protocol or cfg.eval)
     prepare_output_dir(path, overwrite)
-    SegmentationServing(model, cfg, protocol, cfg.export.max_side, with_probabilities).write(path)
-    extra = os.path.join(path, EXTRA_DIR)
-    os.makedirs(extra, exist_ok=True)
-    save_config(dataclasses.replace(cfg, eval=protocol), os.path.join(extra, CONFIG_FILE))
-    write_json(os.path.join(extra, METADATA_FILE), export_metadata(
-        cfg, "saved_model", source=source, protocol=dataclasses.asdict(protocol), max_side=cfg.export.max_side,
-        mask_padding=MASK_PADDING, with_probabilities=with_probabilities, signatures=list(SIGNATURES)))
+    # Written to <path>.partial-<pid> and swapped in whole: a kill leaves the old export or the new.
+    with atomic_path(path, directory=True) as tmp:
+        SegmentationServing(model, cfg, protocol, cfg.export.max_side, with_probabilities).write(tmp)
+        extra = os.path.join(tmp, EXTRA_DIR)
+        os.makedirs(extra, exist_ok=True)
+        save_config(dataclasses.replace(cfg, eval=protocol), os.path.join(extra, CONFIG_FILE))
+        write_json(os.path.join(extra, METADATA_FILE), export_metadata(
+            cfg, "saved_model", source=source, protocol=dataclasses.asdict(protocol), max_side=cfg.export.max_side,
+            mask_padding=MASK_PADDING, with_probabilities=with_probabilities, signatures=list(SIGNATURES)))
     return path

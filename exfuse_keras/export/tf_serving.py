@@ -62,7 +62,10 @@ def export_tf_serving(cfg, model, base: str, model_name: str = "exfuse", version
         version = (versions(model_dir) or [0])[-1] + 1
     if version < 1:
         raise ValueError(f"--version {version}: TF Serving versions are positive integers")
+    from exfuse_keras.atomic import atomic_write
+
+    # The version folder is swapped in whole (its temporary name is not a number, so TF Serving
+    # never loads a half-written version); models.config is replaced atomically.
     path = export_saved_model(cfg, model, os.path.join(model_dir, str(version)), **saved_model_options)
-    with open(os.path.join(base, CONFIG_NAME), "w", encoding="utf-8") as f:
-        f.write(models_config(base, serving_root))
+    atomic_write(os.path.join(base, CONFIG_NAME), models_config(base, serving_root))
     return path

@@ -120,10 +120,10 @@ def export_tflite(cfg, model, path: str, quantization: str = "float32", size: Op
         if calibration_batches < 1:
             raise ValueError(f"--calibration-batches {calibration_batches}: int8 needs at least one batch")
         representative = lambda: calibration_images(cfg, size, calibration_batches)  # noqa: E731
+    from exfuse_keras.atomic import atomic_write
+
     flatbuffer = convert(model, size, quantization, representative)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(flatbuffer)
+    atomic_write(path, flatbuffer)  # a kill leaves the old file or the new one
     return path
 
 

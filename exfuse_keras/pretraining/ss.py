@@ -82,7 +82,9 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
 
     from exfuse_keras.data.imagenet import make_imagenet_dataset
     from exfuse_keras.data.pipeline import shard_size
-    from exfuse_keras.training.callbacks import LearningRateLogger, Throughput
+    from exfuse_keras.atomic import atomic_path
+    from exfuse_keras.training.callbacks import (AtomicModelCheckpoint, LearningRateLogger, NonFiniteLossGuard,
+                                                 Throughput)
     from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
     from exfuse_keras.training.optim import learning_rate_clock
     from exfuse_keras.training.rundir import (check_time_budget, resume, resumed_training_data, setup_run,
@@ -120,20 +122,22 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     val_data = val_data.with_options(options)
     monitor = "val_logits_top1"
-    callbacks = [
-        keras.callbacks.TerminateOnNaN(), LearningRateLogger(), Throughput(cfg.train.batch_size),
-        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor, mode="max",
-                                        save_best_only=True),
+    backup_dir = os.path.join(run_dir, "backup")
+    callbacks = [  # the guard first, BackupAndRestore last (see training/run.py)
+        NonFiniteLossGuard(backup_dir), LearningRateLogger(), Throughput(cfg.train.batch_size),
+        AtomicModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor, mode="max",
+                              save_best_only=True),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), save_freq="epoch"),
+        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"),
     ]
     callbacks += time_budget(cfg, clock)
     started = time.perf_counter()
     history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
                         validation_data=val_data, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - started
-    model.save(os.path.join(run_dir, "last.keras"))
+    with atomic_path(os.path.join(run_dir, "last.keras")) as tmp:
+        model.save(tmp)
     export_backbone(os.path.join(run_dir, "best.keras"), os.path.join(run_dir, BACKBONE_FILE))
     last = {key: float(values[-1]) for key, values in history.history.items()} if history.history else {}
     return {"logs": last, "train_seconds": seconds, "epochs_run": len(history.epoch),
@@ -159,8 +163,11 @@ def export_backbone(classifier_path: str, output_path: str) -> str:
     """Saves the backbone of a pretrained SS classifier alone (the file stage 1 starts from)."""
     import exfuse_keras.layers  # noqa: F401  (registers the custom layers)
 
+    from exfuse_keras.atomic import atomic_path
+
     classifier = keras.models.load_model(classifier_path, compile=False)
-    classifier.get_layer("backbone").save(output_path)
+    with atomic_path(output_path) as tmp:
+        classifier.get_layer("backbone").save(tmp)
     return output_path
 
 
@@ -179,11 +186,16 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from exfuse_keras.training.callbacks import NonFiniteLossError
+
     try:
         result = pretrain(cfg, args.model_dir, args.strategy)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     print(f"pretrained {result['epochs_run']} epochs in {result['train_seconds']:.0f} s; val top-1 "
           f"{result['val_top1']:.4f}; backbone for stage 1: {result['backbone']}")
     return 0

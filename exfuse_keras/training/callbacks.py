@@ -1,5 +1,6 @@
 """Training callbacks beyond Keras' own: learning rate and throughput in the logs, image
-summaries for TensorBoard, and a wall-clock budget."""
+summaries for TensorBoard, a wall-clock budget, a stop at the first non-finite loss that keeps
+the last good backup, and checkpoints written atomically."""
 
 from __future__ import annotations
 
@@ -10,6 +11,112 @@ import numpy as np
 import tensorflow as tf
 
 from exfuse_keras.data.palette import colorize
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training met a NaN or Inf loss; the message (one line) names the step, the loss terms and
+    the backup a rerun resumes from."""
+
+
+def _is_loss_key(key: str) -> bool:
+    return (key == "loss" or key.endswith("_loss")) and not key.startswith("val_")
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training at the first step whose loss, or any per-output loss term (``logits_loss``,
+    ``ecre_loss``, ``ss_res2_loss`` ...), is NaN or Inf, by raising ``NonFiniteLossError``.
+
+    Put it first in the callback list. It raises in ``on_train_batch_end`` of the bad step, so
+    ``fit`` ends there: the epoch never ends, so neither ``BackupAndRestore`` (which saves at
+    epoch end) nor ``ModelCheckpoint`` writes the non-finite state, and the backup of the last
+    good epoch stays as it was. (``keras.callbacks.TerminateOnNaN`` only sets ``stop_training``:
+    ``fit`` then still ends the epoch, saving the NaN weights as the backup, and then ends as a
+    finished run, whereupon ``BackupAndRestore`` deletes its backup.) The logs it reads are the step's outputs of the train function, so it works the
+    same with XLA (``jit_compile``) and mixed precision (the logged losses are unscaled float32:
+    a gradient overflow the loss scale absorbs is not a non-finite loss). Keras' logged losses
+    are running means over the epoch, which turn non-finite at the first non-finite step and
+    stay so: the first step seen non-finite is the bad one, and so are the terms named.
+
+    Args:
+        backup_dir: the run's ``BackupAndRestore`` folder, named in the message with the epochs
+            it holds.
+    """
+
+    def __init__(self, backup_dir: str | None = None):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self._epoch = 0
+        self.failed_step = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not logs:
+            return
+        bad = {}
+        for key, value in logs.items():
+            if _is_loss_key(key):
+                value = np.asarray(keras.ops.convert_to_numpy(value), np.float64)
+                if not np.all(np.isfinite(value)):
+                    bad[key] = float(value.reshape(-1)[~np.isfinite(value.reshape(-1))][0])
+        if bad:
+            raise NonFiniteLossError(self._message(batch, bad))
+
+    def _message(self, batch: int, bad: dict) -> str:
+        steps = (self.params or {}).get("steps") or 0
+        epochs = (self.params or {}).get("epochs")
+        step = self._epoch * steps + batch + 1
+        self.failed_step = step
+        per_execution = int(getattr(self.model, "steps_per_execution", 1) or 1) if self.model is not None else 1
+        where = f"step {step}" if per_execution == 1 else f"one of steps {step - per_execution + 1}-{step}"
+        terms = sorted(bad, key=lambda key: (key == "loss", key))
+        named = ", ".join(f"{key}={bad[key]}" for key in terms)
+        return (f"non-finite loss at global {where} (epoch {self._epoch + 1}{f'/{epochs}' if epochs else ''}, "
+                f"batch {batch + 1}{f'/{steps}' if steps else ''}): {named}; training stopped before "
+                f"anything was saved; {self._backup_note(steps)}")
+
+    def _backup_note(self, steps: int) -> str:
+        if not self.backup_dir:
+            return "no backup configured"
+        import json
+        import os
+
+        # BackupAndRestore's metadata (rundir.completed_epochs reads it too; rundir imports this module).
+        try:
+            with open(os.path.join(self.backup_dir, "training_metadata.json"), encoding="utf-8") as f:
+                done = int(json.load(f)["epoch"])
+        except (OSError, ValueError, KeyError):
+            done = 0
+        if not done:
+            return f"no backup of a finished epoch in {self.backup_dir} yet: a rerun starts from step 0"
+        return (f"the last good backup {self.backup_dir} (epoch {done}, step {done * steps}) is kept: fix the "
+                f"cause (a bad batch, a too-high learning rate, float16 overflow) and rerun the same command to "
+                f"resume from it")
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``keras.callbacks.ModelCheckpoint`` that writes through ``exfuse_keras.atomic.atomic_path``
+    (a kill while saving leaves the previous ``best.keras``), and never saves a model whose epoch
+    logs have a non-finite loss."""
+
+    def _save_model(self, epoch, batch, logs):
+        import os
+
+        from exfuse_keras.atomic import atomic_path
+
+        for key, value in (logs or {}).items():
+            if _is_loss_key(key) and not np.all(np.isfinite(np.asarray(keras.ops.convert_to_numpy(value)))):
+                return
+        filepath = self._get_file_path(epoch, batch, logs)
+        if os.path.isdir(filepath):
+            raise IOError(f"ModelCheckpoint: {filepath} is a folder; expected a file path")
+        if self._should_save_model(epoch, batch, logs, filepath):
+            with atomic_path(filepath) as tmp:
+                if self.save_weights_only:
+                    self.model.save_weights(tmp, overwrite=True)
+                else:
+                    self.model.save(tmp, overwrite=True)
 
 
 class LearningRateLogger(keras.callbacks.Callback):

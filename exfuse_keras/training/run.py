@@ -145,15 +145,17 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
     import keras
     import numpy as np
 
-    from exfuse_keras.training.callbacks import ImageSummary, LearningRateLogger, Throughput
+    from exfuse_keras.training.callbacks import (AtomicModelCheckpoint, ImageSummary, LearningRateLogger,
+                                                 NonFiniteLossGuard, Throughput)
 
     palette = np.asarray(cfg.data.resolved_palette, np.uint8)
     callbacks = [
-        keras.callbacks.TerminateOnNaN(),
+        # First: it raises at the bad step, before any callback below saves a non-finite state.
+        NonFiniteLossGuard(backup_dir),
         LearningRateLogger(),
         Throughput(cfg.train.batch_size),
-        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor,
-                                        mode="max", save_best_only=True),
+        AtomicModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor, mode="max",
+                              save_best_only=True),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
         ImageSummary(os.path.join(run_dir, "logs"), *val_sample, palette),
@@ -168,6 +170,7 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     import keras
     import tensorflow as tf
 
+    from exfuse_keras.atomic import atomic_path
     from exfuse_keras.data.pipeline import make_dataset
     from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
     from exfuse_keras.training.optim import learning_rate_clock
@@ -211,7 +214,8 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
                         validation_data=val_data, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - started
-    model.save(os.path.join(run_dir, "last.keras"))
+    with atomic_path(os.path.join(run_dir, "last.keras")) as tmp:
+        model.save(tmp)
     last = {key: float(values[-1]) for key, values in history.history.items()} if history.history else {}
     return {"logs": last, "train_seconds": seconds, "epochs_run": len(history.epoch),
             "val_miou": last.get(monitor, float("nan")),
@@ -229,11 +233,16 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from exfuse_keras.training.callbacks import NonFiniteLossError
+
     try:
         result = train(cfg, args.model_dir, args.strategy)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     if result["stopped_by_time_budget"]:
         print(f"the time budget (train.max_train_seconds = {cfg.train.max_train_seconds:g} s) ended the run after "
               f"{result['steps_run']} of {cfg.train.epochs * cfg.train.steps_per_epoch} steps"

@@ -33,10 +33,11 @@ def write_versions(path: str, **extra) -> dict:
     import keras
     import tensorflow as tf
 
+    from exfuse_keras.atomic import atomic_write
+
     info = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
             "git_commit": _git_commit(), "platform": platform.platform(), **extra}
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
+    atomic_write(path, json.dumps(info, indent=2))
     return info
 
 
@@ -71,9 +72,10 @@ def truncate_history(path: str, epochs: int) -> None:
         return
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
+    from exfuse_keras.atomic import atomic_write
+
     kept = lines[:1] + [line for line in lines[1:] if line and int(line.split(",", 1)[0]) < epochs]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(kept) + "\n")
+    atomic_write(path, "\n".join(kept) + "\n")
 
 
 def resumed_training_data(strategy, global_batch: int, start_step: int, examples: Callable,
