@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     from PIL import Image
     from tqdm import tqdm
 
+    from exfuse_keras.atomic import atomic_path
     from exfuse_keras.data.palette import write_palette_png
     from exfuse_keras.inference.segmenter import load_image
 
@@ -102,9 +103,11 @@ def main(argv=None) -> int:
             continue
         mask, _ = segmenter.predict(image, scales=scales, flip=flip, sliding_window=args.sliding_window)
         stem = _unique_stem(path, used)
-        write_palette_png(os.path.join(args.output, f"{stem}_mask.png"), mask.astype(np.uint8), segmenter.palette)
-        Image.fromarray(overlay(image, segmenter.colorize(mask), args.alpha)).save(
-            os.path.join(args.output, f"{stem}_overlay.png"))
+        # Each file written beside its target and renamed in: a kill leaves no half-written PNG.
+        with atomic_path(os.path.join(args.output, f"{stem}_mask.png")) as tmp:
+            write_palette_png(tmp, mask.astype(np.uint8), segmenter.palette)
+        with atomic_path(os.path.join(args.output, f"{stem}_overlay.png")) as tmp:
+            Image.fromarray(overlay(image, segmenter.colorize(mask), args.alpha)).save(tmp, format="PNG")
     written = len(files) - (failed - len(problems))
     print(f"{written} of {len(files)} images written to {args.output}"
           + (f"; {failed} problem(s) reported above" if failed else ""))
