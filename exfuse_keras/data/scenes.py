@@ -38,8 +38,8 @@ import argparse
 import numpy as np
 from PIL import Image, ImageDraw
 
-from exfuse_keras.data.synthetic import (colour_bins, format_balance, lookup_table_baseline,
-                                         write_synthetic_dataset)
+from exfuse_keras.data.synthetic import (colour_bins, format_balance, keeps_earlier_visible, lookup_table_baseline,
+                                         paint_contrasting, write_synthetic_dataset)
 
 SCENES_CLASSES = ("background", "disc", "square", "triangle", "cross", "ring", "nucleus", "frame", "boxed",
                   "wheel", "wire", "grid")
@@ -250,18 +250,12 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple:
             cx, cy = rng.uniform(0.6 * radius, size - 0.6 * radius, size=2)
             parts = object_parts(kind, size, cx, cy, radius, rng)
             union = np.logical_or.reduce([m for _, m in parts])
-            if union.any() and all(np.count_nonzero((instances == j) & ~union) >= _MIN_VISIBLE * area
-                                   for j, area in enumerate(areas)):
+            if keeps_earlier_visible(instances, areas, union, _MIN_VISIBLE):
                 break
         else:
             continue
         for cls, part in parts:
-            covered = image[part].mean(axis=0)
-            for _ in range(_COLOUR_TRIES):
-                tex = texture(rng, size)
-                if np.linalg.norm(tex[part].mean(axis=0) - covered) >= _MIN_CONTRAST:
-                    break
-            image[part] = tex[part]
+            paint_contrasting(rng, image, part, lambda: texture(rng, size), _MIN_CONTRAST, _COLOUR_TRIES)
             mask[part] = cls
         instances[union] = len(areas)
         areas.append(int(np.count_nonzero(union)))

@@ -16,8 +16,8 @@ import argparse
 import numpy as np
 from PIL import Image, ImageDraw
 
-from exfuse_keras.data.synthetic import (VOC_SUBDIR, colour_bins, format_balance, lookup_table_baseline,
-                                         write_synthetic_dataset)
+from exfuse_keras.data.synthetic import (VOC_SUBDIR, colour_bins, format_balance, keeps_earlier_visible,
+                                         lookup_table_baseline, paint_contrasting, write_synthetic_dataset)
 
 SHAPES_CLASSES = ("background", "circle", "square", "triangle", "cross", "ring")
 
@@ -176,19 +176,12 @@ def render_example(rng, size):
             # Centres keep most of the object inside the frame.
             cx, cy = rng.uniform(0.7 * radius, size - 0.7 * radius, size=2)
             obj = _shape_mask(shape, size, cx, cy, radius, rng)
-            if obj.any() and all(
-                np.count_nonzero((instances == j) & ~obj) >= _MIN_VISIBLE * area
-                for j, area in enumerate(areas)
-            ):
+            if keeps_earlier_visible(instances, areas, obj, _MIN_VISIBLE):
                 break
         else:
             continue
-        covered = image[obj].mean(axis=0)
-        for _ in range(_COLOUR_TRIES):
-            tex = _texture(rng, size, _OBJECT_TEXTURE_P, (0.3, 0.8))
-            if np.linalg.norm(tex[obj].mean(axis=0) - covered) >= _MIN_CONTRAST:
-                break
-        image[obj] = tex[obj]
+        paint_contrasting(rng, image, obj, lambda: _texture(rng, size, _OBJECT_TEXTURE_P, (0.3, 0.8)),
+                          _MIN_CONTRAST, _COLOUR_TRIES)
         mask[obj] = cls
         instances[obj] = len(areas)
         areas.append(int(np.count_nonzero(obj)))

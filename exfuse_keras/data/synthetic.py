@@ -116,6 +116,28 @@ def write_synthetic_dataset(root, render: Renderer, classes: Sequence[str], meta
     return meta
 
 
+def keeps_earlier_visible(instances: np.ndarray, areas: Sequence[int], region: np.ndarray,
+                          min_visible: float) -> bool:
+    """Whether painting ``region`` leaves every earlier object (``instances == j``, ``areas[j]``
+    pixels when drawn) at least ``min_visible`` of its pixels: occlusion that keeps objects
+    recognisable."""
+    return bool(region.any()) and all(np.count_nonzero((instances == j) & ~region) >= min_visible * area
+                                      for j, area in enumerate(areas))
+
+
+def paint_contrasting(rng: np.random.Generator, image: np.ndarray, region: np.ndarray,
+                      sample_texture: Callable[[], np.ndarray], min_contrast: float, tries: int) -> None:
+    """Paints ``region`` of ``image`` (float [S, S, 3], in place) with a texture whose mean colour
+    there differs from what it covers by at least ``min_contrast`` (RGB distance), so the
+    region's outline is visible; after ``tries`` samples the last one is used."""
+    covered = image[region].mean(axis=0)
+    for _ in range(tries):
+        texture = sample_texture()
+        if np.linalg.norm(texture[region].mean(axis=0) - covered) >= min_contrast:
+            break
+    image[region] = texture[region]
+
+
 def load_pairs(root, split):
     """Yields (image uint8 [H, W, 3], mask uint8 [H, W]) as stored on disk."""
     jpeg_dir, mask_dir, _ = voc_dirs(root)
