@@ -212,3 +212,9 @@ def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path
     assert second.stdout.count("finished before, skipped") == 2
     assert (run / "result.json").stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "results.json").read_text())["runs"] == results["runs"]
+    (run / "result.json").unlink()
+    partial = subprocess.run(command + ["--report-only"], capture_output=True, text=True, cwd=ROOT, env=env,
+                             timeout=900)
+    assert partial.returncode == 0, partial.stderr[-3000:]
+    assert "not finished yet" in partial.stdout and not (run / "result.json").exists()
+    assert [row["row"] for row in json.loads((tmp_path / "results.json").read_text())["rows"]] == ["1"]

@@ -30,6 +30,8 @@ def parse_args(argv=None):
     parser.add_argument("--output", default="runs/ablation", help="the sweep's folder")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the report of the runs finished so far (e.g. of a running sweep)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 2 rows, 1 seed, a few steps on a tiny generated scenes set")
     return parser.parse_args(argv)
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
     os.makedirs(args.output, exist_ok=True)
     started = time.perf_counter()
     try:
-        results = run_sweep(rows, settings, verbose=0 if args.quick else 2)
+        results = run_sweep(rows, settings, verbose=0 if args.quick else 2, report_only=args.report_only)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -142,10 +142,12 @@ def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> d
     return result
 
 
-def run_sweep(rows: Sequence[Row], settings: SweepSettings, verbose: int = 2, log=print) -> dict:
+def run_sweep(rows: Sequence[Row], settings: SweepSettings, verbose: int = 2, log=print,
+              report_only: bool = False) -> dict:
     """Runs every (row, seed) not yet finished, printing a line per run and the sweep's ETA.
 
-    Returns ``{(run_name, seed): result}`` for every run of ``rows``.
+    Returns ``{(run_name, seed): result}`` for every finished run of ``rows`` (with
+    ``report_only``, trains nothing and returns those finished so far).
     """
     runs, seen = [], set()
     for seed in range(settings.seeds):
@@ -160,6 +162,9 @@ def run_sweep(rows: Sequence[Row], settings: SweepSettings, verbose: int = 2, lo
         if done is not None:
             log(f"{tag}: finished before, skipped (val mIoU {done['val_miou']:.4f})")
             results[(row.run_name, seed)] = done
+            continue
+        if report_only:
+            log(f"{tag}: not finished yet, left out of the report")
             continue
         log(f"{tag}: training ({settings.steps} steps)")
         started = time.perf_counter()
