@@ -6,7 +6,8 @@ from exfuse_keras.config import ConfigError, load_config
 
 
 @pytest.mark.parametrize("override, key, expected", [
-    ("data.dataset=coco", "data.dataset", "must be one of ['voc', 'train_aug', 'shapes', 'folder', 'coco_voc', 'mix']"),
+    ("data.dataset=coco", "data.dataset",
+     "must be one of ['voc', 'train_aug', 'shapes', 'scenes', 'folder', 'coco_voc', 'mix']"),
     ("data.scale_range=[2.0, 0.5]", "data.scale_range", "0 < min <= max"),
     ("data.scale_range=[1.0]", "data.scale_range", "[min, max]"),
     ("data.mean_rgb=[1, 2]", "data.mean_rgb", "three values"),
