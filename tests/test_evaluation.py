@@ -168,7 +168,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         model = build()
     two = evaluate(cfg, model, "val", progress=False, protocol=EvalConfig(flip=True), strategy=strategy)
     print(json.dumps({"replicas": strategy.num_replicas_in_sync, "one": one["confusion_matrix"].tolist(),
-                      "two": two["confusion_matrix"].tolist(), "images": two["images"]}))
+                      "two": two["confusion_matrix"].tolist(), "images": two["images"],
+                      "boundary": [one["boundary_miou"], two["boundary_miou"]]}))
 """)
 
 
@@ -184,6 +185,8 @@ def test_evaluate_under_a_mirrored_strategy_counts_what_one_device_counts(fake_v
     assert result["replicas"] == 2 and result["images"] == len(VAL_IDS)
     assert np.sum(result["one"]) == 48 * 64 * len(VAL_IDS) - 64 * len(VAL_IDS)  # every labelled pixel once
     assert result["two"] == result["one"]
+    # The boundary bands are summed over the replicas as the confusion matrix is.
+    assert result["boundary"][0] > 0 and result["boundary"][1] == pytest.approx(result["boundary"][0])
 
 
 def test_the_confusion_picture_is_row_normalised():

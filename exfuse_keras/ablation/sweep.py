@@ -91,6 +91,12 @@ def finished(row: Row, settings: SweepSettings, seed: int) -> Optional[dict]:
         return json.load(f)
 
 
+def with_backbone_weights(cfg: Config, weights: Optional[str]) -> Config:
+    """``cfg`` with ``model.backbone.weights`` replaced."""
+    backbone = dataclasses.replace(cfg.model.backbone, weights=weights)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
+
+
 def model_cost(cfg: Config) -> tuple[int, float]:
     """(parameters, forward GFLOPs at the dataset's crop size) of the row's segmentation model."""
     import keras
@@ -98,9 +104,7 @@ def model_cost(cfg: Config) -> tuple[int, float]:
     from exfuse_keras.model import build_model
     from exfuse_keras.summary import count_flops
 
-    values_cfg = dataclasses.replace(cfg, model=dataclasses.replace(
-        cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=None)))
-    model = build_model(values_cfg)
+    model = build_model(with_backbone_weights(cfg, None))
     size = cfg.data.crop_size
     params = int(model.count_params())
     gflops = sum(count_flops(model, size, size).values()) / 1e9
@@ -122,8 +126,7 @@ def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> d
     if settings.pretrain == "presence":
         pretraining = pretrain_presence(pretraining_config(cfg, row.ss_pretraining, settings.pretrain_steps),
                                         pretraining_dir(cfg, row, settings, seed), verbose)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(
-            cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=pretraining["backbone"])))
+        cfg = with_backbone_weights(cfg, pretraining["backbone"])
         keras.backend.clear_session()
     trained = train(cfg, directory, "auto", verbose=verbose)
     model = keras.models.load_model(os.path.join(directory, "last.keras"), compile=False)

@@ -109,8 +109,13 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol:
     total = num_examples(cfg.data, split)
     if max_images is not None:
         dataset, total = dataset.take(max_images), min(total, max_images)
-    matrix = np.zeros((num_classes, num_classes), np.float64)
-    bands = np.zeros((2, num_classes), np.float64)
+    # The confusion matrix and the boundary bands' intersections and unions, summed over images.
+    matrix, bands = np.zeros((num_classes, num_classes), np.float64), np.zeros((2, num_classes), np.float64)
+
+    def accumulate(group):
+        for running, part in zip((matrix, bands), step(group)):
+            running += part.numpy()
+
     started = time.perf_counter()
     group, count = [], 0
     for images, masks, meta in tqdm(dataset, total=total, disable=not progress, desc=f"evaluating {split}",
@@ -119,12 +124,10 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol:
         group.append((images[:, :height, :width], masks[:, :height, :width]))
         count += 1
         if len(group) == replicas:
-            image_matrix, image_bands = step(group)
-            matrix, bands = matrix + image_matrix.numpy(), bands + image_bands.numpy()
+            accumulate(group)
             group = []
     if group:
-        image_matrix, image_bands = step(group)
-        matrix, bands = matrix + image_matrix.numpy(), bands + image_bands.numpy()
+        accumulate(group)
     scores = scores_from_confusion(matrix)
     scores.update(boundary_iou_from_counts(bands))
     scores["confusion_matrix"] = matrix.astype(np.int64)
