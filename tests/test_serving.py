@@ -2,13 +2,9 @@
 Serving decodes them, saved_model_cli, and loading in a fresh process through TF Serving's own
 (TF1 graph + saver) loading path.
 
-The model server itself cannot be installed here. Stand-ins that do what it does with a request:
-- REST: ``tf_serving_rest`` turns a row-format JSON body into the signature's string tensor
-  (each ``{"b64": ...}`` base64-decoded to raw bytes), runs the reloaded signature and answers
-  ``{"predictions": [{output: value, ...}, ...]}``, or ``{"error": ...}`` with HTTP 400 for an
-  invalid argument; a local HTTP server serves it at TF Serving's URL.
-- gRPC: an in-process ``PredictionService`` (from tensorflow-serving-api) converts the request's
-  TensorProtos, runs the signature and returns TensorProtos (INVALID_ARGUMENT on bad input).
+The model server itself cannot be installed here: its in-process stand-ins
+(``exfuse_keras.export.local_serving``: REST predict on a local HTTP server, an in-process gRPC
+``PredictionService``) do what it does with a request.
 Every mask must equal the Python inference API's (``Segmenter``) exactly.
 """
 
@@ -18,9 +14,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import urllib.error
+import urllib.request
 
 import keras
 import numpy as np
@@ -30,6 +25,7 @@ from PIL import Image
 
 from exfuse_keras.config import config_from_dict
 from exfuse_keras.export import client
+from exfuse_keras.export.local_serving import rest_predict, serve_grpc, serve_rest
 from exfuse_keras.export.saved_model import SIGNATURES
 from exfuse_keras.export.tf_serving import export_tf_serving, models_config
 from exfuse_keras.inference import Segmenter
@@ -94,30 +90,16 @@ def test_saved_model_cli_lists_the_signatures(served):
     assert "outputs['mask'] tensor_info:" in serving_default and "DT_UINT8" in serving_default
 
 
-def tf_serving_rest(loaded, body: dict) -> tuple[int, dict]:
-    """(HTTP status, JSON answer) of TF Serving's REST predict for a row-format ``body``."""
-    signature = loaded.signatures[body.get("signature_name", "serving_default")]
-    (input_name,) = signature.structured_input_signature[1]
-    values = [base64.b64decode(v["b64"]) if isinstance(v, dict) and set(v) == {"b64"} else v
-              for v in body["instances"]]
-    try:
-        outputs = {key: value.numpy() for key, value in signature(**{input_name: tf.constant(values)}).items()}
-    except tf.errors.InvalidArgumentError as err:
-        return 400, {"error": err.message}
-    return 200, {"predictions": [{key: value[k].tolist() for key, value in outputs.items()}
-                                 for k in range(len(values))]}
-
-
 def test_rest_body_decoded_like_tf_serving_gives_the_python_api_masks(served):
     _, _, loaded, segmenter, images = served
     body = json.loads(json.dumps(client.rest_request_body(images)))  # what goes over the wire
     assert body["signature_name"] == "serving_default" and len(body["instances"]) == len(images)
     assert all(set(instance) == {"b64"} for instance in body["instances"])
-    status, answer = tf_serving_rest(loaded, body)
+    status, answer = rest_predict(loaded, body)
     assert status == 200
     _assert_results_match(client.parse_rest_response(json.loads(json.dumps(answer))), images, segmenter)
     # The tf.Example signature through the same body format.
-    status, answer = tf_serving_rest(loaded, client.rest_request_body(images, "serving_examples"))
+    status, answer = rest_predict(loaded, client.rest_request_body(images, "serving_examples"))
     assert status == 200
     _assert_results_match(client.parse_rest_response(answer), images, segmenter)
 
@@ -135,32 +117,10 @@ def test_the_client_sends_files_as_they_are_and_arrays_as_png(served, tmp_path):
 
 @pytest.fixture
 def rest_server(served):
-    """TF Serving's REST predict URL (``tf_serving_rest``) on a local port: the server's address."""
+    """TF Serving's REST predict URL on a local port: the server's address."""
     _, _, loaded, _, _ = served
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if self.path in ("/v1/models/exfuse:predict", "/v1/models/exfuse/versions/2:predict"):
-                status, answer = tf_serving_rest(loaded, body)
-            else:
-                status, answer = 404, {"error": f"Servable not found for request: {self.path}"}
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_rest(loaded, "exfuse", versions=[2]) as url:
+        yield url
 
 
 def test_rest_client_round_trip_and_errors(served, rest_server):
@@ -171,36 +131,18 @@ def test_rest_client_round_trip_and_errors(served, rest_server):
         client.predict_rest([b"not an image"], rest_server, "exfuse")
     with pytest.raises(client.ServingError, match="HTTP 404"):
         client.predict_rest(images[:1], rest_server, "missing")
+    for body in (b"{not json", b'{"instances": [7]}', b'{"instances": [{"b64": "@@"}]}',
+                 b'{"signature_name": "nope", "instances": []}'):
+        request = urllib.request.Request(client.rest_url(rest_server, "exfuse"), data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=60)
+        assert answer.value.code == 400 and "error" in json.loads(answer.value.read())
 
 
 def test_grpc_client_round_trip_and_errors(served):
     pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api not installed (requirements-serving.txt)")
-    import grpc
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
     _, _, loaded, segmenter, images = served
-
-    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request, context):
-            if request.model_spec.name != "exfuse":
-                context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found: {request.model_spec.name}")
-            signature = loaded.signatures[request.model_spec.signature_name or "serving_default"]
-            inputs = {key: tf.constant(tf.make_ndarray(value)) for key, value in request.inputs.items()}
-            try:
-                outputs = signature(**inputs)
-            except tf.errors.InvalidArgumentError as err:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
-            response = predict_pb2.PredictResponse()
-            for key, value in outputs.items():
-                response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
-            return response
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        target = f"127.0.0.1:{port}"
+    with serve_grpc(loaded, "exfuse") as target:
         _assert_results_match(client.predict_grpc(images, target, "exfuse"), images, segmenter)
         _assert_results_match(client.predict_grpc(images, target, "exfuse", signature_name="serving_examples"),
                               images, segmenter)
@@ -208,8 +150,6 @@ def test_grpc_client_round_trip_and_errors(served):
             client.predict_grpc([b""], target, "exfuse")
         with pytest.raises(client.ServingError, match="NOT_FOUND"):
             client.predict_grpc(images[:1], target, "missing")
-    finally:
-        server.stop(None)
 
 
 FRESH_PROCESS = r"""
