@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -571,6 +572,8 @@ def _convert(value, tp, key: str, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(where, key, "must be a number", value)
+        if not math.isfinite(value):  # NaN passes every range check below (all comparisons are False)
+            _fail(where, key, "must be a finite number", value)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -618,12 +621,27 @@ def config_from_dict(values: dict, where: str = "config") -> Config:
     return _build(Config, values, "", where).validate(where)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader refusing a key given twice in one mapping (YAML itself keeps the last
+    one silently, so a second ``train:`` section would drop the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(f"{self.name}: key {key!r} is given twice (line {key_node.start_mark.line + 1}); "
+                                  f"expected each key once per section")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: config file not found")
     with open(path, encoding="utf-8") as f:
         try:
-            values = yaml.safe_load(f) or {}
+            values = yaml.load(f, Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""
@@ -657,6 +675,8 @@ def _read_yaml_with_bases(path: str, chain: tuple) -> dict:
     merged: dict = {}
     for base in bases:
         base_path = os.path.join(os.path.dirname(path), base)
+        if not os.path.isfile(base_path):
+            raise ConfigError(f"{path}: base {base!r} not found (expected the file {base_path})")
         merged = _merge(merged, _read_yaml_with_bases(base_path, chain + (os.path.abspath(path),)))
     return _merge(merged, values)
 
@@ -723,7 +743,9 @@ def _apply_overrides(values: dict, overrides: typing.Sequence[str], where: str) 
         message = str(err)
         for item in overrides:
             key = item.split("=", 1)[0].strip()
-            if f"'{key}'" in message or f" {key} " in message:
+            parts = key.split(".")
+            prefixes = [".".join(parts[:n]) for n in range(len(parts), 1, -1)]  # train.epochs.x: train.epochs too
+            if f"'{key}'" in message or any(f" {prefix} " in message for prefix in prefixes):
                 raise ConfigError(message.replace(f"{where}: ", f"{where} with --set {item}: ", 1)) from None
         raise
 
