@@ -9,6 +9,11 @@ folders, not recursing) writes, at the image's original size:
   index, colours from the config's ``data.palette`` (else PASCAL VOC's), as VOC's own masks;
 - ``<stem>_overlay.png``: the image blended with the coloured mask (``--alpha`` of the mask).
 
+Large images: with ``--sliding-window CROP,STRIDE`` an image is predicted band by band
+(exfuse_keras/inference/sliding_bands.py) in memory bounded by a band of windows (an 8,000 x
+8,000 photo in under 4 GB, docs/benchmarks.md "Large images"), with a bar of windows done /
+total and the time left; ``--quiet`` turns the progress bars off (for scripts and logs).
+
 A file that cannot be read is reported on one ``warning:`` line and skipped; the others are
 still written, and the exit status is 1 at the end. Two inputs with the same stem get ``_2``,
 ``_3``, ... appended.
@@ -42,12 +47,17 @@ def list_images(inputs) -> tuple[list[str], list[str]]:
     return unique, problems
 
 
-def overlay(image, coloured, alpha: float = 0.5):
-    """uint8 ``[H, W, 3]``: ``(1 - alpha) * image + alpha * coloured``."""
+def overlay(image, coloured, alpha: float = 0.5, rows: int = 256):
+    """uint8 ``[H, W, 3]``: ``(1 - alpha) * image + alpha * coloured``, in float32 ``rows`` rows at a time
+    (so a large image needs no full-size float copies)."""
     import numpy as np
 
-    blended = (1.0 - alpha) * np.asarray(image, np.float32) + alpha * np.asarray(coloured, np.float32)
-    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    blended = np.empty(np.shape(coloured), np.uint8)
+    for top in range(0, len(blended), rows):
+        band = ((1.0 - alpha) * np.asarray(image[top:top + rows], np.float32)
+                + alpha * np.asarray(coloured[top:top + rows], np.float32))
+        blended[top:top + rows] = np.clip(np.round(band), 0, 255)
+    return blended
 
 
 def _unique_stem(path: str, used: set) -> str:
@@ -70,6 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="predictions", help="output folder (created)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay, 0-1")
     add_protocol_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (for scripts and logs)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha: expected a value in 0-1, got {args.alpha}")
@@ -94,14 +105,15 @@ def main(argv=None) -> int:
     scales, flip = protocol_from_arguments(args)
     os.makedirs(args.output, exist_ok=True)
     used, failed = set(), len(problems)
-    for path in tqdm(files, desc="predicting", unit="img", disable=len(files) < 2):
+    for path in tqdm(files, desc="predicting", unit="img", disable=args.quiet or len(files) < 2):
         try:
-            image = load_image(path)
+            image = load_image(path, as_float32=False)
         except (OSError, ValueError) as err:
             tqdm.write(f"warning: skipped {err}", file=sys.stderr)
             failed += 1
             continue
-        mask, _ = segmenter.predict(image, scales=scales, flip=flip, sliding_window=args.sliding_window)
+        mask, _ = segmenter.predict(image, scales=scales, flip=flip, sliding_window=args.sliding_window,
+                                    probabilities=False, progress=not args.quiet)
         stem = _unique_stem(path, used)
         # Each file written beside its target and renamed in: a kill leaves no half-written PNG.
         with atomic_path(os.path.join(args.output, f"{stem}_mask.png")) as tmp:

@@ -5,7 +5,7 @@
     segmenter = Segmenter.load("runs/quickstart")            # or a .keras file + config=...
     mask, probabilities = segmenter.predict("photo.jpg")     # [H, W] uint8, [H, W, C] float32
     mask, _ = segmenter.predict(image, tta=True)             # the paper's 6 scales + flip
-    mask, _ = segmenter.predict(big_image, sliding_window=(512, 341))
+    mask, _ = segmenter.predict(big_image, sliding_window=(512, 341), probabilities=False)
 
 Images of any size, as numpy arrays (``[H, W]`` gray, ``[H, W, 1]``, ``[H, W, 3]`` RGB or
 ``[H, W, 4]`` RGBA whose alpha is dropped; uint8 or any integer or float type with values
@@ -16,7 +16,9 @@ inputs are raw 0-255 RGB.
 
 Prediction is ``tta.predict_probabilities`` (or ``sliding.predict_sliding``) around the model
 compiled once with ``tf.function`` over dynamic batch and image sizes, so new sizes and new
-settings do not retrace it. With one view (scale 1, no flip, no sliding window) the mask is the argmax of the logits,
+settings do not retrace it. A sliding window runs one image at a time, band by band
+(``sliding_bands.predict_sliding_bands``): memory is bounded by a band of windows, not the
+image, and ``progress`` shows windows done / total with the time left. With one view (scale 1, no flip, no sliding window) the mask is the argmax of the logits,
 exactly what training's metric scores; with several it is the argmax of the averaged
 probabilities.
 """
@@ -31,13 +33,17 @@ import tensorflow as tf
 
 from exfuse_keras.config import EvalConfig
 from exfuse_keras.inference.sliding import predict_sliding
+from exfuse_keras.inference.sliding_bands import predict_sliding_bands
 from exfuse_keras.inference.tta import PAPER_SCALES, predict_probabilities, view_logits
 
 IMAGE_SHAPES = "[H, W] gray, [H, W, 1], [H, W, 3] RGB or [H, W, 4] RGBA"
 
 
-def load_image(image, name: str = "image") -> np.ndarray:
+def load_image(image, name: str = "image", as_float32: bool = True) -> np.ndarray:
     """Any accepted image (module doc) as float32 ``[H, W, 3]`` RGB 0-255.
+
+    ``as_float32=False`` keeps the pixels' own type (a decoded file is uint8: 192 MB for an
+    8,000 x 8,000 image, 768 MB as float32).
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -76,7 +82,7 @@ def load_image(image, name: str = "image") -> np.ndarray:
     low, high = array.min(), array.max()
     if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
         raise ValueError(f"{name}: expected values in 0-255, got {low}..{high}")
-    return array.astype(np.float32)
+    return array.astype(np.float32) if as_float32 else array
 
 
 def _logits_fn(model) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -104,7 +110,14 @@ class Segmenter:
             see exfuse_keras/inference/loading.py).
         cfg: the model's config: ``data.num_classes``, ``class_names``, ``palette`` and
             ``mean_rgb`` (the colour images are padded with) are used.
+
+    Attributes:
+        max_probability_bytes: ``predict`` refuses to return probabilities larger than this
+            (1 GiB: an image of 3,600 x 3,600 pixels with 21 classes) as an array; pass
+            ``probabilities=False`` or an array to write them into instead.
     """
+
+    max_probability_bytes = 1 << 30
 
     def __init__(self, model, cfg):
         self.model = model
@@ -189,50 +202,108 @@ class Segmenter:
         return forward
 
     def predict(self, image, tta: bool = False, scales: Optional[Sequence[float]] = None,
-                flip: Optional[bool] = None, sliding_window: Optional[Sequence[int]] = None):
+                flip: Optional[bool] = None, sliding_window: Optional[Sequence[int]] = None,
+                probabilities=True, progress: Optional[bool] = None):
         """(mask, probabilities) of one image at its own size.
 
         Args:
             image: see the module doc (array, PIL image, tensor or file path).
             tta: the paper's multi-scale + flip protocol (``PAPER_SCALES``, flip).
             scales, flip: override the views (``scales=[0.75, 1.0, 1.25], flip=True``).
-            sliding_window: ``(crop, stride)`` to predict overlapping windows (sliding.py).
+            sliding_window: ``(crop, stride)`` to predict overlapping windows, band by band
+                (sliding_bands.py): the way to predict a large image in bounded memory.
+            probabilities: True to return them (refused, with a ``ValueError`` naming the size,
+                above ``max_probability_bytes``), False for the mask alone (None in their
+                place), or an array ``[H, W, C]`` to write them into and return
+                (``numpy.lib.format.open_memmap`` keeps a large image's on disk).
+            progress: with a sliding window, a bar of windows done / total with the time left
+                on stderr: True, False, or None for only when stderr is a terminal.
 
         Returns:
             mask ``[H, W]`` (uint8 for up to 256 classes, else int32) and probabilities
             ``[H, W, C]`` float32, as numpy arrays.
         """
-        return self.predict_batch([image], tta, scales, flip, sliding_window)[0]
+        targets = probabilities if isinstance(probabilities, bool) else [probabilities]
+        return self.predict_batch([image], tta, scales, flip, sliding_window, probabilities=targets,
+                                  progress=progress)[0]
 
     def predict_batch(self, images: Sequence, tta: bool = False, scales: Optional[Sequence[float]] = None,
                       flip: Optional[bool] = None, sliding_window: Optional[Sequence[int]] = None,
-                      batch_size: int = 8) -> list:
+                      batch_size: int = 8, probabilities=True, progress: Optional[bool] = None) -> list:
         """``predict`` for a list of images (any sizes): a list of (mask, probabilities).
 
-        Images of equal size are run ``batch_size`` at a time.
+        Images of equal size are run ``batch_size`` at a time; with a sliding window, one at a
+        time, band by band. ``probabilities``: True, False, or one array per image to write into.
         """
         scales, flip = self.views(tta, scales, flip)
-        forward = self.forward_function(EvalConfig(list(scales), flip, sliding_window))
-        arrays = [load_image(image, f"images[{i}]") for i, image in enumerate(images)]
+        names = [image if isinstance(image, (str, os.PathLike)) else f"images[{i}]" for i, image in enumerate(images)]
+        arrays = [load_image(image, name, as_float32=False) for name, image in zip(names, images)]
+        targets = self._probability_targets(arrays, names, probabilities)
+        mask_dtype = np.uint8 if self.num_classes <= 256 else np.int32
+        if sliding_window is not None:
+            crop, stride = _window(sliding_window)
+            fill = tuple(self.cfg.data.mean_rgb)
+            results = []
+            for array, target in zip(arrays, targets):
+                out = np.empty((*array.shape[:2], self.num_classes), np.float32) if target is True else None if target is False else target
+                mask = predict_sliding_bands(self._compiled_logits, array, crop, stride, scales, flip, fill,
+                                             probabilities=out, progress=progress, mask_dtype=mask_dtype)
+                results.append((mask, out))
+            return results
+        forward = self.forward_function(EvalConfig(list(scales), flip, None))
         results = [None] * len(arrays)
         by_size = {}
         for index, array in enumerate(arrays):
             by_size.setdefault(array.shape, []).append(index)
-        mask_dtype = np.uint8 if self.num_classes <= 256 else np.int32
         for indices in by_size.values():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
-                masks, probabilities = forward(tf.constant(np.stack([arrays[i] for i in chunk])))
-                masks, probabilities = masks.numpy().astype(mask_dtype), probabilities.numpy()
+                masks, computed = forward(tf.constant(np.stack([arrays[i].astype(np.float32) for i in chunk])))
+                masks, computed = masks.numpy().astype(mask_dtype), computed.numpy()
                 for k, index in enumerate(chunk):
-                    results[index] = (masks[k], probabilities[k])
+                    target = targets[index]
+                    if target is True:
+                        results[index] = (masks[k], computed[k])
+                    elif target is False:
+                        results[index] = (masks[k], None)
+                    else:
+                        target[...] = computed[k]
+                        results[index] = (masks[k], target)
         return results
+
+    def _probability_targets(self, arrays: list, names: list, probabilities) -> list:
+        """Per image: True (return a new array; size checked), False (none) or the caller's array."""
+        if isinstance(probabilities, bool):
+            for array, name in zip(arrays, names):
+                height, width = array.shape[:2]
+                size = height * width * self.num_classes * 4
+                if probabilities and size > self.max_probability_bytes:
+                    raise ValueError(
+                        f"{name}: the probabilities of a {height}x{width} image with {self.num_classes} classes take "
+                        f"{_megabytes(size)} as float32, over Segmenter.max_probability_bytes "
+                        f"({_megabytes(self.max_probability_bytes)}); pass probabilities=False for the mask alone, "
+                        f"or an array [{height}, {width}, {self.num_classes}] to write them into "
+                        f"(numpy.lib.format.open_memmap keeps them on disk)")
+            return [probabilities] * len(arrays)
+        targets = list(probabilities)
+        if len(targets) != len(arrays):
+            raise ValueError(f"probabilities: expected True, False or one array per image ({len(arrays)}), "
+                             f"got {len(targets)}")
+        for target, array, name in zip(targets, arrays, names):
+            if tuple(np.shape(target)) != (*array.shape[:2], self.num_classes):
+                raise ValueError(f"{name}: expected a probabilities array [{array.shape[0]}, {array.shape[1]}, "
+                                 f"{self.num_classes}], got shape {tuple(np.shape(target))}")
+        return targets
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         """uint8 ``[H, W, 3]``: the mask in the palette's colours."""
         from exfuse_keras.data.palette import colorize
 
         return colorize(mask, self.palette)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB" if size >= 1e7 else f"{size / 1e6:.2f} MB"
 
 
 def _window(sliding_window) -> tuple[int, int]:
