@@ -38,7 +38,8 @@ class DataError(ValueError):
 
     Attributes:
         kind: a short category for counting problems (``missing``, ``empty``, ``corrupt``,
-            ``mask_format``, ``labels``, ``size_mismatch``, ``image_format``, ``duplicate``).
+            ``mask_format``, ``labels``, ``size_mismatch``, ``image_format``, ``duplicate``,
+            ``outside``: a split list naming a path outside the dataset).
         path: the file at fault.
         problem: what is wrong with it and, where it helps, what was expected.
     """

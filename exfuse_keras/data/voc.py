@@ -92,14 +92,23 @@ def read_id_list(path) -> list[str]:
     """Reads a split list (one id per line; VOC's ImageSets format).
 
     Raises:
-        DataError: the list file is missing.
+        DataError: the list file is missing, or an id names a folder (``../x``, ``/etc/x``,
+            ``sub/x``): ids are file names, so no list can reach files outside the dataset.
     """
     if not os.path.isfile(path):
         raise DataError("missing", path, "split list not found")
     with open(path, encoding="utf-8") as f:
         # VOC's Main/ lists carry a second column (+1/-1); segmentation lists do not, but
         # taking the first field reads both.
-        return [line.split()[0] for line in f if line.strip()]
+        ids = [(number, line.split()[0]) for number, line in enumerate(f, 1) if line.strip()]
+    for number, example_id in ids:
+        parts = example_id.replace("\\", "/").split("/")
+        if len(parts) > 1 or example_id in (".", ".."):
+            outside = os.path.isabs(example_id) or ".." in parts
+            raise DataError("outside", path, f"line {number}: id {example_id!r} "
+                            f"{'points outside the dataset folder' if outside else 'names a folder'}; "
+                            f"expected a file name without folders or extension")
+    return [example_id for _, example_id in ids]
 
 
 def voc_examples(voc_dir, sbd_dir=None, source: str = "voc") -> dict[str, list[ExampleFiles]]:
