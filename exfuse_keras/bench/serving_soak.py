@@ -354,6 +354,28 @@ def load_model(spec: str, overrides):
     return cfg, model, f"{spec} ({model.count_params():,} parameters)"
 
 
+def print_report(results: dict) -> None:
+    """The soak's outcome, and a Markdown table of answers and latency per kind."""
+    rss = results["rss_mb"]
+    print(f"\n{results['requests']} requests, {results['clients']} clients: {results['wall_s']} s, "
+          f"{results['throughput_rps']} requests/s")
+    print(f"crashes {results['crashes']}, wrong codes {results['wrong_codes']}, wrong masks {results['wrong_masks']}, "
+          f"servers answer after the soak: {results['servers_alive_after']}")
+    print(f"RSS {rss['after_warmup']} MB after warm-up -> {rss['end']} MB at the end "
+          f"({results['rss_growth_percent']:+.1f} %), max {rss['max']} MB")
+    print("\n| kind | expected | gRPC answers | REST answers | p50 ms | p99 ms |\n|---|---|---|---|---|---|")
+    for kind in KINDS:
+        by_transport = results["counts"].get(kind.name, {})
+        cells = [", ".join(f"{code} {n}" for code, n in sorted(by_transport.get(t, {}).items())) or "-"
+                 for t in TRANSPORTS]
+        latency = results["latency_ms"].get(kind.name, {"p50": "-", "p99": "-"})
+        print(f"| {kind.name} | {kind.expected} | {cells[0]} | {cells[1]} | {latency['p50']} | {latency['p99']} |")
+    for transport in TRANSPORTS:
+        latency = results["latency_ms"].get(f"all {transport}")
+        if latency:
+            print(f"| all {transport} | | | | {latency['p50']} | {latency['p99']} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10000, help="requests timed (after the warm-up)")
@@ -382,7 +404,7 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         path = export_tf_serving(cfg, model, base, "exfuse")
         export_seconds = time.perf_counter() - started
-        del model
+        del model  # not needed once exported: only the reloaded export serves
         loaded = tf.saved_model.load(path)
         payloads = make_payloads("exfuse", args.seed)
         reference_masks(loaded, payloads)
@@ -453,24 +475,7 @@ def main(argv=None) -> int:
 
         atomic_write(args.json, json.dumps(results, indent=2) + "\n")
 
-    print(f"\n{args.requests} requests, {args.clients} clients: {results['wall_s']} s, "
-          f"{results['throughput_rps']} requests/s")
-    print(f"crashes {crashes}, wrong codes {results['wrong_codes']}, wrong masks {results['wrong_masks']}, "
-          f"servers answer after the soak: {servers_alive}")
-    print(f"RSS {results['rss_mb']['after_warmup']} MB after warm-up -> {results['rss_mb']['end']} MB at the end "
-          f"({growth:+.1f} %), max {results['rss_mb']['max']} MB")
-    print("\n| kind | expected | gRPC answers | REST answers | p50 ms | p99 ms |\n|---|---|---|---|---|---|")
-    for kind in KINDS:
-        by_transport = summary["counts"].get(kind.name, {})
-        cells = [", ".join(f"{code} {n}" for code, n in sorted(by_transport.get(t, {}).items())) or "-"
-                 for t in TRANSPORTS]
-        latency = summary["latency_ms"].get(kind.name, {"p50": "-", "p99": "-"})
-        print(f"| {kind.name} | {kind.expected} | {cells[0]} | {cells[1]} | {latency['p50']} | "
-              f"{latency['p99']} |")
-    for transport in TRANSPORTS:
-        latency = summary["latency_ms"].get(f"all {transport}")
-        if latency:
-            print(f"| all {transport} | | | | {latency['p50']} | {latency['p99']} |")
+    print_report(results)
     print("PASSED" if results["passed"] else "FAILED")
     return 0 if results["passed"] else 1
 
