@@ -17,13 +17,15 @@ The data is fsync-ed before the rename and the folder after it, so the rename ne
 the bytes it points to (a power cut included). An exception inside the block deletes the
 temporary sibling and leaves the target as it was. A SIGKILL can leave a ``*.partial-<pid>*``
 sibling behind: it is never read, and the next write of the same target from the same process
-id replaces it; it can be deleted by hand.
+id replaces it; ``remove_stale`` deletes those of processes no longer alive (train.py does so
+for its run directory when it starts). ``atomic_remove`` deletes a file or folder in one step.
 
     with atomic_path("runs/x/last.keras") as tmp:
         model.save(tmp)
     with atomic_path("export/model", directory=True) as tmp:
         archive.write_out(tmp)
     atomic_write("runs/x/eval_val.json", json.dumps(report))
+    atomic_remove("runs/x/backup")
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import ctypes
 import errno
 import glob
 import os
+import re
 import shutil
 from typing import Iterator, Union
 
@@ -179,3 +182,62 @@ def atomic_write(target: Union[str, os.PathLike], data: Union[str, bytes], encod
             with open(tmp, "wb") as f:
                 f.write(data)
     return os.fspath(target)
+
+
+def atomic_remove(target: Union[str, os.PathLike]) -> None:
+    """Deletes the file or folder ``target`` (if there) in one step: it is renamed to its
+    temporary sibling, then deleted, so a kill leaves either the whole target or none of it
+    (and a ``*.partial-<pid>`` that ``remove_stale`` deletes)."""
+    target = os.path.abspath(os.fspath(target))
+    if not os.path.lexists(target):
+        return
+    directory = os.path.isdir(target) and not os.path.islink(target)
+    tmp = partial_path(target, directory)
+    _remove(tmp)
+    os.rename(target, tmp)
+    _fsync_dir(os.path.dirname(target))
+    _remove(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process (EPERM), or unknown: keep its files
+    return True
+
+
+def remove_stale(folder: Union[str, os.PathLike], names) -> list:
+    """Deletes what killed writers left in ``folder`` for the targets ``names`` (e.g.
+    ``["best.keras", "backup"]``): the temporary siblings ``best.partial-<pid>.keras`` and
+    ``backup.partial-<pid>``, and an ``.old-<pid>`` folder beside its target (one without its
+    target is put back, see ``recover``), of process ids not alive on this host. Returns the
+    paths deleted.
+
+    Only the named targets' siblings are touched: another program writing other files in the
+    same folder (an evaluation's report) keeps its temporaries. Call it where one process owns
+    ``names`` (a run directory, by the run writing it): a writer on another host sharing the
+    folder would have a process id this host cannot see.
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    if not os.path.isdir(folder):
+        return []
+    patterns = []
+    for name in names:
+        dot = name.find(".", 1)
+        stem, suffixes = (name, "") if dot < 0 else (name[:dot], name[dot:])
+        patterns.append(re.compile(rf"{re.escape(stem)}\.partial-(\d+){re.escape(suffixes)}"))
+        patterns.append(re.compile(rf"{re.escape(name)}\.partial-(\d+)"))
+        patterns.append(re.compile(rf"{re.escape(name)}\.old-(\d+)"))
+        recover(os.path.join(folder, name))
+    removed = []
+    for entry in sorted(os.listdir(folder)):
+        for pattern in patterns:
+            match = pattern.fullmatch(entry)
+            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+                _remove(os.path.join(folder, entry))
+                removed.append(os.path.join(folder, entry))
+                break
+    return removed

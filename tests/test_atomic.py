@@ -197,3 +197,38 @@ def test_a_saved_model_export_killed_while_writing_leaves_the_previous_export(tm
     assert "saved_model.pb" in _tree(target) and _tree(target)["saved_model.pb"] != before["saved_model.pb"]
     assert "serving_default" in tf.saved_model.load(str(target)).signatures
     assert _leftovers(tmp_path) == [os.path.basename(partial)]
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_remove_stale_deletes_only_the_named_targets_temporaries_of_dead_processes(tmp_path):
+    dead, alive = _dead_pid(), 1
+    (tmp_path / "best.keras").write_text("best")
+    for name in (f"best.partial-{dead}.keras", f"best.partial-{alive}.keras", f"best.partial-{os.getpid()}.keras",
+                 f"eval_val.partial-{dead}.json"):
+        (tmp_path / name).write_text("half")
+    _old_folder(tmp_path / f"backup.partial-{dead}")
+    _old_folder(tmp_path / f"backup.old-{dead}")  # the swap's fallback killed between its renames: no backup
+    removed = atomic.remove_stale(tmp_path, ["best.keras", "backup"])
+    assert sorted(os.path.basename(path) for path in removed) == sorted(
+        [f"best.partial-{dead}.keras", f"backup.partial-{dead}"])
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["backup", "best.keras", f"best.partial-{alive}.keras", f"best.partial-{os.getpid()}.keras",
+         f"eval_val.partial-{dead}.json"])
+    assert "saved_model.pb" in _tree(tmp_path / "backup")  # the old folder, put back whole
+    _old_folder(tmp_path / f"backup.old-{dead}")  # beside its target: the swap was complete
+    assert [os.path.basename(p) for p in atomic.remove_stale(tmp_path, ["backup"])] == [f"backup.old-{dead}"]
+    assert atomic.remove_stale(tmp_path / "missing", ["backup"]) == []
+
+
+def test_atomic_remove_deletes_a_file_or_folder_whole(tmp_path):
+    _old_folder(tmp_path / "backup")
+    (tmp_path / "last.keras").write_text("model")
+    atomic.atomic_remove(tmp_path / "backup")
+    atomic.atomic_remove(tmp_path / "last.keras")
+    atomic.atomic_remove(tmp_path / "never_written")
+    assert os.listdir(tmp_path) == []

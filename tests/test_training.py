@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 
@@ -80,40 +79,112 @@ def _train_cmd(config, model_dir):
     return [sys.executable, os.path.join(ROOT, "train.py"), "--config", config, "--model-dir", model_dir]
 
 
-def test_kill_and_resume_gives_the_uninterrupted_weights(tmp_path, tiny_shapes):
-    config = _tiny_run_config(tmp_path, tiny_shapes)
-    reference_dir, resumed_dir = str(tmp_path / "reference"), str(tmp_path / "resumed")
+def _kill_at_cmd(point, n, config, model_dir, snapshots=None):
+    """train.py's command run by tests/scripts/kill_at.py, which SIGKILLs it at the Nth ``point``."""
+    return ([sys.executable, os.path.join(ROOT, "tests", "scripts", "kill_at.py"), point, str(n)]
+            + (["--snapshots", str(snapshots)] if snapshots else []) + ["--"] + _train_cmd(config, model_dir)[2:])
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, tiny_shapes):
+    """The uninterrupted run every kill test compares with, and its backup's weights at each epoch."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    config = _tiny_run_config(root, tiny_shapes)
+    run = subprocess.run(_kill_at_cmd("none", 0, config, root / "run", snapshots=root / "snapshots"),
+                         capture_output=True, text=True, timeout=600, env=_python_env())
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(os.listdir(root / "snapshots")) == [f"epoch_{e}.weights.h5" for e in (1, 2, 3)]
+    return {"config": config, "run_dir": str(root / "run"), "snapshots": str(root / "snapshots")}
+
+
+def _h5_arrays(path):
+    """{dataset path: array} of every variable in a ``.weights.h5`` file (optimizer state included)."""
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def _weights_diff(a, b):
+    return max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).max() for x, y in zip(a, b))
+
+
+def _leftovers(run_dir):
+    return sorted(name for name in os.listdir(run_dir) if ".partial-" in name or ".old-" in name)
+
+
+# Each chain: train.py killed at its first point, rerun and killed at the next, ... then rerun to
+# the end. (point of tests/scripts/kill_at.py, the Nth call in that process, the epochs the
+# backup holds after the kill: what the next run resumes from). 3 epochs of 4 steps, 8 val steps.
+KILL_CHAINS = {
+    "mid_epoch-validation-best_keras": [
+        ("train_step", 6, 1),         # epoch 2, before its 2nd step
+        ("val_step", 3, 1),           # resumed at epoch 2: its validation, before the 3rd batch
+        ("rename:best.keras", 1, 1),  # epoch 2's best.keras written, not yet renamed over epoch 1's
+    ],
+    "backup-last_keras": [
+        ("backup_weights", 2, 1),     # epoch 2's backup: its weights written, its metadata not
+        ("backup_swap", 1, 2),        # epoch 2's backup swapped in, epoch 1's not yet deleted
+        ("rename:last.keras", 1, 3),  # after fit: last.keras written, not yet renamed
+    ],
+}
+
+
+@pytest.mark.parametrize("chain", list(KILL_CHAINS))
+def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_weights(tmp_path, reference_run, chain):
+    """SIGKILL at each point of the chain leaves a backup identical to the uninterrupted run's at
+    the epoch it holds, and the files users read (best.keras) as they were; the rerun resumes
+    from it, and the last rerun ends at the uninterrupted run's weights (op determinism on)."""
+    config, run_dir = reference_run["config"], str(tmp_path / "run")
     env = _python_env()
-    done = subprocess.run(_train_cmd(config, reference_dir), capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    backup = os.path.join(run_dir, "backup")
+    resumed_from, left = 0, []
+    for point, n, epochs in KILL_CHAINS[chain]:
+        best = os.path.join(run_dir, "best.keras")
+        best_before = open(best, "rb").read() if os.path.isfile(best) else None
+        victim = subprocess.run(_kill_at_cmd(point, n, config, run_dir), capture_output=True, text=True,
+                                timeout=600, env=env)
+        assert victim.returncode == -signal.SIGKILL, f"{point}: rc {victim.returncode}\n{victim.stderr[-3000:]}"
+        if resumed_from:
+            assert f"resuming from the backup in {backup}: {resumed_from} epochs done" in victim.stdout, point
+        assert not os.path.exists(os.path.join(run_dir, "last.keras")), point
+        assert not set(left) & set(_leftovers(run_dir)), f"{point}: the previous kill's temporaries were kept"
+        left = _leftovers(run_dir)
+        assert bool(left) == (point not in ("train_step", "val_step")), f"{point}: left {left}"
+        old = [os.path.join(run_dir, name) for name in _leftovers(run_dir) if name.startswith("backup.old-")]
+        if old:  # the swap's fallback (no renameat2), killed between its renames: the next run puts the old back
+            epochs -= 1
+        state = old[0] if old else backup
+        assert json.load(open(os.path.join(state, "training_metadata.json")))["epoch"] == epochs, point
+        killed, uninterrupted = (_h5_arrays(os.path.join(state, "latest.weights.h5")),
+                                 _h5_arrays(os.path.join(reference_run["snapshots"], f"epoch_{epochs}.weights.h5")))
+        assert killed.keys() == uninterrupted.keys(), point
+        assert _weights_diff([killed[k] for k in sorted(killed)], [uninterrupted[k] for k in sorted(killed)]) \
+            <= TOLERANCES["resume_weight_abs"], point
+        if point == "rename:best.keras":
+            assert open(best, "rb").read() == best_before, "the kill while writing best.keras changed it"
+        resumed_from = epochs
 
-    victim = subprocess.Popen(_train_cmd(config, resumed_dir), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=env)
-    metadata = os.path.join(resumed_dir, "backup", "training_metadata.json")
-    deadline = time.time() + 300
-    while time.time() < deadline and victim.poll() is None:
-        if os.path.isfile(metadata):
-            try:
-                if json.load(open(metadata))["epoch"] >= 1:
-                    break
-            except (ValueError, KeyError):
-                pass
-        time.sleep(0.05)
-    assert victim.poll() is None, "the run ended before it could be killed"
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    assert not os.path.isfile(os.path.join(resumed_dir, "last.keras"))
-
-    rerun = subprocess.run(_train_cmd(config, resumed_dir), capture_output=True, text=True, timeout=600, env=env)
+    rerun = subprocess.run(_train_cmd(config, run_dir), capture_output=True, text=True, timeout=600, env=env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resuming from the backup" in rerun.stdout
+    assert f"resuming from the backup in {backup}: {resumed_from} epochs done" in rerun.stdout
+    assert all(f"removed {os.path.join(run_dir, name)}, left by a killed run" in rerun.stdout for name in left)
+    assert _leftovers(run_dir) == [] and not os.path.exists(backup)
 
-    reference = keras.models.load_model(os.path.join(reference_dir, "last.keras"), compile=False)
-    resumed = keras.models.load_model(os.path.join(resumed_dir, "last.keras"), compile=False)
-    diffs = [np.abs(a - b).max() for a, b in zip(reference.get_weights(), resumed.get_weights())]
-    assert max(diffs) <= TOLERANCES["resume_weight_abs"], max(diffs)
-    history = open(os.path.join(resumed_dir, "history.csv")).read().strip().splitlines()
-    assert len(history) == 1 + 3  # header + one row per epoch, the killed epoch not duplicated
+    for name in ("last.keras", "best.keras"):
+        reference = keras.models.load_model(os.path.join(reference_run["run_dir"], name), compile=False)
+        resumed = keras.models.load_model(os.path.join(run_dir, name), compile=False)
+        assert _weights_diff(reference.get_weights(), resumed.get_weights()) <= TOLERANCES["resume_weight_abs"], name
+    import csv
+
+    rows = list(csv.DictReader(open(os.path.join(run_dir, "history.csv"))))
+    reference_rows = list(csv.DictReader(open(os.path.join(reference_run["run_dir"], "history.csv"))))
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]  # the killed epochs logged once
+    for key in ("loss", "val_loss", "val_logits_miou", "lr"):
+        np.testing.assert_allclose([float(row[key]) for row in rows], [float(row[key]) for row in reference_rows],
+                                   rtol=1e-5, err_msg=key)
 
 
 def _free_ports(count):
@@ -272,6 +343,24 @@ def test_a_time_budget_is_refused_under_multi_worker():
         check_time_budget(timed, multi_worker)
     check_time_budget(timed, tf.distribute.get_strategy())
     check_time_budget(config_from_dict(tiny_config_dict()), multi_worker)
+
+
+def test_resume_drops_the_history_rows_the_backup_lacks_and_gives_the_best_logged_score(tmp_path):
+    """A kill between the epoch's history row and its backup (the first epoch's included) logs that
+    epoch twice unless the rerun drops the row; the checkpoint of the resumed run starts from the
+    best score the kept rows logged."""
+    from exfuse_keras.training.rundir import logged_best, resume
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,val_miou\n0,0.5\n1,0.25\n2,nan\n")
+    assert resume(str(tmp_path)) == 0 and history.read_text() == "epoch,val_miou\n"
+    assert logged_best(str(history), "val_miou") is None
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    history.write_text("epoch,val_miou\n0,0.5\n1,0.25\n2,0.75\n")
+    assert resume(str(tmp_path)) == 2 and history.read_text() == "epoch,val_miou\n0,0.5\n1,0.25\n"
+    assert logged_best(str(history), "val_miou") == 0.5
+    assert logged_best(str(tmp_path / "missing.csv"), "val_miou") is None
 
 
 def test_resumed_training_data_starts_at_the_data_epoch_and_batch_of_the_resumed_step():

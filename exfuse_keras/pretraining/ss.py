@@ -82,13 +82,13 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
 
     from exfuse_keras.data.imagenet import make_imagenet_dataset
     from exfuse_keras.data.pipeline import shard_size
-    from exfuse_keras.atomic import atomic_path
-    from exfuse_keras.training.callbacks import (AtomicModelCheckpoint, LearningRateLogger, NonFiniteLossGuard,
-                                                 Throughput)
+    from exfuse_keras.atomic import atomic_path, atomic_remove
+    from exfuse_keras.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint, LearningRateLogger,
+                                                 NonFiniteLossGuard, Throughput)
     from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
     from exfuse_keras.training.optim import learning_rate_clock
-    from exfuse_keras.training.rundir import (check_time_budget, resume, resumed_training_data, setup_run,
-                                              time_budget)
+    from exfuse_keras.training.rundir import (check_time_budget, logged_best, resume, resumed_training_data,
+                                              setup_run, time_budget)
 
     setup = setup_run(cfg, model_dir, strategy_name, task="ss_pretraining")
     strategy, is_chief, run_dir, jit = setup.strategy, setup.is_chief, setup.run_dir, setup.jit_compile
@@ -122,14 +122,15 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     val_data = val_data.with_options(options)
     monitor = "val_logits_top1"
+    best = logged_best(os.path.join(run_dir, "history.csv"), monitor) if start_epoch else None
     backup_dir = os.path.join(run_dir, "backup")
     callbacks = [  # the guard first, BackupAndRestore last (see training/run.py)
         NonFiniteLossGuard(backup_dir), LearningRateLogger(), Throughput(cfg.train.batch_size),
         AtomicModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor, mode="max",
-                              save_best_only=True),
+                              save_best_only=True, initial_value_threshold=best),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"),
+        AtomicBackupAndRestore(backup_dir, save_freq="epoch"),
     ]
     callbacks += time_budget(cfg, clock)
     started = time.perf_counter()
@@ -139,6 +140,7 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
     with atomic_path(os.path.join(run_dir, "last.keras")) as tmp:
         model.save(tmp)
     export_backbone(os.path.join(run_dir, "best.keras"), os.path.join(run_dir, BACKBONE_FILE))
+    atomic_remove(backup_dir)  # only now: a kill before resumes from the backup (see training/run.py)
     last = {key: float(values[-1]) for key, values in history.history.items()} if history.history else {}
     return {"logs": last, "train_seconds": seconds, "epochs_run": len(history.epoch),
             "val_top1": last.get(monitor, float("nan")), "backbone": os.path.join(run_dir, BACKBONE_FILE)}

@@ -1,6 +1,6 @@
 """Training callbacks beyond Keras' own: learning rate and throughput in the logs, image
 summaries for TensorBoard, a wall-clock budget, a stop at the first non-finite loss that keeps
-the last good backup, and checkpoints written atomically."""
+the last good backup, and checkpoints and backups written atomically."""
 
 from __future__ import annotations
 
@@ -117,6 +117,40 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
                     self.model.save_weights(tmp, overwrite=True)
                 else:
                     self.model.save(tmp, overwrite=True)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``keras.callbacks.BackupAndRestore`` whose backup folder is replaced as a whole, and kept
+    when ``fit`` ends.
+
+    Keras writes ``latest.weights.h5`` and then ``training_metadata.json`` in place: a kill
+    between the two left the new epoch's weights with the previous epoch's number (a resumed
+    run replayed that epoch on already-updated weights, silently), and a kill inside the HDF5
+    write left a file that does not load. Here both go to a sibling folder
+    (``backup.partial-<pid>``, ``exfuse_keras.atomic.atomic_path``) swapped with the backup
+    folder in one step, so a kill at any moment leaves the previous complete backup or the new
+    one. Restoring is Keras's own (the same two files, at epoch granularity).
+
+    Keras also deletes the backup at the end of ``fit``, before train.py has written
+    ``last.keras``: a kill between the two lost the whole run. This callback keeps it; the
+    caller deletes it (``exfuse_keras.atomic.atomic_remove``) once the final model is written.
+    """
+
+    def __init__(self, backup_dir: str, save_freq="epoch"):
+        super().__init__(backup_dir, save_freq=save_freq, delete_checkpoint=False)
+
+    def _save_model(self):
+        import json
+        import os
+
+        from exfuse_keras.atomic import atomic_path
+
+        with atomic_path(self.backup_dir, directory=True) as tmp:
+            os.makedirs(tmp)
+            self.model.save_weights(os.path.join(tmp, os.path.basename(self._weights_path)), overwrite=True)
+            with open(os.path.join(tmp, os.path.basename(self._training_metadata_path)), "w",
+                      encoding="utf-8") as f:
+                json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -7,7 +7,8 @@ Run directory (one layout; evaluation and export read it)::
       versions.json    Python, TensorFlow, Keras, the git commit, the strategy and replicas
       best.keras       the model with the best validation mIoU so far
       last.keras       the model at the end of training
-      backup/          BackupAndRestore state: rerun the same command to resume after a kill
+      backup/          resume state (AtomicBackupAndRestore): rerun the same command after a kill;
+                       deleted once last.keras is written
       logs/            TensorBoard: loss per head, lr, mIoU, steps/s; images/ (predictions)
       history.csv      one row per epoch
 
@@ -24,7 +25,8 @@ import os
 import sys
 import time
 
-from exfuse_keras.training.rundir import check_time_budget, resume, resumed_training_data, setup_run, time_budget
+from exfuse_keras.training.rundir import (check_time_budget, logged_best, resume, resumed_training_data, setup_run,
+                                          time_budget)
 
 
 def miou_key(output_names, validation: bool = True) -> str:
@@ -138,15 +140,16 @@ def build_training_model(cfg, jit_compile: bool, clock=None):
     return model
 
 
-def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clock=None):
+def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clock=None, best=None):
     """Every worker runs the same callbacks (saving and predicting run collective ops under
     MultiWorkerMirroredStrategy, so all workers must take part); a non-chief worker's
-    ``run_dir`` is its own temporary folder."""
+    ``run_dir`` is its own temporary folder. ``best``: the monitored value of ``best.keras``
+    (a resumed run's, ``rundir.logged_best``)."""
     import keras
     import numpy as np
 
-    from exfuse_keras.training.callbacks import (AtomicModelCheckpoint, ImageSummary, LearningRateLogger,
-                                                 NonFiniteLossGuard, Throughput)
+    from exfuse_keras.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint, ImageSummary,
+                                                 LearningRateLogger, NonFiniteLossGuard, Throughput)
 
     palette = np.asarray(cfg.data.resolved_palette, np.uint8)
     callbacks = [
@@ -155,13 +158,13 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
         LearningRateLogger(),
         Throughput(cfg.train.batch_size),
         AtomicModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor, mode="max",
-                              save_best_only=True),
+                              save_best_only=True, initial_value_threshold=best),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
         ImageSummary(os.path.join(run_dir, "logs"), *val_sample, palette),
     ]
     # Last, so an epoch counts as done for resume only after everything above has logged it.
-    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"))
+    callbacks.append(AtomicBackupAndRestore(backup_dir, save_freq="epoch"))
     return callbacks + time_budget(cfg, clock)
 
 
@@ -170,7 +173,7 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     import keras
     import tensorflow as tf
 
-    from exfuse_keras.atomic import atomic_path
+    from exfuse_keras.atomic import atomic_path, atomic_remove
     from exfuse_keras.data.pipeline import make_dataset
     from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
     from exfuse_keras.training.optim import learning_rate_clock
@@ -209,13 +212,16 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     val_sample = (images.numpy(), masks.numpy())
 
     monitor = miou_key(output_names)
-    callbacks = _callbacks(cfg, run_dir, val_sample, backup_dir, monitor, clock)
+    best = logged_best(os.path.join(run_dir, "history.csv"), monitor) if start_epoch else None
+    callbacks = _callbacks(cfg, run_dir, val_sample, backup_dir, monitor, clock, best)
     started = time.perf_counter()
     history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
                         validation_data=val_data, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - started
     with atomic_path(os.path.join(run_dir, "last.keras")) as tmp:
         model.save(tmp)
+    # Only now: a kill before this line resumes from the backup (after the last epoch, nothing to train).
+    atomic_remove(backup_dir)
     last = {key: float(values[-1]) for key, values in history.history.items()} if history.history else {}
     return {"logs": last, "train_seconds": seconds, "epochs_run": len(history.epoch),
             "val_miou": last.get(monitor, float("nan")),

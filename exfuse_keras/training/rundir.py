@@ -2,8 +2,9 @@
 
 - ``setup_run``: seeds, determinism, precision, strategy; the chief's folder with ``config.yaml``
   and ``versions.json``, a non-chief worker's own folder (``<model-dir>/.workers/worker_N``).
-- Resume after a kill: ``resume`` (the epochs done, from Keras' ``BackupAndRestore`` state in
-  ``<run>/backup``) and ``resumed_training_data``, which replays the training stream from the
+- Resume after a kill: ``resume`` (the epochs done, from the ``AtomicBackupAndRestore`` state in
+  ``<run>/backup``; the temporaries a killed run left are deleted), ``logged_best`` (the score
+  ``best.keras`` has) and ``resumed_training_data``, which replays the training stream from the
   resumed step.
 - ``time_budget`` and ``check_time_budget``: ``train.max_train_seconds``.
 """
@@ -41,14 +42,25 @@ def write_versions(path: str, **extra) -> dict:
     return info
 
 
+# What a run writes in its folder, atomically (exfuse_keras.atomic): the temporaries of these a
+# killed run left behind are deleted when the next run of that folder starts.
+RUN_FILES = ("best.keras", "last.keras", "backup", "history.csv", "config.yaml", "versions.json",
+             "backbone.keras")
+
+
 def resume(run_dir: str) -> int:
     """The epochs a previous, interrupted run of ``run_dir`` finished (0 for a new run); drops
-    ``history.csv`` rows of later epochs, which the resumed run logs again."""
+    ``history.csv`` rows of later epochs, which the resumed run logs again, and the temporaries
+    (``best.partial-<pid>.keras``, ``backup.partial-<pid>``) a killed run left."""
+    from exfuse_keras.atomic import remove_stale
+
+    for path in remove_stale(run_dir, RUN_FILES):
+        print(f"removed {path}, left by a killed run")
     backup_dir = os.path.join(run_dir, "backup")
     epochs = completed_epochs(backup_dir)
     if epochs:
         print(f"resuming from the backup in {backup_dir}: {epochs} epochs done")
-        truncate_history(os.path.join(run_dir, "history.csv"), epochs)
+    truncate_history(os.path.join(run_dir, "history.csv"), epochs)
     return epochs
 
 
@@ -67,15 +79,37 @@ def completed_epochs(backup_dir: str) -> int:
 
 def truncate_history(path: str, epochs: int) -> None:
     """Drops CSV rows of epochs >= ``epochs``: a killed run may have logged an epoch whose backup
-    it did not finish, and the resumed run logs that epoch again."""
+    it did not finish (the first one included: ``epochs`` 0), and the resumed run logs that epoch
+    again. A run started again after it finished (no backup) logs its epochs from the first."""
     if not os.path.isfile(path):
         return
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
+    if len(lines) <= 1:
+        return
     from exfuse_keras.atomic import atomic_write
 
     kept = lines[:1] + [line for line in lines[1:] if line and int(line.split(",", 1)[0]) < epochs]
     atomic_write(path, "\n".join(kept) + "\n")
+
+
+def logged_best(path: str, key: str) -> Optional[float]:
+    """The largest finite ``key`` in the CSV history ``path``, or None.
+
+    After ``resume`` the rows are the epochs the backup holds: a resumed run's checkpoint starts
+    from this value, so ``best.keras`` is replaced only by a better epoch, as in the
+    uninterrupted run (Keras' ``ModelCheckpoint`` would start from scratch and save the first
+    resumed epoch whatever its score).
+    """
+    import csv
+    import math
+
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8", newline="") as f:
+        values = [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+    finite = [value for value in values if math.isfinite(value)]
+    return max(finite) if finite else None
 
 
 def resumed_training_data(strategy, global_batch: int, start_step: int, examples: Callable,
