@@ -37,7 +37,9 @@ def _source_model(cfg: BackboneConfig, weights: str) -> keras.Model:
     if not os.path.isfile(weights):
         raise WeightsError(f"model.backbone.weights: file not found: {weights}")
     if weights.endswith(".keras"):
-        return keras.models.load_model(weights, compile=False)
+        from exfuse_keras.saving import load_model_file
+
+        return load_model_file(weights)
     model = keras_application_for(cfg)(weights=None, include_top=False, input_shape=(None, None, 3))
     try:
         model.load_weights(weights)

@@ -163,11 +163,10 @@ def with_class_targets(dataset, output_names):
 
 def export_backbone(classifier_path: str, output_path: str) -> str:
     """Saves the backbone of a pretrained SS classifier alone (the file stage 1 starts from)."""
-    import exfuse_keras.layers  # noqa: F401  (registers the custom layers)
-
     from exfuse_keras.atomic import atomic_path
+    from exfuse_keras.saving import load_model_file
 
-    classifier = keras.models.load_model(classifier_path, compile=False)
+    classifier = load_model_file(classifier_path)
     with atomic_path(output_path) as tmp:
         classifier.get_layer("backbone").save(tmp)
     return output_path

@@ -102,19 +102,25 @@ def initialize_from(model, init) -> int:
     name and weight shapes match (a head for another number of classes is left as built).
     Returns the number of layers copied.
     """
-    import keras
-
     from exfuse_keras.backbones.weights import WeightsError, copy_weights_by_name
+    from exfuse_keras.saving import load_model_file
 
     path = init.from_run
     if os.path.isdir(path):
         path = os.path.join(path, "best.keras")
     if not os.path.isfile(path):
         raise WeightsError(f"train.init.from_run: no model at {path}")
-    source = keras.models.load_model(path, compile=False)
+    source = load_model_file(path)
     if init.part == "backbone":
+        if "backbone" not in [layer.name for layer in source.layers]:
+            raise WeightsError(f"train.init.from_run: {path} has no 'backbone' layer; expected an ExFuse run's "
+                               f"model (or train.init.part: model)")
         return copy_weights_by_name(source.get_layer("backbone"), model.get_layer("backbone"))
-    return copy_weights_by_name(source, model, strict=False)
+    copied = copy_weights_by_name(source, model, strict=False)
+    if not copied:  # training would silently start from scratch
+        raise WeightsError(f"train.init.from_run: {path} has no layer of this model's names and shapes; "
+                           f"expected a run of the same architecture")
+    return copied
 
 
 def build_training_model(cfg, jit_compile: bool, clock=None):
