@@ -166,8 +166,11 @@ def atomic_path(target: Union[str, os.PathLike], directory: bool = False) -> Ite
             raise FileNotFoundError(f"{tmp}: nothing was written for {target}")
         _fsync_tree(tmp)
         _move_into_place(tmp, target)
-    except BaseException:
+    except BaseException as err:
         _remove(tmp)
+        if isinstance(err, OSError) and err.filename is not None \
+                and os.path.abspath(os.fspath(err.filename)).startswith(tmp):
+            err.filename = target  # the user knows the target, not its temporary sibling
         raise
     _fsync_dir(folder)
 
@@ -241,3 +244,23 @@ def remove_stale(folder: Union[str, os.PathLike], names) -> list:
                 removed.append(os.path.join(folder, entry))
                 break
     return removed
+
+
+def check_folder(path: Union[str, os.PathLike], flag: str) -> None:
+    """Refuses, before any long work, an output folder ``path`` that is a file or lies under one.
+
+    Raises:
+        NotADirectoryError: naming the file in the way and ``flag`` (``os_error_line`` words it).
+    """
+    probe = os.path.abspath(os.fspath(path))
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        raise NotADirectoryError(errno.ENOTDIR, f"is a file, expected a folder ({flag} {os.fspath(path)})", probe)
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for a failed read or write: ``<file>: <reason>`` (full disk, read-only folder...)."""
+    if err.filename is None or not err.strerror:
+        return str(err)
+    return f"{os.fspath(err.filename)}: {err.strerror}"

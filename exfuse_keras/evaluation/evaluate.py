@@ -203,7 +203,9 @@ def main(argv=None) -> int:
                                          "the confusion picture goes beside it as <stem>_confusion.png")
     args = parser.parse_args(argv)
 
+    from exfuse_keras.atomic import check_folder, os_error_line
     from exfuse_keras.config import ConfigError
+    from exfuse_keras.data.checks import DataError
     from exfuse_keras.evaluation.visualize import save_confusion_picture
     from exfuse_keras.training.strategy import select_strategy
 
@@ -213,18 +215,28 @@ def main(argv=None) -> int:
     try:
         with strategy.scope():
             cfg, model = load_predictor(args.weights, args.config, args.set)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if args.output is not None:
+            check_folder(os.path.dirname(os.path.abspath(args.output)), "--output")
+    except (ConfigError, OSError, ValueError) as err:
+        print(f"error: {os_error_line(err) if isinstance(err, OSError) else err}", file=sys.stderr)
         return 2
     print(f"strategy: {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}")
     protocol = Segmenter.resolve_protocol(cfg.eval, *protocol_from_arguments(args), args.sliding_window)
-    scores = evaluate(cfg, model, args.split, protocol=protocol, strategy=strategy, max_images=args.max_images)
+    try:
+        scores = evaluate(cfg, model, args.split, protocol=protocol, strategy=strategy, max_images=args.max_images)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     protocol = scores["protocol"]
     print(f"{args.split}: {scores['images']} images, scales {protocol['scales']}, flip {protocol['flip']}, "
           f"sliding window {protocol['sliding_window']}, {scores['images'] / max(scores['seconds'], 1e-9):.2f} img/s")
     print(format_table(scores, cfg.data.class_names))
     report, picture = report_paths(args.weights, args.split, protocol, args.output)
-    write_report(report, scores, cfg.data.class_names, args.split, args.weights)
-    save_confusion_picture(picture, scores["confusion_matrix"], cfg.data.class_names)
+    try:
+        write_report(report, scores, cfg.data.class_names, args.split, args.weights)
+        save_confusion_picture(picture, scores["confusion_matrix"], cfg.data.class_names)
+    except OSError as err:  # a full disk, a read-only folder
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return 2
     print(f"report: {report}\nconfusion matrix: {picture}")
     return 0

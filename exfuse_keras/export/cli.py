@@ -174,12 +174,17 @@ def _refuse_existing(paths, overwrite: bool) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from exfuse_keras.atomic import check_folder, os_error_line
     from exfuse_keras.config import ConfigError
 
     try:
+        check_folder(args.output, "--output")
         paths = run(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
+    except (ConfigError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # missing weights, existing output, a full disk, a read-only folder
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 2
     for path in paths:
         print(f"wrote {path} ({_megabytes(path)})")

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from exfuse_keras.atomic import atomic_path
+    from exfuse_keras.atomic import atomic_path, check_folder, os_error_line
     from exfuse_keras.data.palette import write_palette_png
     from exfuse_keras.inference.segmenter import load_image
 
@@ -99,11 +99,15 @@ def main(argv=None) -> int:
     if not files:
         print("error: no images to predict", file=sys.stderr)
         return 2
+    try:
+        check_folder(args.output, "--output")
+    except OSError as err:
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return 2
     segmenter = segmenter_from_arguments(args)
     if segmenter is None:
         return 2
     scales, flip = protocol_from_arguments(args)
-    os.makedirs(args.output, exist_ok=True)
     used, failed = set(), len(problems)
     for path in tqdm(files, desc="predicting", unit="img", disable=args.quiet or len(files) < 2):
         try:
@@ -116,10 +120,14 @@ def main(argv=None) -> int:
                                     probabilities=False, progress=not args.quiet)
         stem = _unique_stem(path, used)
         # Each file written beside its target and renamed in: a kill leaves no half-written PNG.
-        with atomic_path(os.path.join(args.output, f"{stem}_mask.png")) as tmp:
-            write_palette_png(tmp, mask.astype(np.uint8), segmenter.palette)
-        with atomic_path(os.path.join(args.output, f"{stem}_overlay.png")) as tmp:
-            Image.fromarray(overlay(image, segmenter.colorize(mask), args.alpha)).save(tmp, format="PNG")
+        try:
+            with atomic_path(os.path.join(args.output, f"{stem}_mask.png")) as tmp:
+                write_palette_png(tmp, mask.astype(np.uint8), segmenter.palette)
+            with atomic_path(os.path.join(args.output, f"{stem}_overlay.png")) as tmp:
+                Image.fromarray(overlay(image, segmenter.colorize(mask), args.alpha)).save(tmp, format="PNG")
+        except OSError as err:  # a full disk or a read-only folder: every later image would fail the same way
+            print(f"error: {os_error_line(err)}", file=sys.stderr)
+            return 2
     written = len(files) - (failed - len(problems))
     print(f"{written} of {len(files)} images written to {args.output}"
           + (f"; {failed} problem(s) reported above" if failed else ""))
