@@ -149,3 +149,12 @@ def test_predict_cli_shows_window_progress_unless_quiet(tmp_path, capsys):
     expected = segmenter.predict(image, sliding_window=(32, 16))[0]
     for folder in ("shown", "quiet"):
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / folder / "big_mask.png")), expected)
+
+
+def test_large_image_benchmark_runs_and_reports(capsys):
+    from exfuse_keras.bench.large_image import main
+
+    assert main(["--size", "200", "--sliding-window", "128,96", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "200x200 image, 6 classes, window 128,96: 4 windows through api" in out
+    assert "peak" in out and "CPU: " in out and "| 200² | 6 | 128,96 | 4 | api |" in out

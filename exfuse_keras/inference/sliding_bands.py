@@ -20,9 +20,10 @@ single image held as it was decoded (uint8 stays uint8), one row of windows at a
   ``predict_sliding`` and divides by the same weight, so probabilities and masks equal its
   output for a batch of one (tested on odd sizes, overlaps, margins, scales and flip).
 
-Memory: the image, the uint8 mask, two float32 ``[crop, W, C]`` bands while the band moves, and
-one window's TF activations; nothing of size ``H x W x C`` unless the caller passes an array for
-the probabilities (a ``numpy.memmap`` keeps them on disk).
+Memory: the image, the uint8 mask, one float32 ``[crop, W, C]`` band (finished rows are
+averaged and the band moved in place), and one window's TF activations; nothing of size
+``H x W x C`` unless the caller passes an array for the probabilities (a ``numpy.memmap`` keeps
+them on disk).
 """
 
 from __future__ import annotations
@@ -114,15 +115,17 @@ def predict_sliding_bands(logits_fn, image: np.ndarray, crop: int, stride: int, 
             done = (rows[i + 1] if i + 1 < len(rows) else top + crop) - top
             final = min(done, height - top)
             if final > 0:
-                weights = (row_sum[top:top + final, None] * col_sum[None, :width])[:, :, None]
-                averaged = band[:final, :width] / weights
+                averaged = band[:final, :width]
+                averaged /= (row_sum[top:top + final, None] * col_sum[None, :width])[:, :, None]
                 mask[top:top + final] = averaged.argmax(-1)
                 if probabilities is not None:
                     probabilities[top:top + final] = averaged
-            if i + 1 < len(rows):
-                moved = np.zeros_like(band)
-                moved[:crop - done] = band[done:]
-                band = moved
+            # Move the band down by `done` rows in place, `done` rows at a time (source and
+            # destination never overlap, so numpy makes no temporary copy).
+            for row in range(0, crop - done, done):
+                rows_moved = min(done, crop - done - row)
+                band[row:row + rows_moved] = band[row + done:row + done + rows_moved]
+            band[crop - done:] = 0
     finally:
         bar.close()
     return mask
