@@ -11,7 +11,7 @@ from exfuse_keras.layers import (BilinearUpsampling, BilinearUpsamplingInitializ
                                  DenselyAdjacentPrediction, DenselyAdjacentUpsampling, GlobalConvolution,
                                  InputNormalization, RecurrentSemanticEmbedding,
                                  ResizeToMatch, SemanticEmbeddingBranch, SemanticSupervisionHead,
-                                 SubPixelUpsampling)
+                                 SubPixelUpsampling, SyncBatchNormalization)
 from tests.helpers import run_layer_test
 from tests.reference import bilinear_resize, conv2d_same, dap_reference
 
@@ -244,7 +244,28 @@ LAYER_TESTS = [
      [(2, 8, 6, 3), (2, 4, 3, 5), (2, 2, 2, 7), (2, 1, 1, 9)], 2 * 12 + 6, 0, {}),
     (SemanticSupervisionHead, {"num_classes": 4, "num_downsamples": 3, "channels": 8}, (2, 16, 16, 6), (2, 4),
      11, 6, {}),
+    (SyncBatchNormalization, {"epsilon": 1e-5}, (2, 5, 3, 4), (2, 5, 3, 4), 2, 2, {"mixed_output_dtype": "float16"}),
 ]
+
+
+def test_sync_batch_normalization_moments_survive_a_large_mean():
+    """Training-mode moments against numpy float64, for channels whose mean dwarfs their spread
+    (Keras's float32 E[x^2] - E[x]^2 loses the variance there). The split over replicas and
+    workers: tests/test_training.py."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(4, 6, 5, 3)) * [1.0, 0.5, 2.0] + [1e4, -3e3, 0.0]).astype("float32")
+    mean = x.astype("float64").mean(axis=(0, 1, 2))
+    variance = x.astype("float64").var(axis=(0, 1, 2))
+    layer = SyncBatchNormalization(epsilon=1e-5)
+    layer.build(x.shape)
+    got_mean, got_variance = (v.numpy() for v in layer._moments(tf.constant(x), None))
+    np.testing.assert_allclose(got_mean, mean, rtol=1e-7)
+    np.testing.assert_allclose(got_variance, variance, rtol=1e-5)
+    # The float32 formula Keras's synchronized layer uses, for contrast: the variance is lost.
+    stock = keras.layers.BatchNormalization(synchronized=True)
+    stock.build(x.shape)
+    assert abs(stock._moments(tf.constant(x), None)[1].numpy()[0] - variance[0]) > 0.1 * variance[0]
+
 
 
 @pytest.mark.parametrize("layer_cls, kwargs, input_shape, output_shape, trainable, non_trainable, options",

@@ -21,18 +21,15 @@ from __future__ import annotations
 import keras
 
 from exfuse_keras.config import BackboneConfig
+from exfuse_keras.layers.normalization import SyncBatchNormalization
 
 STAGES = ("res2", "res3", "res4", "res5")
 
 
 def _norm(cfg: BackboneConfig, name: str) -> keras.layers.BatchNormalization:
-    layer = keras.layers.BatchNormalization(
-        axis=-1,
-        epsilon=1.001e-5 if cfg.convention == "keras" else 1e-5,
-        momentum=cfg.bn_momentum,
-        synchronized=cfg.norm == "sync_batch",
-        name=name,
-    )
+    layer_class = SyncBatchNormalization if cfg.norm == "sync_batch" else keras.layers.BatchNormalization
+    layer = layer_class(axis=-1, epsilon=1.001e-5 if cfg.convention == "keras" else 1e-5,
+                        momentum=cfg.bn_momentum, name=name)
     if cfg.norm == "frozen":
         # A non-trainable BatchNormalization runs in inference mode in Keras 3: moving
         # statistics are used and never updated, and gamma/beta stay fixed.

@@ -5,6 +5,7 @@ from exfuse_keras.layers.ecre import SubPixelUpsampling
 from exfuse_keras.layers.fusion import RecurrentSemanticEmbedding
 from exfuse_keras.layers.gcn import BoundaryRefinement, GlobalConvolution
 from exfuse_keras.layers.initializers import BilinearUpsamplingInitializer
+from exfuse_keras.layers.normalization import SyncBatchNormalization
 from exfuse_keras.layers.preprocessing import InputNormalization
 from exfuse_keras.layers.resize import BilinearUpsampling, ResizeToMatch
 from exfuse_keras.layers.seb import SemanticEmbeddingBranch
@@ -14,5 +15,5 @@ __all__ = [
     "BilinearUpsampling", "BilinearUpsamplingInitializer", "BoundaryRefinement",
     "DenselyAdjacentPrediction", "DenselyAdjacentUpsampling", "GlobalConvolution", "InputNormalization",
     "RecurrentSemanticEmbedding", "ResizeToMatch",
-    "SemanticEmbeddingBranch", "SemanticSupervisionHead", "SubPixelUpsampling",
+    "SemanticEmbeddingBranch", "SemanticSupervisionHead", "SubPixelUpsampling", "SyncBatchNormalization",
 ]

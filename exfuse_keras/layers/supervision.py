@@ -2,6 +2,8 @@
 
 import keras
 
+from exfuse_keras.layers.normalization import SyncBatchNormalization
+
 
 @keras.saving.register_keras_serializable(package="exfuse")
 class SemanticSupervisionHead(keras.layers.Layer):
@@ -42,8 +44,8 @@ class SemanticSupervisionHead(keras.layers.Layer):
             self.blocks.append((
                 keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False, name=f"conv{i + 1}",
                                     dtype=self.dtype_policy),
-                keras.layers.BatchNormalization(synchronized=synchronized, name=f"bn{i + 1}",
-                                                dtype=self.dtype_policy),
+                (SyncBatchNormalization if synchronized else keras.layers.BatchNormalization)(
+                    name=f"bn{i + 1}", dtype=self.dtype_policy),
             ))
         self.pool = keras.layers.GlobalAveragePooling2D(name="pool", dtype=self.dtype_policy)
         self.classifier = keras.layers.Dense(num_classes, name="classifier", dtype=self.dtype_policy)

@@ -189,11 +189,6 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     backup_dir = os.path.join(run_dir, "backup")
     print(f"strategy: {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}, "
           f"global batch: {cfg.train.batch_size}, precision: {setup.precision}, XLA: {jit}")
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and cfg.model.backbone.norm == "sync_batch":
-        print("warning: synchronized BatchNorm under MultiWorkerMirroredStrategy: its forward pass matches one "
-              "process, but its gradients drifted from it (~2% after 3 steps) with TF 2.21 / Keras 3.15 here; "
-              "model.backbone.norm: frozen (fine-tuning) is exact", file=sys.stderr)
-
     check_time_budget(cfg, strategy)
     patch_log_reduction()
     with strategy.scope():

@@ -3,7 +3,7 @@
 Trains the config's model on the default strategy, fed exactly the global batches the two
 workers of a ``train.py --strategy multi_worker`` run see together: each step concatenates
 worker 0's per-replica batch and worker 1's (the input pipelines ``make_dataset`` builds for
-``InputContext(2, i, 2)``). Saves the final model and prints the per-epoch losses as JSON.
+``InputContext(2, i, 2)``). Saves the final model and prints the per-epoch losses and the largest weight update as JSON.
 
     python tests/scripts/multi_worker_reference.py CONFIG OUTPUT.keras
 """
@@ -40,10 +40,12 @@ def main():
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     model = build_training_model(cfg, jit_compile=False)
+    initial = model.get_weights()
     data = with_targets(global_batches(cfg), list(model.output.keys()))
     history = model.fit(data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch, verbose=0)
     model.save(output)
-    print(json.dumps(history.history))
+    moved = max(float(abs(a - b).max()) for a, b in zip(initial, model.get_weights()))
+    print(json.dumps(dict(history.history, max_update=moved)))
 
 
 if __name__ == "__main__":
