@@ -92,4 +92,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from exfuse_keras.onednn import prefer_onednn
+
+    prefer_onednn()  # before main() imports TensorFlow (exfuse_keras/onednn.py)
     sys.exit(main())
