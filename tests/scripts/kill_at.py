@@ -10,9 +10,10 @@ POINT is where the Nth call in this process (counted from 1) kills it:
   written and synced, before it is renamed into place;
 - ``backup_weights``: a backup write, its weights file written in the temporary folder,
   before its metadata;
-- ``backup_swap``: a backup write, the new folder swapped in (``renameat2``), before the old
-  one, now at the temporary name, is deleted; where the file system cannot swap, between the
-  fallback's two renames (the old folder moved aside, the new one not yet in);
+- ``backup_swap``: a backup write that replaces a backup (not the first one), the new folder
+  swapped in (``renameat2``), before the old one, now at the temporary name, is deleted; where
+  the file system cannot swap, between the fallback's two renames (the old folder moved aside,
+  the new one not yet in);
 - ``none``: no kill.
 
 ``--snapshots DIR`` copies each backup's weights to ``DIR/epoch_<E>.weights.h5`` as it is
