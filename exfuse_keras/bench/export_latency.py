@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m exfuse_keras.bench.export_latency [--run runs/quickstart] [--size 512] [--repeats 10]
+    python -m exfuse_keras.bench.export_latency [--run runs/quickstart] [--size 512] [--repeats 10] [--json PATH]
     python -m exfuse_keras.bench.export_latency --quick     # a smoke test of this script: 64x64, seconds
 
 For each model
@@ -19,13 +19,18 @@ exports every format into a temporary folder and times one ``--size`` x ``--size
 - ``SavedModel serving_default``: the encoded JPEG in, the mask out (decode, pad, network, argmax:
   what TF Serving runs per request, without the server);
 - ``SavedModel network_logits``: the bare exported network;
-- ``TFLite float32 / float16 / int8``: ``ai_edge_litert`` Interpreter with ``--threads`` (2)
-  threads, XNNPACK as the interpreter sets it up; int8 calibrated on ``--calibration-images``
+- ``TFLite float32 / float16 / dynamic / int8``: ``ai_edge_litert`` Interpreter with ``--threads``
+  (2) threads, XNNPACK as the interpreter sets it up; int8 calibrated on ``--calibration-images``
   smooth random images (latency does not depend on the calibration);
 - ``ONNX``: onnxruntime, CPU provider, ``--threads`` intra-op threads.
 
-Sizes are the bytes on disk of each artefact (the SavedModel folder in total). Prints one line per
-measurement and a Markdown table; machines are noisy, so compare figures from the same run only.
+Sizes are the bytes on disk of each artefact (the SavedModel folder in total). Agreement, for the
+formats that return logits (``network_logits``, TFLite, ONNX): the fraction of pixels whose argmax
+equals Keras' on ``--agreement-images`` smooth random images other than the calibration ones (the
+quick start's val split is the better check: tests/test_export.py). Prints one line per
+measurement and a Markdown table; ``--json PATH`` also writes the rows (``model``, ``format``,
+``ms``, ``mb``, ``agreement``; null where not measured) with the CPU and versions. Machines are
+noisy, so compare figures from the same run only.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -71,8 +77,28 @@ def smooth_image(size: int, seed: int) -> np.ndarray:
     return np.asarray(Image.fromarray(grid).resize((size, size), Image.BICUBIC))
 
 
-def measure(name, cfg, model, args, folder: Path) -> list[tuple]:
-    """Rows (model, format, ms per image, MB) for one model."""
+def cpu_name() -> str:
+    """The CPU as ``/proc/cpuinfo`` names it (model name, family, model), else ``platform``'s."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    avx512 = " AVX-512" if "avx512f" in fields.get("flags", "").split() else ""
+    return (f"{fields.get('model name', '?')} (cpu family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')}{avx512})")
+
+
+def argmax_agreement(logits: list, reference: list) -> float:
+    """The fraction of pixels whose argmax over the last axis matches ``reference``'s."""
+    return float(np.mean([np.mean(a.argmax(-1) == b.argmax(-1)) for a, b in zip(logits, reference)]))
+
+
+def measure(name, cfg, model, args, folder: Path) -> list[dict]:
+    """Rows ``{"model", "format", "ms", "mb", "agreement"}`` for one model (module doc)."""
     import tensorflow as tf
     from PIL import Image
 
@@ -86,12 +112,18 @@ def measure(name, cfg, model, args, folder: Path) -> list[tuple]:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=90)
     encoded = tf.constant([buffer.getvalue()])
+    seeds = range(args.calibration_images + 1, args.calibration_images + 1 + args.agreement_images)
+    checks = [smooth_image(size, seed)[None].astype(np.float32) for seed in seeds]
+    reference = [_logits(model.predict(check, verbose=0)) for check in checks]
     rows = []
 
-    def record(fmt, milliseconds, path):
-        rows.append((name, fmt, milliseconds, _megabytes(path) if path is not None else None))
-        print(f"{name}, {fmt}: {milliseconds:.1f} ms/image" + (f", {rows[-1][3]:.2f} MB" if path else ""),
-              flush=True)
+    def record(fmt, milliseconds, path, logits_of=None):
+        row = {"model": name, "format": fmt, "ms": milliseconds,
+               "mb": _megabytes(path) if path is not None else None,
+               "agreement": argmax_agreement([logits_of(c) for c in checks], reference) if logits_of else None}
+        rows.append(row)
+        print(f"{name}, {fmt}: {milliseconds:.1f} ms/image" + (f", {row['mb']:.2f} MB" if path else "")
+              + (f", argmax agreement {row['agreement']:.4f}" if logits_of else ""), flush=True)
 
     keras_path = folder / "model.keras"
     model.save(keras_path)
@@ -104,17 +136,19 @@ def measure(name, cfg, model, args, folder: Path) -> list[tuple]:
     record("SavedModel serving_default (JPEG in, mask out)",
            _median_ms(lambda: serving_default(image_bytes=encoded)["mask"].numpy(), args.warmup, args.repeats),
            saved_model)
-    record("SavedModel network_logits", _median_ms(lambda: network(images=tf.constant(batch))["logits"].numpy(),
-                                                   args.warmup, args.repeats), None)
+    network_logits = lambda x: network(images=tf.constant(x))["logits"].numpy()  # noqa: E731
+    record("SavedModel network_logits", _median_ms(lambda: network_logits(batch), args.warmup, args.repeats), None,
+           network_logits)
 
     calibration = [smooth_image(size, seed)[None].astype(np.float32) for seed in range(1, args.calibration_images + 1)]
-    for quantization in ("float32", "float16", "int8"):
+    for quantization in tflite.QUANTIZATIONS:
         path = folder / f"model_{quantization}.tflite"
         tflite.export_tflite(cfg, model, str(path), quantization, (size, size),
                              representative=lambda: iter(calibration))
         runner = tflite.interpreter(path, num_threads=args.threads)
-        record(f"TFLite {quantization} ({args.threads} threads)",
-               _median_ms(lambda runner=runner: tflite.run(runner, batch), args.warmup, args.repeats), path)
+        run = lambda x, runner=runner: tflite.run(runner, x)  # noqa: E731
+        record(f"TFLite {quantization} ({args.threads} threads)", _median_ms(lambda: run(batch), args.warmup,
+                                                                             args.repeats), path, run)
 
     if not args.no_onnx:
         import onnxruntime
@@ -123,9 +157,14 @@ def measure(name, cfg, model, args, folder: Path) -> list[tuple]:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = args.threads
         session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        onnx_logits = lambda x: session.run(None, {"images": x})[0]  # noqa: E731
         record(f"ONNX onnxruntime ({args.threads} threads)",
-               _median_ms(lambda: session.run(None, {"images": batch}), args.warmup, args.repeats), path)
+               _median_ms(lambda: onnx_logits(batch), args.warmup, args.repeats), path, onnx_logits)
     return rows
+
+
+def _logits(outputs) -> np.ndarray:
+    return np.asarray(outputs["logits"] if isinstance(outputs, dict) else outputs)
 
 
 def main(argv=None) -> int:
@@ -137,27 +176,40 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
     parser.add_argument("--threads", type=int, default=2, help="TFLite / onnxruntime threads")
     parser.add_argument("--calibration-images", type=int, default=16, help="int8 calibration images")
+    parser.add_argument("--agreement-images", type=int, default=4,
+                        help="images on which each format's argmax is compared with Keras'")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX row")
     parser.add_argument("--quick", action="store_true",
                         help="check the script runs: the quick-start model only, 64x64, one timed call")
     args = parser.parse_args(argv)
     if args.quick:
-        args.models, args.size, args.repeats, args.warmup, args.calibration_images = "quickstart", 64, 1, 1, 2
+        args.models, args.size, args.repeats, args.warmup = "quickstart", 64, 1, 1
+        args.calibration_images, args.agreement_images = 2, 1
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.size % OUTPUT_STRIDE:
         parser.error(f"--size {args.size}: expected a multiple of {OUTPUT_STRIDE}")
 
     import tensorflow as tf
 
-    print(f"{args.size}x{args.size} images, batch 1, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}")
+    cpu = cpu_name()
+    print(f"{args.size}x{args.size} images, batch 1, {os.cpu_count()} CPUs ({cpu}), TensorFlow {tf.__version__}")
     rows = []
     for name, cfg, model in benchmark_models(args.run, args.models):
         with tempfile.TemporaryDirectory(prefix="bench_export_") as folder:
             rows += measure(name, cfg, model, args, Path(folder))
-    print(f"\n| model | format | ms / {args.size}² image | size (MB) |\n|---|---|---|---|")
-    for name, fmt, milliseconds, megabytes in rows:
-        size = f"{megabytes:.2f}" if megabytes is not None else "(same folder)"
-        print(f"| {name} | {fmt} | {milliseconds:.1f} | {size} |")
+    print(f"\n| model | format | ms / {args.size}² image | size (MB) | argmax agreement |\n|---|---|---|---|---|")
+    for row in rows:
+        size = f"{row['mb']:.2f}" if row["mb"] is not None else "(same folder)"
+        agreement = f"{row['agreement']:.4f}" if row["agreement"] is not None else ""
+        print(f"| {row['model']} | {row['format']} | {row['ms']:.1f} | {size} | {agreement} |")
+    if args.json:
+        from exfuse_keras.export.common import write_json
+
+        write_json(args.json, {"size": args.size, "threads": args.threads, "repeats": args.repeats, "cpu": cpu,
+                               "cpus": os.cpu_count(), "tensorflow": tf.__version__,
+                               "agreement_images": args.agreement_images, "rows": rows})
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -22,6 +22,7 @@ TensorFlow (Flex) ops fails to convert instead of producing a file phones cannot
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from typing import Callable, Iterable, Optional, Sequence
@@ -42,19 +43,46 @@ def _size(size: Sequence[int]) -> tuple[int, int]:
     return height, width
 
 
+@contextlib.contextmanager
+def _constant_composed_kernels(network):
+    """Traces ``DenselyAdjacentUpsampling``'s deconvolution kernel as a constant.
+
+    The layer rebuilds that kernel from its weights at every call (so training's gradients reach
+    them). Traced as is, the converter does not fold the rebuild: the file recomputed it at run
+    time (PAD, ADD, MUL, TRANSPOSE) and its TRANSPOSE_CONV had a non-constant filter, which
+    XNNPACK does not take, so TFLite's builtin kernel ran it: 42 ms of ExFuse-ResNet-101's 227 ms
+    in int8 at 512x512, 103 of 865 ms in float32 (docs/benchmarks.md, "Int8 TFLite, per op").
+    Inside this context each such layer uses its kernel evaluated once, the same values.
+    """
+    from exfuse_keras.layers import DenselyAdjacentUpsampling
+
+    layers = [layer for layer in network._flatten_layers() if isinstance(layer, DenselyAdjacentUpsampling)]
+    for layer in layers:
+        kernel = tf.constant(layer._composed_kernel().numpy())
+        layer._composed_kernel = lambda kernel=kernel: kernel
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer._composed_kernel
+
+
 def _write_fixed_size_saved_model(model, size: tuple[int, int], folder: str) -> None:
-    """The logits of ``model`` for ``[1, H, W, 3]`` as a SavedModel. Keras' ExportArchive, not a
-    plain ``tf.Module``: the converter freezes the variables of the former into constants, but
-    keeps those of the latter as READ_VARIABLE ops (weights missing from the file)."""
+    """The logits of ``model`` for ``[1, H, W, 3]`` as a SavedModel, with the weights that the
+    network derives from its weights traced as constants (``_constant_composed_kernels``).
+    Keras' ExportArchive, not a plain ``tf.Module``: the converter freezes the variables of the
+    former into constants, but keeps those of the latter as READ_VARIABLE ops (weights missing
+    from the file)."""
     import keras
 
     from exfuse_keras.export.common import logits_model
 
     network = logits_model(model)
     archive = keras.export.ExportArchive()
-    archive.add_endpoint("serve", lambda image: {"logits": tf.cast(network(image, training=False), tf.float32)},
-                         input_signature=[tf.TensorSpec([1, *size, 3], tf.float32, name="image")])
-    archive.write_out(folder, verbose=False)
+    with _constant_composed_kernels(network):
+        archive.add_endpoint("serve", lambda image: {"logits": tf.cast(network(image, training=False), tf.float32)},
+                             input_signature=[tf.TensorSpec([1, *size, 3], tf.float32, name="image")])
+        archive.write_out(folder, verbose=False)
 
 
 def calibration_images(cfg, size: Sequence[int], batches: int = DEFAULT_CALIBRATION_BATCHES,
