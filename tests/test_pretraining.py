@@ -15,15 +15,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
 
 
-@pytest.fixture
-def cfg(tmp_path):
+def _config(tmp_path, val_batch_size=4):
     for name in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"):
         (tmp_path / name).touch()
     d = tiny_config_dict()
     d["data"].update({"root": str(tmp_path), "shuffle_buffer": 4, "imagenet": {"image_size": SIZE}})
     d["train"] = {"batch_size": 4, "epochs": 2, "steps_per_epoch": 2, "optimizer": "sgd", "learning_rate": 0.01,
-                  "warmup_steps": 0, "seed": 1, "val_batch_size": 4, "ss_loss_weight": 0.5}
+                  "warmup_steps": 0, "seed": 1, "val_batch_size": val_batch_size, "ss_loss_weight": 0.5}
     return config_from_dict(d)
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return _config(tmp_path)
 
 
 def test_classifier_heads_and_their_losses(cfg):
@@ -85,3 +89,34 @@ def test_shipped_pretraining_config_loads():
     cfg = load_config(os.path.join(ROOT, "configs", "pretraining", "resnext101_lr_ss.yaml"))
     assert cfg.model.backbone.blocks == [8, 8, 9, 8] and cfg.model.ss.levels == ["res2", "res3", "res4"]
     assert cfg.model.backbone.weights is None
+
+
+def test_validation_fills_the_last_batch_with_images_no_loss_or_accuracy_counts(tmp_path):
+    """8 val images, 3 per replica, 2 replicas: batches of 6 and 2 + 4 black fillers labelled -1
+    (an empty per-replica batch crashes oneDNN's convolution); the model's val loss, top-1 and
+    top-5 on the filled batch are those of the real images alone."""
+    from exfuse_keras.pretraining.ss import FILLER_LABEL, build_pretraining_model, pretraining_validation_dataset
+
+    cfg = _config(tmp_path, val_batch_size=3)
+    with tfds.testing.mock_data(num_examples=8):
+        single = [(i.numpy(), t["logits"].numpy()) for i, t in pretraining_validation_dataset(cfg, ["logits"], 1)]
+        batches = [(i.numpy(), t["logits"].numpy()) for i, t in pretraining_validation_dataset(cfg, ["logits"], 2)]
+    assert [len(i) for i, _ in single] == [3, 3, 2] and [len(i) for i, _ in batches] == [6, 6]
+    labels = np.concatenate([t for _, t in batches])
+    images = np.concatenate([i for i, _ in batches])
+    np.testing.assert_array_equal(labels[:8], np.concatenate([t for _, t in single]))
+    assert (labels[8:] == FILLER_LABEL).all() and (labels[:8] >= 0).all() and not images[8:].any()
+
+    model = build_pretraining_model(cfg, num_classes=10)
+    rng = np.random.default_rng(1)
+    real = rng.uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
+    real_labels = np.array([1, 7, 3], np.int32)
+    filled = np.concatenate([real, np.zeros((3, SIZE, SIZE, 3), np.float32)])
+    filled_labels = np.concatenate([real_labels, np.full(3, FILLER_LABEL, np.int32)])
+    names = list(model.output.keys())
+    alone = model.evaluate(real, {n: real_labels for n in names}, batch_size=3, verbose=0, return_dict=True)
+    with_fillers = model.evaluate(filled, {n: filled_labels for n in names}, batch_size=6, verbose=0,
+                                  return_dict=True)
+    for key in ("loss", "logits_loss", "logits_top1", "logits_top5"):
+        np.testing.assert_allclose(with_fillers[key], alone[key], rtol=1e-5, err_msg=key)
+    assert alone["logits_top5"] > 0.0  # counting the fillers as wrong would have lowered it

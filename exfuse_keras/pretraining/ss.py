@@ -32,6 +32,20 @@ from exfuse_keras.layers import InputNormalization
 from exfuse_keras.model import semantic_supervision
 
 BACKBONE_FILE = "backbone.keras"
+FILLER_LABEL = -1  # the label of the all-black images that fill up a last validation batch
+
+
+@keras.saving.register_keras_serializable(package="exfuse")
+class LabelledTopK(keras.metrics.SparseTopKCategoricalAccuracy):
+    """Top-k accuracy over the images whose label is not ``FILLER_LABEL`` (labels ``[N]``,
+    logits ``[N, K]``): the filler images of a last validation batch are not counted."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = keras.ops.reshape(y_true, (-1,))
+        labelled = keras.ops.cast(keras.ops.not_equal(y_true, FILLER_LABEL), "float32")
+        if sample_weight is not None:
+            labelled = labelled * keras.ops.reshape(keras.ops.cast(sample_weight, "float32"), (-1,))
+        return super().update_state(keras.ops.maximum(y_true, 0), y_pred, sample_weight=labelled)
 
 
 def build_ss_classifier(cfg: Config, num_classes: int = 1000, name: str = "ss_classifier") -> keras.Model:
@@ -56,10 +70,11 @@ def build_pretraining_model(cfg: Config, num_classes: int, jit_compile: bool = F
 
     model = build_ss_classifier(cfg, num_classes)
     names = list(model.output.keys())
-    losses = {name: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for name in names}
+    # FILLER_LABEL marks the images that fill up the last validation batch: no loss, no accuracy.
+    losses = {name: keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=FILLER_LABEL)
+              for name in names}
     weights = {name: 1.0 if name == "logits" else cfg.train.ss_loss_weight for name in names}
-    metrics = {"logits": [keras.metrics.SparseCategoricalAccuracy(name="top1"),
-                          keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")]}
+    metrics = {"logits": [LabelledTopK(1, name="top1"), LabelledTopK(5, name="top5")]}
     model.compile(optimizer=build_optimizer(cfg, cfg.train.epochs * cfg.train.steps_per_epoch, clock), loss=losses,
                   loss_weights=weights, metrics=metrics, jit_compile=jit_compile)
     return model
@@ -116,8 +131,7 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
 
     train_data = resumed_training_data(strategy, cfg.train.batch_size, start_epoch * cfg.train.steps_per_epoch,
                                        lambda input_context: shard_size(train_examples, input_context), dataset)
-    val_data = with_class_targets(
-        make_imagenet_dataset(cfg, "val", training=False, batch_size=cfg.train.val_batch_size), names)
+    val_data = pretraining_validation_dataset(cfg, names, strategy.num_replicas_in_sync)
     options = tf.data.Options()  # workers of a multi-worker run take every other val batch
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     val_data = val_data.with_options(options)
@@ -154,6 +168,29 @@ def _train_examples(cfg: Config) -> int:
 
     records = prepare_imagenet(cfg.data).as_dataset(split="train", decoders={"image": tfds.decode.SkipDecoding()})
     return int(records.cardinality())
+
+
+def pretraining_validation_dataset(cfg: Config, output_names, replicas: int):
+    """Validation batches of ``train.val_batch_size`` images per replica, with class targets.
+
+    Under several replicas the last, partial batch is filled up with black images labelled
+    ``FILLER_LABEL``, which the losses and ``LabelledTopK`` leave out, so no replica gets an empty
+    batch (as ``training.run.validation_dataset`` does for segmentation).
+    """
+    import tensorflow as tf
+
+    from exfuse_keras.data.imagenet import make_imagenet_dataset
+
+    global_batch = cfg.train.val_batch_size * replicas
+    dataset = make_imagenet_dataset(cfg, "val", training=False, batch_size=global_batch)
+    if replicas > 1:
+        def fill(images, labels):
+            missing = global_batch - tf.shape(images)[0]
+            images = tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0]])
+            return images, tf.pad(labels, [[0, missing]], constant_values=FILLER_LABEL)
+
+        dataset = dataset.map(fill)
+    return with_class_targets(dataset, output_names)
 
 
 def with_class_targets(dataset, output_names):
