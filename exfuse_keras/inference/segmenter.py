@@ -18,9 +18,9 @@ Prediction is ``tta.predict_probabilities`` (or ``sliding.predict_sliding``) aro
 compiled once with ``tf.function`` over dynamic batch and image sizes, so new sizes and new
 settings do not retrace it. A sliding window runs one image at a time, band by band
 (``sliding_bands.predict_sliding_bands``): memory is bounded by a band of windows, not the
-image, and ``progress`` shows windows done / total with the time left. With one view (scale 1, no flip, no sliding window) the mask is the argmax of the logits,
-exactly what training's metric scores; with several it is the argmax of the averaged
-probabilities.
+image, and ``progress`` shows windows done / total with the time left. With one view (scale 1,
+no flip, no sliding window) the mask is the argmax of the logits, exactly what training's metric
+scores; with several it is the argmax of the averaged probabilities.
 """
 
 from __future__ import annotations
@@ -245,7 +245,9 @@ class Segmenter:
             fill = tuple(self.cfg.data.mean_rgb)
             results = []
             for array, target in zip(arrays, targets):
-                out = np.empty((*array.shape[:2], self.num_classes), np.float32) if target is True else None if target is False else target
+                if target is True:
+                    target = np.empty((*array.shape[:2], self.num_classes), np.float32)
+                out = None if target is False else target
                 mask = predict_sliding_bands(self._compiled_logits, array, crop, stride, scales, flip, fill,
                                              probabilities=out, progress=progress, mask_dtype=mask_dtype)
                 results.append((mask, out))
