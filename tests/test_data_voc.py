@@ -1,6 +1,8 @@
 """The VOC 2012 / SBD TFDS builder on a small fake VOCdevkit + SBD tree, and the shapes config."""
 
+import os
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +123,22 @@ def test_shapes_config_and_rebuild_on_change(tmp_path):
     # Regenerated with another seed: the records must follow, not be reused.
     generate_shapes_dataset(root, num_train=6, num_val=3, size=64, seed=1, verbose=False)
     check(prepare_builder(cfg.data))
+
+
+def test_a_root_given_relative_then_absolute_reuses_the_records(tmp_path, monkeypatch):
+    generate_shapes_dataset(tmp_path / "shapes", num_train=4, num_val=2, size=64, seed=0, verbose=False)
+    monkeypatch.chdir(tmp_path)
+
+    def prepared(root):
+        cfg = config_from_dict({"data": {"dataset": "shapes", "root": root, "num_classes": 6,
+                                         "class_names": list("abcdef"), "crop_size": 64}})
+        builder = prepare_builder(cfg.data)
+        return {p.name: p.stat().st_mtime_ns for p in Path(builder.data_dir).glob("*.tfrecord*")}
+
+    first = prepared("shapes")
+    assert first and prepared(str(tmp_path / "shapes")) == first  # not rebuilt
+    os.symlink(tmp_path / "shapes", tmp_path / "linked")
+    assert prepared("linked") == first
 
 
 def test_class_count_mismatch_is_a_config_error(fake_root, tmp_path):

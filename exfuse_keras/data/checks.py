@@ -245,6 +245,9 @@ def files_fingerprint(paths, extra: str = "") -> str:
     from files that have since changed (a regenerated built-in dataset, an edited folder) are
     rebuilt rather than silently reused.
 
+    Paths are resolved first (``os.path.realpath``), so a ``data.root`` given once relative and
+    once absolute, or through a symlink, fingerprints the same and does not rebuild the records.
+
     Args:
         paths: files to fingerprint; missing ones count as missing.
         extra: settings that also shape the records (split lists, class count...).
@@ -253,7 +256,7 @@ def files_fingerprint(paths, extra: str = "") -> str:
         16 hex digits.
     """
     digest = hashlib.sha256(extra.encode())
-    for path in sorted(os.fspath(p) for p in paths):
+    for path in sorted(os.path.realpath(os.fspath(p)) for p in paths):
         try:
             stat = os.stat(path)
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
