@@ -1,5 +1,6 @@
 """The entry points turn TensorFlow's oneDNN kernels on unless the user chose (exfuse_keras/onednn.py)."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -35,7 +36,21 @@ def _probe(script, env_value):
     return out.stdout.split()[-2:]
 
 
-@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "predict.py", "pretrain.py", "export.py"])
+SCRIPTS = ["train.py", "evaluate.py", "predict.py", "pretrain.py", "export.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_entry_point_calls_prefer_onednn_before_importing_the_package(script):
+    tree = ast.parse(open(os.path.join(ROOT, script)).read())
+    statements = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom, ast.Expr))]
+    call = next(i for i, node in enumerate(statements) if isinstance(node, ast.Expr)
+                and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "prefer_onednn")
+    earlier_imports = [node.module for node in statements[:call]
+                     if isinstance(node, ast.ImportFrom) and node.module != "exfuse_keras.onednn"]
+    assert earlier_imports == [], f"{script} imports {earlier_imports} before prefer_onednn()"
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])  # TensorFlow imported late / at import
 def test_entry_points_turn_onednn_on_before_tensorflow_starts(script):
     assert _probe(script, None) == ["1", "True"]
 
