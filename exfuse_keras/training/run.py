@@ -262,6 +262,10 @@ def main(argv=None) -> int:
         print(f"the time budget (train.max_train_seconds = {cfg.train.max_train_seconds:g} s) ended the run after "
               f"{result['steps_run']} of {cfg.train.epochs * cfg.train.steps_per_epoch} steps"
               + ("; the learning-rate schedule was annealed to it" if cfg.train.budget_mode == "anneal" else ""))
+    if result["epochs_run"] == 0:  # a rerun of a finished run (e.g. killed while writing last.keras)
+        print(f"nothing left to train: all {cfg.train.epochs} epochs were done before; last.keras written; "
+              f"run directory {args.model_dir}")
+        return 0
     print(f"trained {result['epochs_run']} epochs in {result['train_seconds']:.0f} s; "
           f"val mIoU {result['val_miou']:.4f} (best {result['best_val_miou']:.4f}); "
           f"run directory {args.model_dir}")
