@@ -41,6 +41,21 @@ from exfuse_keras.config import OUTPUT_STRIDE
 from exfuse_keras.inference.tta import pad_to_size, predict_probabilities
 
 
+def checked_margin(crop: int, stride: int, margin=None) -> int:
+    """The window margin (default ``(crop - stride) // 2``) after checking crop, stride and margin.
+
+    Raises:
+        ValueError: not ``0 < stride <= crop``, or the margin outside ``[0, (crop - stride) / 2]``.
+    """
+    if crop <= 0 or not 0 < stride <= crop:
+        raise ValueError(f"sliding window: expected 0 < stride <= crop, got crop {crop}, stride {stride}")
+    margin = (crop - stride) // 2 if margin is None else margin
+    if not 0 <= 2 * margin <= crop - stride:
+        raise ValueError(f"sliding window: margin must be in [0, (crop - stride) / 2] = [0, {(crop - stride) // 2}],"
+                         f" got {margin}")
+    return margin
+
+
 def window_starts(length: tf.Tensor, crop: int, stride: int) -> tf.Tensor:
     """Window start offsets along an axis of ``length >= crop``: 0, stride, ..., and ``length - crop`` last."""
     last = tf.maximum(length - crop, 0)
@@ -75,12 +90,7 @@ def predict_sliding(logits_fn, images: tf.Tensor, crop: int, stride: int, scales
     Raises:
         ValueError: a bad crop, stride or margin.
     """
-    if crop <= 0 or not 0 < stride <= crop:
-        raise ValueError(f"sliding window: expected 0 < stride <= crop, got crop {crop}, stride {stride}")
-    margin = (crop - stride) // 2 if margin is None else margin
-    if not 0 <= 2 * margin <= crop - stride:
-        raise ValueError(f"sliding window: margin must be in [0, (crop - stride) / 2] = [0, {(crop - stride) // 2}],"
-                         f" got {margin}")
+    margin = checked_margin(crop, stride, margin)
     images = tf.convert_to_tensor(images, tf.float32)
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     canvas_h, canvas_w = tf.maximum(height, crop), tf.maximum(width, crop)

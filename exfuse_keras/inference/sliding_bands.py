@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from exfuse_keras.config import OUTPUT_STRIDE
-from exfuse_keras.inference.sliding import _edge_weights, window_starts
+from exfuse_keras.inference.sliding import _edge_weights, checked_margin, window_starts
 from exfuse_keras.inference.tta import predict_probabilities
 
 
@@ -76,12 +76,7 @@ def predict_sliding_bands(logits_fn, image: np.ndarray, crop: int, stride: int, 
     """
     from tqdm import tqdm
 
-    if crop <= 0 or not 0 < stride <= crop:
-        raise ValueError(f"sliding window: expected 0 < stride <= crop, got crop {crop}, stride {stride}")
-    margin = (crop - stride) // 2 if margin is None else margin
-    if not 0 <= 2 * margin <= crop - stride:
-        raise ValueError(f"sliding window: margin must be in [0, (crop - stride) / 2] = [0, {(crop - stride) // 2}],"
-                         f" got {margin}")
+    margin = checked_margin(crop, stride, margin)
     height, width = image.shape[:2]
     canvas_h, canvas_w = max(height, crop), max(width, crop)
     rows = window_starts(tf.constant(canvas_h), crop, stride).numpy()
