@@ -218,3 +218,30 @@ def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path
     assert partial.returncode == 0, partial.stderr[-3000:]
     assert "not finished yet" in partial.stdout and not (run / "result.json").exists()
     assert [row["row"] for row in json.loads((tmp_path / "results.json").read_text())["rows"]] == ["1"]
+
+
+def test_calibration_curve_matches_the_run_it_trained(tmp_path):
+    """``python -m exfuse_keras.ablation.calibrate``: one point per --every steps, the last equal
+    to evaluating the run's last weights on val; a --steps that --every does not divide is refused."""
+    import keras
+
+    import exfuse_keras.layers  # noqa: F401  (custom layers for loading)
+    from exfuse_keras.ablation import calibrate
+    from exfuse_keras.data.scenes import generate_scenes_dataset
+    from exfuse_keras.evaluation.evaluate import evaluate
+
+    root = tmp_path / "data"
+    generate_scenes_dataset(str(root), num_train=16, num_val=4, size=64, verbose=False)
+    sets = [f"data.root={root}", "data.crop_size=64", "data.shuffle_buffer=16", "train.warmup_steps=1",
+            "train.val_batch_size=4"]
+    argv = ["--steps", "4", "--every", "2", "--pretrain-steps", "0", "--output", str(tmp_path / "out")]
+    argv += [arg for s in sets for arg in ("--set", s)]
+    assert calibrate.main(argv) == 0
+    record = json.loads((tmp_path / "out" / "curve.json").read_text())
+    assert [p["steps"] for p in record["curve"]] == [2, 4] and record["pretraining_seconds"] == 0.0
+    run = tmp_path / "out" / "run"
+    cfg = load_config(str(run / "config.yaml"))
+    model = keras.models.load_model(str(run / "last.keras"), compile=False)
+    assert record["curve"][-1]["val_miou"] == pytest.approx(evaluate(cfg, model, "val", progress=False)["miou"],
+                                                            abs=1e-4)
+    assert calibrate.main(["--steps", "5", "--every", "2"]) == 2
