@@ -233,7 +233,7 @@ def test_calibration_curve_matches_the_run_it_trained(tmp_path):
     root = tmp_path / "data"
     generate_scenes_dataset(str(root), num_train=16, num_val=4, size=64, verbose=False)
     sets = [f"data.root={root}", "data.crop_size=64", "data.shuffle_buffer=16", "train.warmup_steps=1",
-            "train.val_batch_size=4"]
+            "train.val_batch_size=4", "model.backbone.blocks=[1,1,1,1]"]
     argv = ["--steps", "4", "--every", "2", "--pretrain-steps", "0", "--output", str(tmp_path / "out")]
     argv += [arg for s in sets for arg in ("--set", s)]
     assert calibrate.main(argv) == 0
