@@ -104,6 +104,19 @@ def test_summary_deltas_are_paired_by_seed_and_carry_the_paper_delta():
     assert "### Table 3" in table and "### Table 4" in table and "+4.0" in table
 
 
+
+def test_a_row_with_one_seed_shows_no_spread():
+    """A partly finished sweep: rows with one seed say so instead of a made-up ± 0.00."""
+    rows = rows_for("3")
+    results = _fake_results(rows, 2)
+    for row in rows[4:]:
+        del results[(row.run_name, 1)]
+    table = report.format_table(report.summarize(rows, results, 2))
+    lines = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "± " in lines["| 2"] and "(1 seed)" not in lines["| 2"]
+    assert "(1 seed)" in lines["| 7"] and "± " not in lines["| 7"]
+
+
 # The experimental recurrent SEB ------------------------------------------------------------------
 
 def _levels(rng, batch=2, height=32, width=40, channels=(8, 16, 32, 64)):

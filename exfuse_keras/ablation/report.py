@@ -81,6 +81,13 @@ def _significance(test: dict) -> str:
     return f"p = {test['p']:.2f} ({verdict}; {'same sign on all seeds' if test['same_sign'] else 'signs differ'})"
 
 
+def _spread(mean: float, std: float, n: int, sign: str = "") -> str:
+    """``mean ± std`` in points (x100), or ``mean (1 seed)``: one value has no spread."""
+    if n > 1:
+        return f"{100 * mean:{sign}.2f} ± {100 * std:.2f}"
+    return f"{100 * mean:{sign}.2f} (1 seed)"
+
+
 def format_table(summary: Sequence[dict]) -> str:
     """table.md: one Markdown table per paper table, scores in mIoU points (x100)."""
     lines = []
@@ -100,9 +107,9 @@ def format_table(summary: Sequence[dict]) -> str:
             paper_delta = "–" if s["paper_delta"] is None or is_ref else f"{s['paper_delta']:+.1f}"
             lines.append(
                 f"| {s['row']} | {s['label']} | {s['modules']} | {s['params'] / 1e6:.3f} M | {s['gflops']:.2f} | "
-                f"{s['train_seconds']:.0f} | {100 * s['val_miou_mean']:.2f} ± {100 * s['val_miou_std']:.2f} | "
-                f"{100 * s['boundary_miou_mean']:.2f} ± {100 * s['boundary_miou_std']:.2f} | "
-                + ("–" if is_ref else f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}") + " | "
+                f"{s['train_seconds']:.0f} | {_spread(s['val_miou_mean'], s['val_miou_std'], len(s['seeds']))} | "
+                f"{_spread(s['boundary_miou_mean'], s['boundary_miou_std'], len(s['seeds']))} | "
+                + ("–" if is_ref else _spread(d["mean"], d["std"], d["n"], "+")) + " | "
                 + ("–" if is_ref else _significance(d)) + " | "
                 + ("–" if is_ref else f"{100 * db['mean']:+.2f}") + f" | {paper} | {paper_delta} |")
         lines.append("")
