@@ -101,6 +101,22 @@ def reference_run(tmp_path_factory, tiny_shapes):
     return {"config": config, "run_dir": str(root / "run"), "snapshots": str(root / "snapshots")}
 
 
+def _epochs_before_next_best(run_dir, done):
+    """Epochs the backup holds while the next ``best.keras`` after ``done`` epochs is written: the
+    uninterrupted run's first later epoch whose val mIoU beats every earlier one (ModelCheckpoint's
+    strict ``max``), less one. Which epoch that is depends on the trajectory, not on the code under
+    test (it moved from epoch 2 to 3 when the decoder's initialisation changed)."""
+    import csv
+
+    rows = list(csv.DictReader(open(os.path.join(run_dir, "history.csv"))))
+    key = "val_logits_miou" if "val_logits_miou" in rows[0] else "val_miou"
+    scores = [float(row[key]) for row in rows]
+    for epoch in range(max(done, 1), len(scores)):
+        if scores[epoch] > max(scores[:epoch]):
+            return epoch
+    pytest.fail(f"the uninterrupted run has no new best after epoch {done} ({scores}): nothing to kill at")
+
+
 def _h5_arrays(path):
     """{dataset path: array} of every variable in a ``.weights.h5`` file (optimizer state included)."""
     import h5py
@@ -126,7 +142,9 @@ KILL_CHAINS = {
     "mid_epoch-validation-best_keras": [
         ("train_step", 6, 1),         # epoch 2, before its 2nd step
         ("val_step", 3, 1),           # resumed at epoch 2: its validation, before the 3rd batch
-        ("rename:best.keras", 1, 1),  # epoch 2's best.keras written, not yet renamed over epoch 1's
+        # the next new best's best.keras written, not yet renamed over the previous one; the backup
+        # then holds the epochs before it (None: read off the uninterrupted run's history)
+        ("rename:best.keras", 1, None),
     ],
     "backup-last_keras": [
         ("backup_weights", 2, 1),     # epoch 2's backup: its weights written, its metadata not
@@ -146,6 +164,8 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_weights(tmp_path, re
     backup = os.path.join(run_dir, "backup")
     resumed_from, left = 0, []
     for point, n, epochs in KILL_CHAINS[chain]:
+        if epochs is None:
+            epochs = _epochs_before_next_best(reference_run["run_dir"], resumed_from)
         best = os.path.join(run_dir, "best.keras")
         best_before = open(best, "rb").read() if os.path.isfile(best) else None
         victim = subprocess.run(_kill_at_cmd(point, n, config, run_dir), capture_output=True, text=True,
