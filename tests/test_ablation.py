@@ -104,7 +104,6 @@ def test_summary_deltas_are_paired_by_seed_and_carry_the_paper_delta():
     assert "### Table 3" in table and "### Table 4" in table and "+4.0" in table
 
 
-
 def test_a_row_with_one_seed_shows_no_spread():
     """A partly finished sweep: rows with one seed say so instead of a made-up ± 0.00."""
     rows = rows_for("3")

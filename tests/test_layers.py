@@ -194,7 +194,7 @@ def test_boundary_refinement_starts_as_identity(rng):
     assert np.abs(np.asarray(clone(x)) - x).max() > 1e-3
 
 
-def test_untrained_decoder_starts_near_uniform_loss():
+def test_untrained_decoder_starts_with_moderate_logits():
     """An untrained quick-start-size GCN baseline starts with logits of moderate spread. Before the
     zero-initialised BR residuals the cpu ablation preset's began with logits of std 15 and a loss
     of 21 for 12 classes."""
