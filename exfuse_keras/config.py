@@ -553,6 +553,8 @@ def _convert(value, tp, key: str, where: str):
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
         return _convert(value, inner, key, where)
     if origin is Literal:
+        if isinstance(value, bool) and ("on" if value else "off") in typing.get_args(tp):
+            return "on" if value else "off"  # YAML 1.1 reads a bare on/off as true/false
         if value not in typing.get_args(tp):
             _fail(where, key, f"must be {_type_name(tp)}", value)
         return value

@@ -39,6 +39,19 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.train.learning_rate == 0.5 and isinstance(cfg.train.learning_rate, float)
 
 
+def test_bare_on_and_off_mean_the_strings_the_docs_name(tmp_path):
+    # YAML 1.1 (PyYAML) reads a bare on/off as true/false; "jit_compile: on" must still mean "on".
+    path = _write(tmp_path, "train:\n  jit_compile: on\n  mixed_precision: off\n")
+    cfg = load_config(path)
+    assert (cfg.train.jit_compile, cfg.train.mixed_precision) == ("on", "off")
+    assert load_config(None, ["train.jit_compile=off"]).train.jit_compile == "off"
+    out = str(tmp_path / "saved.yaml")
+    save_config(cfg, out)
+    assert load_config(out).train.jit_compile == "on"
+    with pytest.raises(ConfigError, match="train.optimizer must be one of 'sgd', 'adamw', got True"):
+        load_config(None, ["train.optimizer=yes"])
+
+
 def test_base_files_merge_key_by_key(tmp_path):
     _write(tmp_path, "model:\n  gcn_kernel: 7\n  dap: {kernel: 5, placement: refinement}\n", "base.yaml")
     path = _write(tmp_path, "base: base.yaml\nmodel:\n  dap: {kernel: 3}\n")
