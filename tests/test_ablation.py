@@ -205,6 +205,41 @@ def test_model_with_two_iterations_and_the_config_key():
 
 # The command, end to end --------------------------------------------------------------------------
 
+def test_a_finished_run_is_reused_only_by_a_sweep_with_its_settings(tmp_path):
+    from exfuse_keras.ablation.sweep import SweepSettings, budget_record, finished, run_dir
+
+    row = TABLE3[0]
+    settings = SweepSettings(data=SCENES, steps=1200, output=str(tmp_path))
+    os.makedirs(run_dir(row, settings, 0))
+    path = os.path.join(run_dir(row, settings, 0), "result.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"val_miou": 0.5, "settings": budget_record(settings)}, f)
+    assert finished(row, settings, 0)["val_miou"] == 0.5
+    assert finished(row, SweepSettings(data=SCENES, steps=1200, seeds=5, output=str(tmp_path)), 0) is not None
+    assert finished(row, settings, 1) is None
+    with pytest.raises(ConfigError, match=r"result.json was trained with steps=1200 \(this sweep: 3000\)"):
+        finished(row, SweepSettings(data=SCENES, steps=3000, output=str(tmp_path)), 0)
+    with pytest.raises(ConfigError, match=r"overrides=\[\] \(this sweep: \['train.learning_rate=0.1'\]\)"):
+        finished(row, SweepSettings(data=SCENES, steps=1200, output=str(tmp_path),
+                                    overrides=["train.learning_rate=0.1"]), 0)
+    with open(path, "w", encoding="utf-8") as f:  # a result from before settings were recorded: its steps
+        json.dump({"val_miou": 0.5, "steps_run": 1200, "stopped_by_time_budget": False}, f)
+    assert finished(row, settings, 0) is not None
+    with pytest.raises(ConfigError, match="steps=1200"):
+        finished(row, SweepSettings(data=SCENES, steps=3000, output=str(tmp_path)), 0)
+
+
+def test_a_finished_pretraining_of_another_length_is_refused(tmp_path):
+    from exfuse_keras.ablation.presence import pretrain_presence
+
+    with open(tmp_path / "pretraining.json", "w", encoding="utf-8") as f:
+        json.dump({"backbone": "backbone.keras", "seconds": 1.0, "loss": 0.1, "ss": [], "steps": 1000}, f)
+    cfg = load_config(None, ["train.epochs=2", "train.steps_per_epoch=500"])
+    assert pretrain_presence(cfg, str(tmp_path))["steps"] == 1000
+    with pytest.raises(ConfigError, match="pretraining.json was pretrained for 1000 steps, not the 2000"):
+        pretrain_presence(load_config(None, ["train.epochs=4", "train.steps_per_epoch=500"]), str(tmp_path))
+
+
 def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path):
     command = [sys.executable, "-m", "exfuse_keras.ablation", "--quick", "--output", str(tmp_path)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)

@@ -18,7 +18,7 @@ import json
 import os
 import time
 
-from exfuse_keras.config import SS_LEVELS, Config, config_from_dict, config_to_dict
+from exfuse_keras.config import SS_LEVELS, Config, ConfigError, config_from_dict, config_to_dict
 
 BACKBONE_FILE = "backbone.keras"
 RESULT_FILE = "pretraining.json"
@@ -49,9 +49,14 @@ def pretrain_presence(cfg: Config, run_dir: str, verbose: int = 2) -> dict:
     """Trains the class-presence classifier of ``cfg`` (see module doc) in ``run_dir``, or returns
     the result of a finished one. Returns ``{"backbone", "seconds", "loss", "ss"}``."""
     result_path = os.path.join(run_dir, RESULT_FILE)
+    total = cfg.train.epochs * cfg.train.steps_per_epoch
     if os.path.isfile(result_path):
         with open(result_path, encoding="utf-8") as f:
-            return json.load(f)
+            result = json.load(f)
+        if result.get("steps") != total:
+            raise ConfigError(f"{result_path} was pretrained for {result.get('steps')} steps, not the {total} "
+                              "asked for; give this sweep its own --output, or the same --pretrain-steps")
+        return result
     import keras
 
     from exfuse_keras.data.pipeline import make_dataset
@@ -64,7 +69,6 @@ def pretrain_presence(cfg: Config, run_dir: str, verbose: int = 2) -> dict:
     model = build_ss_classifier(cfg, num_classes, name="presence_classifier")
     names = list(model.output.keys())
     weights = {name: 1.0 if name == "logits" else cfg.train.ss_loss_weight for name in names}
-    total = cfg.train.epochs * cfg.train.steps_per_epoch
     model.compile(optimizer=build_optimizer(cfg, total), loss={n: keras.losses.BinaryCrossentropy(from_logits=True)
                                                               for n in names}, loss_weights=weights)
     data = make_dataset(cfg, "train", training=True, repeat=True).map(

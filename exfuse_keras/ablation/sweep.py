@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 from exfuse_keras.ablation.presence import pretrain_presence, pretraining_config
 from exfuse_keras.ablation.rows import CONFIG_DIR, Row, modules_on, preset_overrides
-from exfuse_keras.config import Config, load_config, load_config_stack
+from exfuse_keras.config import Config, ConfigError, load_config, load_config_stack
 
 RESULT_FILE = "result.json"
 # Validation (and backup) points per run: the budget is split into this many epochs.
@@ -83,12 +83,32 @@ def run_dir(row: Row, settings: SweepSettings, seed: int) -> str:
     return os.path.join(settings.output, "runs", row.run_name, f"seed{seed}")
 
 
+def budget_record(settings: SweepSettings) -> dict:
+    """The settings a finished run must share with a sweep that reuses it (seeds and tables may
+    grow between calls; the budget, data, preset and overrides may not)."""
+    return {"data": os.path.normpath(settings.data), "preset": settings.preset, "steps": settings.steps,
+            "max_seconds": settings.max_seconds, "pretrain": settings.pretrain,
+            "pretrain_steps": settings.pretrain_steps if settings.pretrain == "presence" else None,
+            "overrides": list(settings.overrides)}
+
+
 def finished(row: Row, settings: SweepSettings, seed: int) -> Optional[dict]:
+    """The run's result.json, or None if it has not finished; a ConfigError if it was trained with
+    other settings than this sweep's (reusing it would mix budgets in one table)."""
     path = os.path.join(run_dir(row, settings, seed), RESULT_FILE)
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        result = json.load(f)
+    wanted = budget_record(settings)
+    # A result written before the settings were recorded carries only the steps it ran.
+    had = result.get("settings") or {"steps": wanted["steps"] if result.get("stopped_by_time_budget")
+                                     else result.get("steps_run")}
+    differ = [f"{key}={had[key]!r} (this sweep: {wanted[key]!r})" for key in had if had[key] != wanted.get(key)]
+    if differ:
+        raise ConfigError(f"{path} was trained with {', '.join(differ)}; give this sweep its own --output, "
+                          "or the finished runs' settings to resume them")
+    return result
 
 
 def with_backbone_weights(cfg: Config, weights: Optional[str]) -> Config:
@@ -139,7 +159,8 @@ def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> d
               "train_seconds": trained["train_seconds"], "steps_run": trained["steps_run"],
               "stopped_by_time_budget": trained["stopped_by_time_budget"],
               "pretraining_seconds": pretraining["seconds"] if pretraining else None,
-              "params": params, "gflops": gflops, "eval_size": cfg.data.crop_size}
+              "params": params, "gflops": gflops, "eval_size": cfg.data.crop_size,
+              "settings": budget_record(settings)}
     with open(os.path.join(directory, RESULT_FILE), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     return result
