@@ -244,6 +244,18 @@ def test_an_unreadable_file_is_named_in_the_error(tmp_path):
     assert "\n" not in str(error.value)
 
 
+def test_an_image_over_pillows_pixel_guard_says_how_to_allow_it(tmp_path, monkeypatch):
+    path = tmp_path / "aerial.png"
+    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # Pillow refuses above twice this: 1,200 px here
+    with pytest.raises(ValueError, match=r"aerial\.png: too large for Pillow's default guard \(Image size "
+                                         r"\(1200 pixels\).*raise PIL\.Image\.MAX_IMAGE_PIXELS") as error:
+        load_image(path)
+    assert "\n" not in str(error.value)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    assert load_image(path).shape == (40, 30, 3)
+
+
 def _toy_run(folder, seed):
     """A run folder (config.yaml + best.keras) of a toy model; returns (folder, config, model)."""
     cfg = _toy_config()

@@ -60,6 +60,9 @@ def load_image(image, name: str = "image", as_float32: bool = True) -> np.ndarra
             with Image.open(path) as opened:
                 opened.load()
                 image = ImageOps.exif_transpose(opened)
+        except Image.DecompressionBombError as err:  # Pillow's guard, before decoding: "Image size (N pixels) ..."
+            raise ValueError(f"{path}: too large for Pillow's default guard ({err}); if the file is trusted, "
+                             "raise PIL.Image.MAX_IMAGE_PIXELS (None: no limit) before predicting") from None
         except (OSError, SyntaxError, ValueError) as err:  # PIL reports bad files with all three
             raise ValueError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
         name = path
