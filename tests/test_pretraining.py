@@ -120,3 +120,21 @@ def test_validation_fills_the_last_batch_with_images_no_loss_or_accuracy_counts(
     for key in ("loss", "logits_loss", "logits_top1", "logits_top5"):
         np.testing.assert_allclose(with_fillers[key], alone[key], rtol=1e-5, err_msg=key)
     assert alone["logits_top5"] > 0.0  # counting the fillers as wrong would have lowered it
+
+
+def test_command_line_errors_are_one_line_naming_what_was_expected(tmp_path, capsys):
+    from exfuse_keras.pretraining.ss import main
+
+    config = os.path.join(ROOT, "configs", "pretraining", "resnext101_lr_ss.yaml")
+    (tmp_path / "a_file").touch()
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--model-dir", str(tmp_path / "a_file")], "a_file: is a file, expected a folder (--model-dir"),
+        (["--model-dir", str(tmp_path / "run"), "--set", f"data.root={tmp_path / 'empty'}"],
+         "ILSVRC2012_img_train.tar: ImageNet archive not found"),
+        (["--model-dir", str(tmp_path / "run"), "--set", "train.batch_sise=4"], "did you mean 'train.batch_size'"),
+    ]
+    for extra, expected in cases:
+        assert main(["--config", config, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and expected in err[-1], (extra, err)

@@ -224,12 +224,20 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from exfuse_keras.atomic import check_folder, os_error_line
+    from exfuse_keras.backbones.weights import WeightsError
+    from exfuse_keras.data.checks import DataError
+    from exfuse_keras.saving import ModelFileError
     from exfuse_keras.training.callbacks import NonFiniteLossError
 
-    try:
+    try:  # the same errors, and the same one line each, as train.py
+        check_folder(args.model_dir, "--model-dir")
         result = pretrain(cfg, args.model_dir, args.strategy)
-    except ConfigError as err:
+    except (ConfigError, DataError, WeightsError, ModelFileError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only folder
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
