@@ -33,6 +33,7 @@ from exfuse_keras.export.saved_model import MASK_PADDING, SIGNATURES, export_sav
 from exfuse_keras.inference import Segmenter
 from exfuse_keras.inference.loading import load_predictor, load_run
 from exfuse_keras.model import build_model
+from exfuse_keras.saving import ModelFileError
 from tests.helpers import tiny_config_dict
 
 GRAPH = 1e-6
@@ -384,6 +385,11 @@ def test_evaluate_on_the_exported_saved_model_equals_the_keras_model(quickstart,
     run, cfg, model = quickstart
     cfg_export, predictor = load_predictor(quickstart_saved_model)
     assert cfg_export.data.num_classes == cfg.data.num_classes and callable(predictor)
+    other = cfg.data.num_classes + 1  # another dataset's config: refused, not a silently wrong confusion matrix
+    with pytest.raises(ModelFileError, match=rf"predicts {cfg.data.num_classes} classes but .*config.yaml \(with "
+                                             rf"the --set overrides\) has data.num_classes = {other}"):
+        load_predictor(quickstart_saved_model, overrides=[f"data.num_classes={other}",
+                                                          f"data.class_names={[f'c{i}' for i in range(other)]}"])
     report = tmp_path / "report.json"
     assert main(["--weights", quickstart_saved_model, "--output", str(report)]) == 0
     exported = json.loads(report.read_text())

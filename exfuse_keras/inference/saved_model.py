@@ -37,6 +37,11 @@ class SavedModelPredictor:
         self._logits = self.loaded.signatures["network_logits"]
         self.path = path
 
+    @property
+    def num_classes(self) -> Optional[int]:
+        """The number of classes the export's logits have (None if its signature leaves it open)."""
+        return self._logits.structured_outputs["logits"].shape[-1]
+
     def __call__(self, images):
         return self._logits(images=tf.cast(images, tf.float32))["logits"]
 
@@ -51,6 +56,7 @@ def load_saved_model(path: str, config_path: Optional[str] = None, overrides: Se
 
     Raises:
         ConfigError: no config in the export and none given, or a bad config.
+        ModelFileError: the config's class count is not the export's.
     """
     from exfuse_keras.config import ConfigError, load_config
 
@@ -58,4 +64,13 @@ def load_saved_model(path: str, config_path: Optional[str] = None, overrides: Se
     if not os.path.isfile(config_path):
         raise ConfigError(f"--weights {path}: no {EXTRA_DIR}/{CONFIG_FILE} in this SavedModel (not written by "
                           f"export.py): pass --config")
-    return load_config(config_path, overrides), SavedModelPredictor(path)
+    from exfuse_keras.saving import ModelFileError
+
+    cfg = load_config(config_path, overrides)
+    predictor = SavedModelPredictor(path)
+    classes = predictor.num_classes
+    if classes is not None and classes != cfg.data.num_classes:
+        given = " (with the --set overrides)" if overrides else ""
+        raise ModelFileError(f"{path}: the export predicts {classes} classes but {config_path}{given} has "
+                             f"data.num_classes = {cfg.data.num_classes}; expected the config it was exported with")
+    return cfg, predictor
