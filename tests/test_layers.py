@@ -56,7 +56,7 @@ def _deconv_reference(x, kernel, bias):
     return full[:, 1:-1, 1:-1] + bias
 
 
-@pytest.mark.parametrize("k,size", [(3, (4, 6)), (3, (1, 3)), (5, (3, 2)), (1, (2, 3))])
+@pytest.mark.parametrize("k,size", [(3, (4, 6)), (3, (1, 3)), (5, (3, 2)), (5, (1, 3)), (7, (4, 5)), (1, (2, 3))])
 def test_densely_adjacent_upsampling_is_deconv_then_dap_with_its_gradients(rng, k, size):
     """The fused layer against the two layers it replaces (and their formula), including the
     border pixels, where DAP drops the votes from outside the image."""
@@ -80,9 +80,25 @@ def test_densely_adjacent_upsampling_is_deconv_then_dap_with_its_gradients(rng, 
     assert out.shape == (2, 2 * size[0], 2 * size[1], classes)
     np.testing.assert_allclose(reference.numpy(), expected, atol=1e-4)
     np.testing.assert_allclose(out.numpy(), expected, atol=1e-4)
+    # Traced with unknown height and width (a model for any size): the border bands are padded
+    # to full maps instead of subtracted in place (k > 3); the same values either way.
+    traced = tf.function(fused.call, input_signature=[tf.TensorSpec((None, None, None, channels), tf.float32)])
+    np.testing.assert_allclose(traced(x).numpy(), expected, atol=1e-4)
     for got, want in zip(tape.gradient(loss, [x, fused.kernel, fused.bias]),
                          tape.gradient(reference_loss, [x, deconv.kernel, deconv.bias])):
         np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("size,crop", [(4, 1), (6, 2), (8, 3), (10, 4), (3, 1)])
+def test_subpixel_kernel_turns_a_stride_two_deconvolution_into_conv_and_depth_to_space(rng, size, crop):
+    from exfuse_keras.layers.dap import subpixel_kernel
+
+    x = tf.constant(_random(rng, 2, 3, 5, 4))
+    kernel = tf.constant(_random(rng, size, size, 3, 4))     # Conv2DTranspose layout [S, S, C_out, C_in]
+    full = tf.nn.conv2d_transpose(x, kernel, (2, 2 * 3 + size - 2, 2 * 5 + size - 2, 3), strides=2, padding="VALID")
+    expected = full[:, crop:crop + 6, crop:crop + 10].numpy()
+    got = tf.nn.depth_to_space(tf.nn.conv2d(x, subpixel_kernel(kernel, crop), 1, "SAME"), 2).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_densely_adjacent_upsampling_starts_as_the_bilinear_deconvolution_it_replaces():

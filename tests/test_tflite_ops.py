@@ -69,16 +69,20 @@ def test_profile_labels_each_op_with_its_kernel_and_types():
     assert "| CONV_2D | XNNPACK | FLOAT32 → FLOAT32 | 1 |" in table and "| all | | | 2 |" in table
 
 
-def test_the_exported_dap_deconvolution_has_a_constant_kernel_run_by_xnnpack(exfuse_float32):
+def test_the_exported_dap_convolution_has_a_constant_kernel_run_by_xnnpack(exfuse_float32):
     model, flatbuffer = exfuse_float32
     rows = tflite_ops.profile(flatbuffer, threads=1, repeats=1)
     deconvolutions = [r for r in rows if r["op"] == "TRANSPOSE_CONV"]
-    dap = [r for r in deconvolutions if r["name"].split("/")[1].startswith("dap")]
-    assert dap and all(r["weights"].startswith("INT32/FLOAT32") for r in deconvolutions)   # shape, kernel
+    assert all(r["weights"].startswith("INT32/FLOAT32") for r in deconvolutions)   # shape, kernel
+    dap = [r for r in rows if "/dap" in r["name"]]
+    # DAP's upsampling is one stride-1 CONV_2D (3x3, C_in -> 4C) and DEPTH_TO_SPACE, its kernel a constant.
+    main = [r for r in dap if r["op"] == "CONV_2D" and "votes" not in r["name"]]   # not DAP's border bands
+    assert len(main) == 1 and main[0]["weights"].startswith("FLOAT32/") and main[0]["weight_shape"][1:3] == [3, 3]
+    assert "DEPTH_TO_SPACE" in [r["op"] for r in dap]
     assert all(r["kernel"] == "XNNPACK" for r in rows), [r for r in rows if r["kernel"] != "XNNPACK"]
     assert not [r for r in rows if r["op"] in ("PAD", "ADD", "TRANSPOSE") and not r["inputs"]]   # nothing rebuilt
     image = np.random.default_rng(1).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
     expected = model(image, training=False)["logits"].numpy()
     got = tflite.run(tflite.interpreter(flatbuffer), image)
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
-    assert "_composed_kernel" not in vars(model.get_layer("dap"))   # the model is left as it was
+    assert "_subpixel_kernel" not in vars(model.get_layer("dap"))   # the model is left as it was

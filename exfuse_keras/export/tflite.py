@@ -45,26 +45,26 @@ def _size(size: Sequence[int]) -> tuple[int, int]:
 
 @contextlib.contextmanager
 def _constant_composed_kernels(network):
-    """Traces ``DenselyAdjacentUpsampling``'s deconvolution kernel as a constant.
+    """Traces ``DenselyAdjacentUpsampling``'s convolution kernel as a constant.
 
     The layer rebuilds that kernel from its weights at every call (so training's gradients reach
     them). Traced as is, the converter does not fold the rebuild: the file recomputed it at run
-    time (PAD, ADD, MUL, TRANSPOSE) and its TRANSPOSE_CONV had a non-constant filter, which
-    XNNPACK does not take, so TFLite's builtin kernel ran it: 42 ms of ExFuse-ResNet-101's 227 ms
-    in int8 at 512x512, 103 of 865 ms in float32 (docs/benchmarks.md, "Int8 TFLite, per op").
-    Inside this context each such layer uses its kernel evaluated once, the same values.
+    time (PAD, ADD, MUL, TRANSPOSE) and the convolution had a non-constant filter, which XNNPACK
+    does not take, so TFLite's builtin kernel ran it: 42 ms of ExFuse-ResNet-101's 227 ms in int8
+    at 512x512, 103 of 865 ms in float32 (docs/benchmarks.md, "Int8 TFLite, per op"). Inside this
+    context each such layer uses its kernel evaluated once, the same values.
     """
     from exfuse_keras.layers import DenselyAdjacentUpsampling
 
     layers = [layer for layer in network._flatten_layers() if isinstance(layer, DenselyAdjacentUpsampling)]
     for layer in layers:
-        kernel = tf.constant(layer._composed_kernel().numpy())
-        layer._composed_kernel = lambda kernel=kernel: kernel
+        kernel = tf.constant(layer._subpixel_kernel().numpy())
+        layer._subpixel_kernel = lambda kernel=kernel: kernel
     try:
         yield
     finally:
         for layer in layers:
-            del layer._composed_kernel
+            del layer._subpixel_kernel
 
 
 def _write_fixed_size_saved_model(model, size: tuple[int, int], folder: str) -> None:

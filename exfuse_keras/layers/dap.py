@@ -5,6 +5,41 @@ import numpy as np
 import tensorflow as tf
 
 
+def subpixel_taps(size: int, crop: int) -> tuple[int, np.ndarray]:
+    """How a stride-2 deconvolution becomes a stride-1 convolution and depth_to_space.
+
+    ``conv2d_transpose(x, K, strides=2, padding="VALID")`` (K: ``size`` taps) cropped by ``crop``
+    pixels at the start is, along one axis, ``out[2m + d] = sum_j x[m + j] K[d + crop - 2j]``
+    (d = 0, 1; taps outside 0..size-1 count zero). Returns (J, index): the convolution has
+    2J + 1 taps (zero 'same' padding reproduces the deconvolution's zeros outside the image) and
+    ``index[t, d] = d + crop - 2(t - J)`` is the deconvolution tap behind phase d's tap t
+    (outside [0, size) for a zero tap).
+    """
+    reach = [j for d in (0, 1) for j in range(-size, size + 1) if 0 <= d + crop - 2 * j < size]
+    half = max(max(reach), -min(reach))
+    taps = np.arange(2 * half + 1)[:, None]
+    return half, np.arange(2)[None, :] + crop - 2 * (taps - half)
+
+
+def subpixel_kernel(kernel, crop: int):
+    """The stride-1 convolution kernel ``[T, T, C_in, 4 C]`` that, followed by
+    ``depth_to_space(2)``, computes the stride-2 deconvolution with ``kernel`` (Conv2DTranspose's
+    layout ``[S, S, C, C_in]``) cropped by ``crop`` at the start (``subpixel_taps``). Built with
+    gathers, so gradients reach ``kernel``; depth_to_space's channel order is
+    ``(d_row * 2 + d_col) * C + c``."""
+    size = kernel.shape[0]
+    half, index = subpixel_taps(size, crop)
+    reach = 2 * half + 2  # zero padding so that every index, in range or not, reads K or a zero
+    padded = tf.pad(kernel, [[reach, reach], [reach, reach], [0, 0], [0, 0]])
+    taps, classes, channels = index.shape[0], kernel.shape[2], kernel.shape[3]
+    flat = (index + reach).reshape(-1)
+    rows = tf.gather(padded, flat, axis=0)                     # [T*2, S', C, C_in]
+    both = tf.gather(rows, flat, axis=1)                       # [T*2, T*2, C, C_in]
+    both = tf.reshape(both, (taps, 2, taps, 2, classes, channels))
+    both = tf.transpose(both, (0, 2, 5, 1, 3, 4))              # [T, T, C_in, 2, 2, C]
+    return tf.reshape(both, (taps, taps, channels, 4 * classes))
+
+
 @keras.saving.register_keras_serializable(package="exfuse")
 class DenselyAdjacentPrediction(keras.layers.Layer):
     """Each pixel's score for class c averages the votes of its k x k neighbours.
@@ -82,7 +117,9 @@ class DenselyAdjacentUpsampling(keras.layers.Layer):
         K[r, s, c, i] = 1/k^2 * sum_{a, b < k} W[r + a - 2p, s + b - 2p, c*k^2 + a*k + b, i],
 
     (p = k // 2, W's taps outside 0..3 are zero), rebuilt from W at every step so gradients
-    reach W, and bias 1/k^2 * sum_{a,b} bias[c*k^2 + a*k + b]. The deconvolution counts every
+    reach W, and bias 1/k^2 * sum_{a,b} bias[c*k^2 + a*k + b]. It runs in its sub-pixel form:
+    a stride-1 convolution from C_in to 4C channels (3 x 3 for k = 3) and depth_to_space(2),
+    the same sums (``subpixel_kernel``), which int8 TFLite runs faster. The deconvolution counts every
     vote; DAP counts zeros for votes from outside the image, so the pixels within p of the
     border subtract the outside votes: the deconvolution's spill beyond its 'same' crop (one
     row or column, computed from the input's border row or column) and the bias beyond that.
@@ -142,6 +179,10 @@ class DenselyAdjacentUpsampling(keras.layers.Layer):
                 total += tf.pad(w[:, :, :, a, b, :], [[2 * p - a, a], [2 * p - b, b], [0, 0], [0, 0]])
         return total / k ** 2
 
+    def _subpixel_kernel(self):
+        """The composed deconvolution kernel as a stride-1 convolution's (``subpixel_kernel``)."""
+        return subpixel_kernel(self._composed_kernel(), self.kernel_size // 2 + 1)
+
     def _dap_valid(self, canvas):
         """DAP over a vote canvas, keeping only positions whose k x k window lies inside it."""
         p = self.kernel_size // 2
@@ -152,12 +193,13 @@ class DenselyAdjacentUpsampling(keras.layers.Layer):
         dtype = x.dtype
         kernel, bias = tf.cast(self.kernel, dtype), tf.cast(self.bias, dtype)
         n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
-        size = k + 3
-        full = tf.nn.conv2d_transpose(x, tf.cast(self._composed_kernel(), dtype),
-                                      tf.stack([n, 2 * h + size - 2, 2 * w + size - 2, self.num_classes]),
-                                      strides=2, padding="VALID")
+        # The composed deconvolution, cropped to [p + 1, p + 1 + 2H), as a stride-1 convolution
+        # and depth_to_space: the same sums, but a CONV_2D that int8 TFLite runs in XNNPACK at
+        # about 1/3 of the TRANSPOSE_CONV's time (docs/benchmarks.md, "Int8 TFLite, per op").
+        composed = tf.cast(self._subpixel_kernel(), dtype)
+        out = tf.nn.depth_to_space(tf.nn.conv2d(x, composed, strides=1, padding="SAME"), 2)
         mean_bias = tf.reduce_mean(tf.reshape(bias, (self.num_classes, k * k)), axis=-1)
-        out = full[:, p + 1:p + 1 + 2 * h, p + 1:p + 1 + 2 * w, :] + mean_bias
+        out = out + mean_bias
         if p == 0:
             return out
         votes = self.num_classes * k * k
@@ -191,10 +233,18 @@ class DenselyAdjacentUpsampling(keras.layers.Layer):
             band = tf.pad(band, [[0, 0], [p, p], [0, 0], [0, 0]])
             return self._dap_valid(band)
 
+        bands = rows_band(top, True), rows_band(bottom, False), cols_band(left, True), cols_band(right, False)
+        if p == 1 or (x.shape[1] is not None and x.shape[2] is not None and min(x.shape[1], x.shape[2]) >= p):
+            # Each band subtracted where it lies (2H, 2W >= 2p: the top and bottom bands do not
+            # overlap): no full-size map is made for a band of p rows.
+            top, bottom, left, right = bands
+            out = tf.concat([out[:, :, :p] - left, out[:, :, p:2 * w - p], out[:, :, 2 * w - p:] - right], axis=2)
+            return tf.concat([out[:, :p] - top, out[:, p:2 * h - p], out[:, 2 * h - p:] - bottom], axis=1)
+        # Small or unknown sizes (H or W may be below p): each band padded to the full map.
         pad_rows = lambda band, before, after: tf.pad(band, [[0, 0], [before, after], [0, 0], [0, 0]])  # noqa: E731
         pad_cols = lambda band, before, after: tf.pad(band, [[0, 0], [0, 0], [before, after], [0, 0]])  # noqa: E731
-        outside = (pad_rows(rows_band(top, True), 0, 2 * h - p) + pad_rows(rows_band(bottom, False), 2 * h - p, 0)
-                   + pad_cols(cols_band(left, True), 0, 2 * w - p) + pad_cols(cols_band(right, False), 2 * w - p, 0))
+        outside = (pad_rows(bands[0], 0, 2 * h - p) + pad_rows(bands[1], 2 * h - p, 0)
+                   + pad_cols(bands[2], 0, 2 * w - p) + pad_cols(bands[3], 2 * w - p, 0))
         return out - outside
 
     def compute_output_shape(self, input_shape):
