@@ -59,11 +59,8 @@ def main(argv=None) -> int:
         print(f"error: --steps ({args.steps}) must be a positive multiple of --every ({args.every})",
               file=sys.stderr)
         return 2
-    import keras
-
-    from exfuse_keras.ablation.presence import pretrain_presence, pretraining_config
     from exfuse_keras.ablation.rows import TABLE3
-    from exfuse_keras.ablation.sweep import SweepSettings, row_config, with_backbone_weights
+    from exfuse_keras.ablation.sweep import SweepSettings, row_config, with_presence_pretraining
     from exfuse_keras.config import ConfigError
     from exfuse_keras.training.run import train
 
@@ -78,10 +75,12 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     pretraining = None
     if args.pretrain_steps > 0:
-        pretraining = pretrain_presence(pretraining_config(cfg, row.ss_pretraining, args.pretrain_steps),
-                                        os.path.join(args.output, "pretraining"), verbose=0)
-        cfg = with_backbone_weights(cfg, pretraining["backbone"])
-        keras.backend.clear_session()
+        try:  # a finished pretraining of another length under --output is refused, not reused
+            cfg, pretraining = with_presence_pretraining(cfg, row, args.pretrain_steps,
+                                                         os.path.join(args.output, "pretraining"), verbose=0)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         print(f"presence pretraining: {args.pretrain_steps} steps, {pretraining['seconds']:.0f} s", flush=True)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=args.steps // args.every,
                                                              steps_per_epoch=args.every))

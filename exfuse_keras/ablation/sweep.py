@@ -117,6 +117,17 @@ def with_backbone_weights(cfg: Config, weights: Optional[str]) -> Config:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backbone=backbone))
 
 
+def with_presence_pretraining(cfg: Config, row: Row, steps: int, directory: str, verbose: int = 2):
+    """(``cfg`` with the backbone its row's presence pretraining gives, that pretraining's result):
+    pretrains in ``directory`` (or reuses a finished one of the same length), with SS if the row
+    has it."""
+    import keras
+
+    pretraining = pretrain_presence(pretraining_config(cfg, row.ss_pretraining, steps), directory, verbose)
+    keras.backend.clear_session()
+    return with_backbone_weights(cfg, pretraining["backbone"]), pretraining
+
+
 def model_cost(cfg: Config) -> tuple[int, float]:
     """(parameters, forward GFLOPs at the dataset's crop size) of the row's segmentation model."""
     import keras
@@ -144,10 +155,8 @@ def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> d
     directory = run_dir(row, settings, seed)
     pretraining = None
     if settings.pretrain == "presence":
-        pretraining = pretrain_presence(pretraining_config(cfg, row.ss_pretraining, settings.pretrain_steps),
-                                        pretraining_dir(cfg, row, settings, seed), verbose)
-        cfg = with_backbone_weights(cfg, pretraining["backbone"])
-        keras.backend.clear_session()
+        cfg, pretraining = with_presence_pretraining(cfg, row, settings.pretrain_steps,
+                                                     pretraining_dir(cfg, row, settings, seed), verbose)
     trained = train(cfg, directory, "auto", verbose=verbose)
     model = keras.models.load_model(os.path.join(directory, "last.keras"), compile=False)
     scores = evaluate(cfg, model, "val", progress=False)
