@@ -152,7 +152,11 @@ def plot_deltas(path: str, summary: Sequence[dict]) -> None:
     draw.line([(x0, top - 6), (x0, top + band_h * len(bands))], fill="black")
     for i, s in enumerate(bands):
         y = top + i * band_h
-        draw.text((10, y + 8), f"T{s['table']} #{s['row']} {s['label']}"[:40], fill="black", font=font)
+        # Two lines: which row, then what it adds (cut to the label column's width).
+        name = f"row {s['row']}" if str(s["row"]).isdigit() else str(s["row"])
+        label = s["label"] if len(s["label"]) <= 42 else s["label"][:41] + "…"
+        draw.text((10, y + 4), f"Table {s['table']}, {name}", fill="black", font=font)
+        draw.text((10, y + 20), label, fill=(70, 70, 70), font=font)
         ours, std = 100 * s["delta_miou"]["mean"], 100 * s["delta_miou"]["std"]
         draw.rectangle([min(x0, x(ours)), y + 6, max(x0, x(ours)), y + 20], fill=(49, 110, 180))
         draw.line([(x(ours - std), y + 13), (x(ours + std), y + 13)], fill="black", width=2)
