@@ -79,6 +79,10 @@ def test_the_exported_dap_convolution_has_a_constant_kernel_run_by_xnnpack(exfus
     main = [r for r in dap if r["op"] == "CONV_2D" and "votes" not in r["name"]]   # not DAP's border bands
     assert len(main) == 1 and main[0]["weights"].startswith("FLOAT32/") and main[0]["weight_shape"][1:3] == [3, 3]
     assert "DEPTH_TO_SPACE" in [r["op"] for r in dap]
+    # The decoder's 2x deconvolutions are exported in the same sub-pixel form: the only
+    # TRANSPOSE_CONVs left are DAP's one-row border spills.
+    assert deconvolutions and all("/dap" in r["name"] and 1 in r["weight_shape"][1:3] for r in deconvolutions)
+    assert any(r["op"] == "DEPTH_TO_SPACE" and "/up_" in r["name"] for r in rows)
     assert all(r["kernel"] == "XNNPACK" for r in rows), [r for r in rows if r["kernel"] != "XNNPACK"]
     assert not [r for r in rows if r["op"] in ("PAD", "ADD", "TRANSPOSE") and not r["inputs"]]   # nothing rebuilt
     image = np.random.default_rng(1).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
@@ -86,3 +90,4 @@ def test_the_exported_dap_convolution_has_a_constant_kernel_run_by_xnnpack(exfus
     got = tflite.run(tflite.interpreter(flatbuffer), image)
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
     assert "_subpixel_kernel" not in vars(model.get_layer("dap"))   # the model is left as it was
+    assert not [layer.name for layer in model._flatten_layers() if "call" in vars(layer)]

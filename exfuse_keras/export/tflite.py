@@ -67,9 +67,50 @@ def _constant_composed_kernels(network):
             del layer._subpixel_kernel
 
 
+def _is_2x_deconvolution(layer) -> bool:
+    """A ``Conv2DTranspose`` as the decoder builds its 2x upsampling (4x4, stride 2, 'same')."""
+    import keras
+
+    return (type(layer) is keras.layers.Conv2DTranspose and tuple(layer.kernel_size) == (4, 4)
+            and tuple(layer.strides) == (2, 2) and layer.padding == "same" and tuple(layer.dilation_rate) == (1, 1)
+            and layer.output_padding is None and layer.data_format == "channels_last")
+
+
+@contextlib.contextmanager
+def _subpixel_deconvolutions(network):
+    """Traces each 2x ``Conv2DTranspose`` of the decoder in its sub-pixel form.
+
+    A 4x4 stride-2 'same' deconvolution is a 3x3 convolution to 4C channels and depth_to_space(2),
+    the same sums (``exfuse_keras.layers.dap.subpixel_kernel``, with its kernel a constant here).
+    The int8 file then runs CONV_2D and DEPTH_TO_SPACE instead of TRANSPOSE_CONV, which XNNPACK
+    runs several times slower for the same work on the Xeon of docs/benchmarks.md ("Int8 TFLite,
+    per op"). The Keras model is left as it was: training keeps ``Conv2DTranspose``.
+    """
+    from exfuse_keras.layers.dap import subpixel_kernel
+
+    layers = [layer for layer in network._flatten_layers() if _is_2x_deconvolution(layer)]
+    for layer in layers:
+        kernel = tf.constant(subpixel_kernel(tf.convert_to_tensor(layer.kernel), crop=1).numpy())
+        bias = tf.constant(layer.bias.numpy()) if layer.use_bias else None
+
+        def call(inputs, layer=layer, kernel=kernel, bias=bias):
+            x = tf.nn.depth_to_space(tf.nn.conv2d(inputs, tf.cast(kernel, inputs.dtype), 1, "SAME"), 2)
+            if bias is not None:
+                x = x + tf.cast(bias, x.dtype)
+            return layer.activation(x)
+
+        layer.call = call
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.call
+
+
 def _write_fixed_size_saved_model(model, size: tuple[int, int], folder: str) -> None:
     """The logits of ``model`` for ``[1, H, W, 3]`` as a SavedModel, with the weights that the
-    network derives from its weights traced as constants (``_constant_composed_kernels``).
+    network derives from its weights traced as constants (``_constant_composed_kernels``) and the
+    decoder's deconvolutions in their sub-pixel form (``_subpixel_deconvolutions``).
     Keras' ExportArchive, not a plain ``tf.Module``: the converter freezes the variables of the
     former into constants, but keeps those of the latter as READ_VARIABLE ops (weights missing
     from the file)."""
@@ -79,7 +120,7 @@ def _write_fixed_size_saved_model(model, size: tuple[int, int], folder: str) -> 
 
     network = logits_model(model)
     archive = keras.export.ExportArchive()
-    with _constant_composed_kernels(network):
+    with _constant_composed_kernels(network), _subpixel_deconvolutions(network):
         archive.add_endpoint("serve", lambda image: {"logits": tf.cast(network(image, training=False), tf.float32)},
                              input_signature=[tf.TensorSpec([1, *size, 3], tf.float32, name="image")])
         archive.write_out(folder, verbose=False)
