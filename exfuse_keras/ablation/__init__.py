@@ -1,7 +1,7 @@
 """The ablation study of the paper's Table 3 and Table 4 as one command.
 
     python -m exfuse_keras.ablation --table all --config-set cpu --data configs/data/scenes_128.yaml \
-        --seeds 2 --steps 1200 --pretrain-steps 2000 --output runs/ablation
+        --seeds 2 --steps 4000 --pretrain-steps 1000 --output runs/ablation4000
 
 ``rows.py``: the rows and size presets; ``presence.py``: semantic supervision as backbone
 pretraining on built-in data; ``sweep.py``: one run directory per (row, seed), resumable;

@@ -6,7 +6,7 @@ measures what that budget has to be: it trains one row of a size preset exactly 
 would (the same config, the same presence pretraining), but validates every ``--every`` steps,
 and prints and saves the val mIoU after each::
 
-    python -m exfuse_keras.ablation.calibrate --row 1 --steps 2500 --every 250 --pretrain-steps 1000
+    python -m exfuse_keras.ablation.calibrate --row 1 --steps 4000 --every 500 --pretrain-steps 1000
 
 The learning-rate schedule spans ``--steps``, so the curve shows where a sweep of that many
 steps per run would be at each point, not where a shorter sweep would end (a shorter sweep
@@ -33,8 +33,8 @@ def parse_args(argv=None):
     parser.add_argument("--row", default="1", choices=[row.key for row in TABLE3], help="Table 3 row")
     parser.add_argument("--config-set", default="cpu", choices=PRESETS, help="size preset (as in the sweep)")
     parser.add_argument("--data", default="configs/data/scenes_128.yaml", help="dataset config")
-    parser.add_argument("--steps", type=int, default=2500, help="training steps (the schedule's length)")
-    parser.add_argument("--every", type=int, default=250, help="validate every this many steps")
+    parser.add_argument("--steps", type=int, default=4000, help="training steps (the schedule's length)")
+    parser.add_argument("--every", type=int, default=500, help="validate every this many steps")
     parser.add_argument("--pretrain-steps", type=int, default=1000,
                         help="steps of the presence pretraining (0: from scratch)")
     parser.add_argument("--seed", type=int, default=0)

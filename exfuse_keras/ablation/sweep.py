@@ -47,12 +47,12 @@ class SweepSettings:
 
     data: str
     preset: str = "cpu"
-    steps: int = 1200
+    steps: int = 4000
     seeds: int = 2
     output: str = "runs/ablation"
     max_seconds: Optional[float] = None
     pretrain: str = "presence"
-    pretrain_steps: int = 2000
+    pretrain_steps: int = 1000
     overrides: Sequence[str] = ()
 
 
