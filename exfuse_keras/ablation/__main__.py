@@ -11,6 +11,7 @@ import time
 
 def parse_args(argv=None):
     from exfuse_keras.ablation.rows import PRESETS
+    from exfuse_keras.ablation.sweep import SweepSettings  # its defaults are the CLI's
 
     parser = argparse.ArgumentParser(prog="python -m exfuse_keras.ablation",
                                      description="The paper's Table 3 and Table 4 ablations as one sweep.")
@@ -20,16 +21,17 @@ def parse_args(argv=None):
                              "network (exfuse_keras/ablation/rows.py)")
     parser.add_argument("--data", default="configs/data/scenes_128.yaml",
                         help="dataset config (configs/data/: scenes, shapes, voc)")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 for every row")
-    parser.add_argument("--steps", type=int, default=4000,
-                        help="training steps per run (the equal budget; 4000 is calibrated for the cpu preset on "
-                             "scenes_128: the GCN baseline reaches 0.35-0.75 val mIoU, docs/ablation.md)")
+    parser.add_argument("--seeds", type=int, default=SweepSettings.seeds, help="seeds 0..N-1 for every row")
+    parser.add_argument("--steps", type=int, default=SweepSettings.steps,
+                        help="training steps per run (the equal budget; the default is calibrated for the cpu "
+                             "preset on scenes_128: the GCN baseline reaches 0.35-0.75 val mIoU, docs/ablation.md)")
     parser.add_argument("--max-seconds", type=float, default=None, help="optional wall-clock cap per run")
     parser.add_argument("--pretrain", default=None, choices=("presence", "config"),
                         help="presence: SS as class-presence pretraining on the dataset (default for the built-in "
                              "data); config: the rows' model.backbone.weights (default otherwise)")
-    parser.add_argument("--pretrain-steps", type=int, default=1000, help="steps of each presence pretraining")
-    parser.add_argument("--output", default="runs/ablation", help="the sweep's folder")
+    parser.add_argument("--pretrain-steps", type=int, default=SweepSettings.pretrain_steps,
+                        help="steps of each presence pretraining")
+    parser.add_argument("--output", default=SweepSettings.output, help="the sweep's folder")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run")
     parser.add_argument("--report-only", action="store_true",
