@@ -27,15 +27,16 @@ import time
 
 def parse_args(argv=None):
     from exfuse_keras.ablation.rows import PRESETS, TABLE3
+    from exfuse_keras.ablation.sweep import SweepSettings  # the sweep's budget is the curve's default
 
     parser = argparse.ArgumentParser(prog="python -m exfuse_keras.ablation.calibrate",
                                      description="One ablation row's learning curve (val mIoU every N steps).")
     parser.add_argument("--row", default="1", choices=[row.key for row in TABLE3], help="Table 3 row")
     parser.add_argument("--config-set", default="cpu", choices=PRESETS, help="size preset (as in the sweep)")
     parser.add_argument("--data", default="configs/data/scenes_128.yaml", help="dataset config")
-    parser.add_argument("--steps", type=int, default=4000, help="training steps (the schedule's length)")
+    parser.add_argument("--steps", type=int, default=SweepSettings.steps, help="training steps (the schedule's length)")
     parser.add_argument("--every", type=int, default=500, help="validate every this many steps")
-    parser.add_argument("--pretrain-steps", type=int, default=1000,
+    parser.add_argument("--pretrain-steps", type=int, default=SweepSettings.pretrain_steps,
                         help="steps of the presence pretraining (0: from scratch)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="runs/calibration", help="folder for the run and curve.json")
