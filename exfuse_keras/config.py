@@ -141,13 +141,19 @@ class ECREConfig:
 class DAPConfig:
     """Densely Adjacent Prediction (paper Sec. 3.2).
 
-    ``placement``: ``upsampling`` (cheap: the last upsampling emits C*k^2 channels, then DAP)
-    or ``refinement`` (expressive: the last Boundary Refinement runs on C*k^2 channels).
+    ``placement``, where the C*k^2 votes come from (the paper does not say):
+
+    - ``upsampling_br``: the last upsampling emits C*k^2 channels, DAP averages them, and the
+      decoder's final C-channel Boundary Refinement follows, as it does without DAP (the same
+      depth as the decoder without DAP);
+    - ``upsampling``: the same without that final refinement (DAP's averaging takes its place);
+    - ``refinement``: the last Boundary Refinement runs on the C*k^2 votes, then DAP (costly:
+      that refinement works at full resolution on k^2 times the channels).
     """
 
     enabled: bool = True
     kernel: int = 3
-    placement: Literal["upsampling", "refinement"] = "upsampling"
+    placement: Literal["upsampling_br", "upsampling", "refinement"] = "upsampling"
 
 
 @dataclass

@@ -136,7 +136,7 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
             s = _upsample(s, num_classes, m.upsampling, name=f"up_{level}")
     s = _upsample(s, num_classes, m.upsampling, name="up_stride2")
     s = BoundaryRefinement(num_classes, name="br_stride2")(s)
-    if m.dap.enabled and m.dap.placement == "upsampling" and m.upsampling == "deconv":
+    if m.dap.enabled and m.dap.placement != "refinement" and m.upsampling == "deconv":
         # The deconvolution to C*k^2 votes and DAP, computed as one (the same function and weights).
         s = DenselyAdjacentUpsampling(num_classes, m.dap.kernel, name="dap")(s)
     elif m.dap.enabled:
@@ -145,7 +145,11 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
         if m.dap.placement == "refinement":
             s = BoundaryRefinement(votes, name="br_stride1")(s)
         s = DenselyAdjacentPrediction(m.dap.kernel, name="dap")(s)
-    else:
+    if m.dap.enabled and m.dap.placement == "upsampling_br":
+        # The decoder's final refinement kept, on DAP's averaged C-channel scores: the same depth
+        # as the decoder without DAP, so that DAP's row differs from its reference by DAP alone.
+        s = BoundaryRefinement(num_classes, name="br_stride1")(s)
+    elif not m.dap.enabled:
         s = _upsample(s, num_classes, m.upsampling, name="up_stride1")
         s = BoundaryRefinement(num_classes, name="br_stride1")(s)
     outputs["logits"] = _float32(s, "logits")

@@ -32,6 +32,7 @@ def test_rows_have_their_configs_and_the_paper_numbers():
     assert TABLE4[0].run_name == TABLE3[2].run_name
     with pytest.raises(ValueError, match="--table"):
         rows_for("5")
+    assert [r.key for r in rows_for("dap")] == ["5", "6", "6-noBR"]
 
 
 def test_modules_of_each_row():
@@ -68,40 +69,80 @@ def test_load_config_stack_merges_later_files_over_earlier_ones(tmp_path):
 
 # Report statistics ------------------------------------------------------------------------------
 
-def test_paired_test_matches_scipy_ttest_rel():
+def test_increment_interval_and_test_match_scipy():
+    """The 95% interval is scipy's t interval on the paired differences, the p-value ttest_rel's."""
     from scipy import stats
 
-    row, reference = np.array([0.52, 0.55, 0.49]), np.array([0.50, 0.51, 0.50])
-    result = report.paired_test(row - reference)
+    row, reference = np.array([0.52, 0.55, 0.49, 0.53]), np.array([0.50, 0.51, 0.50, 0.50])
+    d = row - reference
+    result = report.paired_increment(d)
+    low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    assert result["ci"] == pytest.approx([low, high])
     assert result["p"] == pytest.approx(stats.ttest_rel(row, reference).pvalue)
-    assert result["mean"] == pytest.approx(np.mean(row - reference))
-    assert result["std"] == pytest.approx(np.std(row - reference, ddof=1))
-    assert not result["same_sign"]
-    assert report.paired_test([0.01])["p"] is None
+    assert result["mean"] == pytest.approx(d.mean()) and result["std"] == pytest.approx(d.std(ddof=1))
+    assert result["verdict"] == f"inconclusive at ± {100 * (high - d.mean()):.1f}"
+    assert report.paired_increment([0.03, 0.05, 0.04])["verdict"] == "helps"
+    assert report.paired_increment([-0.03, -0.05, -0.04])["verdict"] == "hurts"
+    one = report.paired_increment([0.01])
+    assert one["p"] is None and one["ci"] is None and one["verdict"] == "one seed: not resolved"
 
 
-def _fake_results(rows, seeds):
+def test_pooled_sd_and_detectable_effect_against_scipy():
+    """The pooled sd is that of a one-way ANOVA's residuals; the detectable effect is the true
+    increment at which a paired t-test has 80% power (noncentral t), to the formula's accuracy."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    groups = [rng.normal(0, 0.02, n) for n in (3, 5, 4)]
+    sd, df = report.pooled_sd(groups)
+    residuals = np.concatenate([g - g.mean() for g in groups])
+    assert df == 9 and sd == pytest.approx(np.sqrt(np.sum(residuals ** 2) / 9))
+    assert report.pooled_sd([[0.1], [0.2]]) == (None, 0)
+    for n, df in ((3, 20), (5, 40)):
+        mde = report.detectable_effect(0.02, df, n)
+        crit = stats.t.ppf(0.975, df)
+        ncp = mde / (0.02 / np.sqrt(n))
+        power = stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp)
+        assert 0.78 < power < 0.82, (n, df, power)
+
+
+def _fake_results(rows, seeds, kinds=None):
     results = {}
     for i, row in enumerate(rows):
         for s in range(seeds):
             results[(row.run_name, s)] = {"row": row.run_name, "seed": s, "modules": "x", "val_miou": 0.4 + 0.01 * i
-                                          + 0.002 * s, "val_boundary_miou": 0.2 + 0.005 * i, "train_seconds": 10.0,
-                                          "params": 1000 * (i + 1), "gflops": 0.1, "eval_size": 128}
+                                          + 0.002 * s * i, "val_boundary_miou": 0.2 + 0.005 * i, "train_seconds": 10.0,
+                                          "params": 1000 * (i + 1), "gflops": 0.1, "eval_size": 128,
+                                          "cpu": {"kind": (kinds or {}).get((row.run_name, s), "AMD Zen 3")}}
     return results
 
 
-def test_summary_deltas_are_paired_by_seed_and_carry_the_paper_delta():
+def test_increments_are_against_the_papers_reference_rows_and_paired_by_seed():
     rows = rows_for("all")
-    summary = report.summarize(rows, _fake_results(rows, 2), 2)
+    results = _fake_results(rows, 3)
+    summary = report.summarize(rows, results, 3)
     by_key = {(s["table"], s["row"]): s for s in summary}
-    assert by_key[("3", "7")]["delta_miou"]["mean"] == pytest.approx(0.06)
-    assert by_key[("3", "7")]["delta_miou"]["std"] == pytest.approx(0.0, abs=1e-12)
-    assert by_key[("3", "7")]["paper_delta"] == 4.0 and by_key[("3", "8")]["paper_delta"] is None
-    assert by_key[("4", "subpixel")]["paper_delta"] == -0.7
+    refs = {key[1]: s["delta_vs"] for key, s in by_key.items() if key[0] == "3"}
+    assert refs == {"1": None, "2": "1", "3": "2", "4": "3", "5": "3", "6": "5", "7": "6", "8": "7"}
+    # row 7 (index 6) minus row 6 (index 5): 0.01 + 0.002 * seed, paired by seed.
+    assert by_key[("3", "7")]["delta_miou"]["mean"] == pytest.approx(0.01 + 0.002)
+    assert by_key[("3", "7")]["delta_miou"]["std"] == pytest.approx(0.002)
+    assert by_key[("3", "7")]["paper_delta"] == 0.4 and by_key[("3", "6")]["paper_delta"] == 0.6
+    assert by_key[("4", "subpixel")]["paper_delta"] == -0.7 and by_key[("4", "baseline")]["delta_miou"] is None
     # Table 4's baseline is Table 3's row 3, read from the same runs.
     assert by_key[("4", "baseline")]["val_miou"] == by_key[("3", "3")]["val_miou"]
     table = report.format_table(summary)
-    assert "### Table 3" in table and "### Table 4" in table and "+4.0" in table
+    assert "### Verdicts" in table and "### Table 3" in table and "### Table 4" in table
+    assert "| DAP | #6 − #5 | +0.6 |" in table and "0.00 (" not in table
+
+
+def test_runs_on_different_cpu_kinds_are_not_paired():
+    rows = rows_for("3")
+    kinds = {(rows[1].run_name, 2): "Intel Emerald Rapids"}  # row 2's seed 2 ran elsewhere
+    summary = {s["row"]: s for s in report.summarize(rows, _fake_results(rows, 3, kinds), 3)}
+    assert summary["2"]["delta_miou"]["n"] == 2 and summary["3"]["delta_miou"]["n"] == 2
+    assert summary["4"]["delta_miou"]["n"] == 3
+    assert summary["2"]["cpu"] == ["AMD Zen 3", "Intel Emerald Rapids"]
 
 
 def test_a_row_with_one_seed_shows_no_spread():
@@ -111,9 +152,20 @@ def test_a_row_with_one_seed_shows_no_spread():
     for row in rows[4:]:
         del results[(row.run_name, 1)]
     table = report.format_table(report.summarize(rows, results, 2))
-    lines = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
+    lines = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ") and "#" not in
+             line.split(" | ")[0]}
     assert "± " in lines["| 2"] and "(1 seed)" not in lines["| 2"]
     assert "(1 seed)" in lines["| 7"] and "± " not in lines["| 7"]
+    assert "one seed: not resolved" in table
+
+
+def test_dap_table_compares_both_placements_with_row_5():
+    from exfuse_keras.ablation.rows import TABLE_DAP
+
+    configs = {r.key: load_config(os.path.join(CONFIG_DIR, r.config)).model for r in TABLE_DAP}
+    assert configs["6"].dap.placement == "upsampling_br" and configs["6-noBR"].dap.placement == "upsampling"
+    assert [r.reference for r in TABLE_DAP] == [None, "5", "5"]
+    assert not configs["5"].dap.enabled and configs["6"].seb == configs["5"].seb
 
 
 # The experimental recurrent SEB ------------------------------------------------------------------
@@ -227,6 +279,26 @@ def test_a_finished_run_is_reused_only_by_a_sweep_with_its_settings(tmp_path):
     assert finished(row, settings, 0) is not None
     with pytest.raises(ConfigError, match="steps=1200"):
         finished(row, SweepSettings(data=SCENES, steps=3000, output=str(tmp_path)), 0)
+
+
+def test_a_sweep_continues_from_committed_results(tmp_path):
+    """Runs listed in a committed results.json count as finished, with the same settings check;
+    run folders on this machine take precedence."""
+    from exfuse_keras.ablation.sweep import SweepSettings, budget_record, committed_runs, finished
+
+    settings = SweepSettings(data=SCENES, steps=1200, output=str(tmp_path / "new"),
+                             committed=str(tmp_path / "results.json"))
+    run = {"row": TABLE3[0].run_name, "seed": 1, "val_miou": 0.3, "settings": budget_record(settings)}
+    (tmp_path / "results.json").write_text(json.dumps({"settings": {}, "rows": [], "runs": [run]}))
+    committed = committed_runs(settings.committed)
+    assert finished(TABLE3[0], settings, 1, committed)["val_miou"] == 0.3
+    assert finished(TABLE3[0], settings, 0, committed) is None and finished(TABLE3[1], settings, 1, committed) is None
+    other = SweepSettings(data=SCENES, steps=4000, output=str(tmp_path / "new"), committed=settings.committed)
+    with pytest.raises(ConfigError, match=r"results.json \(row1_gcn_baseline, seed 1\) was trained with steps=1200"):
+        finished(TABLE3[0], other, 1, committed)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ConfigError, match="bad.json: not a sweep's results.json"):
+        committed_runs(str(tmp_path / "bad.json"))
 
 
 def test_a_finished_pretraining_of_another_length_is_refused(tmp_path):

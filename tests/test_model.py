@@ -9,6 +9,7 @@ import pytest
 
 from exfuse_keras import build_model
 from exfuse_keras.backbones.resnext import build_classifier
+from exfuse_keras.layers import BoundaryRefinement
 from exfuse_keras.config import BackboneConfig, config_from_dict, load_config
 from exfuse_keras.summary import count_flops, main as summary_main, summarize
 from tests.helpers import tiny_config_dict
@@ -40,7 +41,7 @@ def test_shipped_config_builds_with_matching_outputs(path):
     assert ("ecre_subpixel" in names) == cfg.model.ecre.enabled
     assert ("up_res5" in names) == (not cfg.model.ecre.enabled)
     assert ("dap" in names) == cfg.model.dap.enabled
-    assert ("br_stride1" in names) == (not cfg.model.dap.enabled or cfg.model.dap.placement == "refinement")
+    assert ("br_stride1" in names) == (not cfg.model.dap.enabled or cfg.model.dap.placement != "upsampling")
     assert sum(n.startswith("ss_head_") for n in names) == len(cfg.model.ss.levels)
     out = model.predict(np.zeros((1, 64, 64, 3), "float32"), verbose=0)
     c = cfg.data.num_classes
@@ -66,8 +67,25 @@ def test_any_size_divisible_by_32(height, width, tiny_config):
     assert out["ecre"].shape == (2, height // 16, width // 16, 5)
 
 
+def test_dap_before_the_final_refinement_keeps_the_decoders_depth(rng):
+    """placement upsampling_br: the decoder without DAP with its last upsampling replaced by DAP's,
+    the final Boundary Refinement kept (so DAP's ablation row differs from its reference by DAP)."""
+    plain = build_model(config_from_dict(tiny_config_dict(dap={"enabled": False})))
+    dap = build_model(config_from_dict(tiny_config_dict(dap={"enabled": True, "placement": "upsampling_br"})))
+    refinements = lambda m: [l.name for l in m.layers if isinstance(l, BoundaryRefinement)]  # noqa: E731
+    assert refinements(dap) == refinements(plain) and refinements(dap)[-1] == "br_stride1"
+    # logits = BR(DAP(x)): the refinement reads DAP's averaged scores (random weights: an
+    # untrained BR is the identity, which would hide where it sits).
+    br = dap.get_layer("br_stride1")
+    br.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in br.get_weights()])
+    x = rng.uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    before_dap = keras.Model(dap.input, dap.get_layer("br_stride2").output)(x)
+    expected = dap.get_layer("br_stride1")(dap.get_layer("dap")(before_dap))
+    np.testing.assert_allclose(dap.predict(x, verbose=0)["logits"], expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("placement,upsampling", [("upsampling", "deconv"), ("refinement", "deconv"),
-                                                  ("upsampling", "bilinear")])
+                                                  ("upsampling", "bilinear"), ("upsampling_br", "deconv")])
 def test_keras_round_trip_of_the_whole_model(placement, upsampling, tmp_path, rng):
     cfg = config_from_dict(tiny_config_dict(dap={"enabled": True, "kernel": 3, "placement": placement},
                                             upsampling=upsampling))

@@ -15,7 +15,8 @@ def parse_args(argv=None):
 
     parser = argparse.ArgumentParser(prog="python -m exfuse_keras.ablation",
                                      description="The paper's Table 3 and Table 4 ablations as one sweep.")
-    parser.add_argument("--table", default="all", choices=("3", "4", "all"), help="which table's rows")
+    parser.add_argument("--table", default="all", choices=("3", "4", "dap", "all"),
+                        help="which table's rows (all: Tables 3 and 4; dap: where DAP's votes come from)")
     parser.add_argument("--config-set", default="cpu", choices=PRESETS,
                         help="paper: configs/ablation/ as shipped; cpu: the same switches on the quick-start-size "
                              "network (exfuse_keras/ablation/rows.py)")
@@ -34,6 +35,9 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=SweepSettings.output, help="the sweep's folder")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run")
+    parser.add_argument("--committed", default=None, metavar="RESULTS_JSON",
+                        help="a results.json of earlier calls (e.g. committed under docs/results/): its runs count "
+                             "as finished, so the sweep continues where it stopped on another machine")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the report of the runs finished so far (e.g. of a running sweep)")
     parser.add_argument("--quick", action="store_true",
@@ -70,7 +74,7 @@ def main(argv=None) -> int:
     pretrain = args.pretrain or ("presence" if dataset in ("scenes", "shapes") else "config")
     settings = SweepSettings(data=args.data, preset=args.config_set, steps=args.steps, seeds=args.seeds,
                              output=args.output, max_seconds=args.max_seconds, pretrain=pretrain,
-                             pretrain_steps=args.pretrain_steps, overrides=list(args.set))
+                             pretrain_steps=args.pretrain_steps, overrides=list(args.set), committed=args.committed)
     rows = rows_for(args.table)
     if args.quick:
         settings, rows = _quick_settings(args, settings), QUICK_ROWS

@@ -1,24 +1,32 @@
-"""The sweep's outputs: results.json, table.md and a plot of each row's gain next to the paper's.
+"""The sweep's outputs: results.json, table.md and a plot of each module's increment next to the paper's.
 
-Per row and over seeds: val mIoU and boundary mIoU as mean +- sample std, and the gain over the
-table's reference row (Table 3: row 1; Table 4: its baseline) paired by seed: every seed's gain
-is its row's score minus the reference's score with the same seed (same data order and
-initialisation where the architectures share layers), and a paired t-test over the seeds says
-whether the mean gain differs from 0 (with 2 seeds the test has 1 degree of freedom: only a
-gain that is large against its spread reaches p < 0.05; the sign agreement across seeds is shown
-too).
+Each row's claim is an increment over the row the paper compares it with (``Row.reference``:
+SS = #2 - #1, LR = #3 - #2, ECRE = #4 - #3, SEB = #5 - #3, DAP = #6 - #5, ECRE again =
+#7 - #6; Table 4's rows against its baseline). The increment is paired by seed: every seed's
+difference is the row's val mIoU minus the reference's with the same seed (same data order and
+pretraining), and two runs are paired only when they ran on the same kind of CPU
+(``exfuse_keras.machine``). Over the n pairs:
+
+- the mean increment and its 95% confidence interval, mean +- t(0.975, n - 1) * sd / sqrt(n),
+  with the row's own sample sd of the differences (nothing is assumed about other rows);
+- the smallest effect the design detects: the true increment that a two-sided paired t-test at
+  alpha = 0.05 finds with 80% power, (t(0.975, df) + t(0.8, df)) * sd_pool / sqrt(n), with
+  sd_pool the pooled sd of the paired differences of all the paper's rows given (df = sum of
+  n_i - 1; experimental rows are left out of the pool);
+- a verdict: ``helps`` or ``hurts`` when the interval excludes 0, else ``inconclusive at +- h``
+  (h the interval's half-width). One pair gives no interval and no verdict.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-REFERENCE = {"3": "1", "4": "baseline"}
+CONFIDENCE, POWER = 0.95, 0.80
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -26,96 +34,191 @@ def _mean_std(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def paired_test(deltas) -> dict:
-    """Mean and std of paired gains, the two-sided paired t-test's p, and sign agreement."""
+def pooled_sd(groups: Sequence[Sequence[float]]) -> tuple[Optional[float], int]:
+    """(pooled sample sd, degrees of freedom) of several groups of paired differences: the
+    square root of sum((n_i - 1) s_i^2) / sum(n_i - 1); (None, 0) when no group has 2 values."""
+    df = sum(len(g) - 1 for g in groups if len(g) > 1)
+    if df == 0:
+        return None, 0
+    ss = sum(float(np.sum((np.asarray(g, np.float64) - np.mean(g)) ** 2)) for g in groups if len(g) > 1)
+    return math.sqrt(ss / df), df
+
+
+def detectable_effect(sd: Optional[float], df: int, n: int) -> Optional[float]:
+    """The true mean difference a two-sided paired t-test (alpha 0.05) detects with 80% power from
+    n pairs, for differences of sd ``sd`` estimated with ``df`` degrees of freedom."""
+    from scipy import stats
+
+    if sd is None or df < 1 or n < 1:
+        return None
+    return float((stats.t.ppf(1 - (1 - CONFIDENCE) / 2, df) + stats.t.ppf(POWER, df)) * sd / math.sqrt(n))
+
+
+def paired_increment(deltas, pooled: tuple = (None, 0)) -> dict:
+    """The statistics of one increment from its paired per-seed differences (module docstring).
+
+    Returns ``{"n", "mean", "std", "ci": [low, high] or None, "half_width", "p", "mde", "verdict"}``;
+    ``p`` is the two-sided paired t-test's (None below 2 pairs), ``mde`` the detectable effect
+    with ``pooled`` = ``pooled_sd(...)``.
+    """
     from scipy import stats
 
     deltas = np.asarray(deltas, np.float64)
-    mean, std = _mean_std(deltas)
-    if len(deltas) < 2:
-        return {"mean": mean, "std": std, "p": None, "same_sign": True, "n": len(deltas)}
-    if std == 0.0:
-        p = 0.0 if mean != 0.0 else 1.0
+    n = len(deltas)
+    mean, std = _mean_std(deltas) if n else (float("nan"), 0.0)
+    result = {"n": n, "mean": mean, "std": std, "ci": None, "half_width": None, "p": None,
+              "mde": detectable_effect(pooled[0], pooled[1], n), "verdict": "not measured" if n == 0 else
+              "one seed: not resolved"}
+    if n < 2:
+        return result
+    half = float(stats.t.ppf(1 - (1 - CONFIDENCE) / 2, n - 1) * std / math.sqrt(n))
+    result.update(ci=[mean - half, mean + half], half_width=half)
+    result["p"] = float(stats.ttest_1samp(deltas, 0.0).pvalue) if std > 0 else (0.0 if mean != 0 else 1.0)
+    if mean - half > 0:
+        result["verdict"] = "helps"
+    elif mean + half < 0:
+        result["verdict"] = "hurts"
     else:
-        p = float(2 * stats.t.sf(abs(mean / (std / math.sqrt(len(deltas)))), len(deltas) - 1))
-    same_sign = bool(np.all(deltas > 0) or np.all(deltas < 0))
-    return {"mean": mean, "std": std, "p": p, "same_sign": same_sign, "n": len(deltas)}
+        result["verdict"] = f"inconclusive at ± {100 * half:.1f}"
+    return result
+
+
+def _cpu_kind(run: dict) -> str:
+    return (run.get("cpu") or {}).get("kind", "not recorded")
+
+
+def _pairs(results: dict, row, reference, seeds: int, key: str) -> list:
+    """Per-seed differences ``key`` of row minus reference, for seeds both ran on one CPU kind."""
+    out = []
+    for s in range(seeds):
+        a, b = results.get((row.run_name, s)), results.get((reference.run_name, s))
+        if a is not None and b is not None and _cpu_kind(a) == _cpu_kind(b) and a.get(key) is not None \
+                and b.get(key) is not None:
+            out.append(a[key] - b[key])
+    return out
 
 
 def summarize(rows: Sequence, results: dict, seeds: int) -> list[dict]:
-    """One dict per row: modules, cost, scores over seeds, paired gain vs the table's reference."""
+    """One dict per row with runs: modules, cost, scores over seeds, and its increment over its
+    reference row (``paired_increment``, the detectable effect pooled over all the rows given)."""
+    by_key = {(r.table, r.key): r for r in rows}
+    references = {r.key: by_key.get((r.table, r.reference)) for r in rows if r.reference}
+    # Pooled over the paper's rows: an experimental row (row 8 diverged on one seed) says nothing of
+    # the noise of the others.
+    pooled_rows = [r for r in rows if r.reference and references[r.key] is not None and not r.experimental]
+    pooled = pooled_sd([_pairs(results, r, references[r.key], seeds, "val_miou") for r in pooled_rows])
+    pooled_boundary = pooled_sd([_pairs(results, r, references[r.key], seeds, "val_boundary_miou")
+                                 for r in pooled_rows])
     summary = []
     for row in rows:
         runs = [results[(row.run_name, s)] for s in range(seeds) if (row.run_name, s) in results]
         if not runs:
             continue
-        reference = next(r for r in rows if r.table == row.table and r.key == REFERENCE[row.table])
-        paired = [(results[(row.run_name, s)], results[(reference.run_name, s)]) for s in range(seeds)
-                  if (row.run_name, s) in results and (reference.run_name, s) in results]
+        reference = references.get(row.key) if row.reference else None
         miou, miou_std = _mean_std([r["val_miou"] for r in runs])
-        biou, biou_std = _mean_std([r["val_boundary_miou"] for r in runs])
+        boundary = [r.get("val_boundary_miou") for r in runs]
+        biou, biou_std = _mean_std(boundary) if None not in boundary else (None, None)
         paper_delta = None
-        if row.paper_miou is not None and reference.paper_miou is not None:
+        if reference is not None and row.paper_miou is not None and reference.paper_miou is not None:
             paper_delta = round(row.paper_miou - reference.paper_miou, 1)
+        delta = delta_boundary = None
+        if reference is not None:
+            delta = paired_increment(_pairs(results, row, reference, seeds, "val_miou"), pooled)
+            delta_boundary = paired_increment(_pairs(results, row, reference, seeds, "val_boundary_miou"),
+                                              pooled_boundary)
         summary.append({
-            "table": row.table, "row": row.key, "label": row.label, "config": row.config,
-            "modules": runs[0]["modules"], "experimental": row.experimental, "ss_pretraining": row.ss_pretraining,
-            "params": runs[0]["params"], "gflops": runs[0]["gflops"], "eval_size": runs[0]["eval_size"],
-            "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
-            "seeds": [r["seed"] for r in runs],
+            "table": row.table, "row": row.key, "label": row.label, "config": row.config, "claim": row.claim,
+            "modules": runs[0].get("modules", "?"), "experimental": row.experimental,
+            "ss_pretraining": row.ss_pretraining, "params": runs[0].get("params"), "gflops": runs[0].get("gflops"),
+            "eval_size": runs[0].get("eval_size"),
+            "train_seconds": float(np.mean([r["train_seconds"] for r in runs])) if all(
+                r.get("train_seconds") is not None for r in runs) else None,
+            "seeds": [r["seed"] for r in runs], "cpu": sorted({_cpu_kind(r) for r in runs}),
             "val_miou": [r["val_miou"] for r in runs], "val_miou_mean": miou, "val_miou_std": miou_std,
-            "boundary_miou": [r["val_boundary_miou"] for r in runs], "boundary_miou_mean": biou,
-            "boundary_miou_std": biou_std,
-            "delta_vs": reference.key,
-            "delta_miou": paired_test([a["val_miou"] - b["val_miou"] for a, b in paired]),
-            "delta_boundary_miou": paired_test([a["val_boundary_miou"] - b["val_boundary_miou"] for a, b in paired]),
+            "boundary_miou": boundary, "boundary_miou_mean": biou, "boundary_miou_std": biou_std,
+            "delta_vs": reference.key if reference is not None else None,
+            "delta_miou": delta, "delta_boundary_miou": delta_boundary,
             "paper_miou": row.paper_miou, "paper_delta": paper_delta,
         })
     return summary
 
 
-def _significance(test: dict) -> str:
-    if test["p"] is None:
-        return "1 seed: no test"
-    verdict = "p < 0.05" if test["p"] < 0.05 else "n.s."
-    return f"p = {test['p']:.2f} ({verdict}; {'same sign on all seeds' if test['same_sign'] else 'signs differ'})"
-
-
-def _spread(mean: float, std: float, n: int, sign: str = "") -> str:
+def _spread(mean: Optional[float], std: float, n: int, sign: str = "") -> str:
     """``mean ± std`` in points (x100), or ``mean (1 seed)``: one value has no spread."""
+    if mean is None:
+        return "–"
     if n > 1:
         return f"{100 * mean:{sign}.2f} ± {100 * std:.2f}"
     return f"{100 * mean:{sign}.2f} (1 seed)"
 
 
+def format_increment(d: dict) -> str:
+    """``+3.10 [-1.20, +7.40]`` in points, or ``+3.10 (1 seed)``."""
+    if d["n"] == 0:
+        return "–"
+    if d["ci"] is None:
+        return f"{100 * d['mean']:+.2f} (1 seed)"
+    return f"{100 * d['mean']:+.2f} [{100 * d['ci'][0]:+.2f}, {100 * d['ci'][1]:+.2f}]"
+
+
+TABLE_TITLES = {"3": "Table 3", "4": "Table 4", "dap": "Where DAP's votes come from"}
+
+
+def format_verdicts(summary: Sequence[dict]) -> str:
+    """The verdict table: per module, the paper's increment, ours with its 95% interval, n, the
+    smallest effect the design detects, and the verdict."""
+    by_key = {(s["table"], s["row"]): s for s in summary}
+    lines = ["| module | comparison | paper Δ | ours Δ [95% CI] | seeds | detectable at 80% power | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for s in summary:
+        d = s["delta_miou"]
+        if d is None:
+            continue
+        ref = by_key.get((s["table"], s["delta_vs"]))
+        name = lambda r: f"#{r}" if str(r)[0].isdigit() else r  # noqa: E731
+        where = "" if s["table"] == "3" else f"{TABLE_TITLES[s['table']]}: "
+        comparison = f"{where}{name(s['row'])} − {name(s['delta_vs'])}"
+        paper = "–" if s["paper_delta"] is None else f"{s['paper_delta']:+.1f}"
+        mde = "–" if d["mde"] is None else f"{100 * d['mde']:.1f}"
+        seeds = d["n"] if ref is None or not ref["cpu"] else f"{d['n']} ({', '.join(s['cpu'])})"
+        lines.append(f"| {s['claim'] or s['label']} | {comparison} | {paper} | {format_increment(d)} | {seeds} | "
+                     f"{mde} | {d['verdict']} |")
+    lines.append("")
+    lines.append("Points of val mIoU × 100. Δ: the row minus the row it is compared with, paired by seed (same CPU "
+                 "kind only); 95% CI: t with n − 1 degrees of freedom on the row's own differences; detectable: the "
+                 "true Δ a paired t-test (α = 0.05, two-sided) finds with 80% power at this n, from the pooled sd of "
+                 "the paper's rows' paired differences; verdict: helps / hurts when the interval excludes 0.")
+    return "\n".join(lines) + "\n"
+
+
 def format_table(summary: Sequence[dict]) -> str:
-    """table.md: one Markdown table per paper table, scores in mIoU points (x100)."""
-    lines = []
-    for table in ("3", "4"):
+    """table.md: the verdict table, then one Markdown table per table of rows, in points (x100)."""
+    lines = ["### Verdicts", "", format_verdicts(summary)]
+    for table in ("3", "4", "dap"):
         rows = [s for s in summary if s["table"] == table]
         if not rows:
             continue
-        ref = REFERENCE[table]
-        lines += [f"### Table {table}", "",
-                  f"| # | row | modules | params | GFLOPs @{rows[0]['eval_size']}² | train s | val mIoU | "
-                  f"boundary mIoU | Δ mIoU vs #{ref} | paired test | Δ boundary | paper mIoU | paper Δ |",
+        size = next((r["eval_size"] for r in rows if r["eval_size"]), "?")
+        lines += [f"### {TABLE_TITLES[table]}", "",
+                  f"| # | row | modules | params | GFLOPs @{size}² | train s | val mIoU | boundary mIoU | vs | "
+                  f"Δ mIoU [95% CI] | Δ boundary [95% CI] | paper mIoU | paper Δ |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in rows:
             d, db = s["delta_miou"], s["delta_boundary_miou"]
-            is_ref = s["row"] == ref
             paper = "–" if s["paper_miou"] is None else f"{s['paper_miou']:.1f}"
-            paper_delta = "–" if s["paper_delta"] is None or is_ref else f"{s['paper_delta']:+.1f}"
+            paper_delta = "–" if s["paper_delta"] is None else f"{s['paper_delta']:+.1f}"
+            params = "–" if s["params"] is None else f"{s['params'] / 1e6:.3f} M"
+            gflops = "–" if s["gflops"] is None else f"{s['gflops']:.2f}"
+            seconds = "–" if s["train_seconds"] is None else f"{s['train_seconds']:.0f}"
             lines.append(
-                f"| {s['row']} | {s['label']} | {s['modules']} | {s['params'] / 1e6:.3f} M | {s['gflops']:.2f} | "
-                f"{s['train_seconds']:.0f} | {_spread(s['val_miou_mean'], s['val_miou_std'], len(s['seeds']))} | "
+                f"| {s['row']} | {s['label']} | {s['modules']} | {params} | {gflops} | {seconds} | "
+                f"{_spread(s['val_miou_mean'], s['val_miou_std'], len(s['seeds']))} | "
                 f"{_spread(s['boundary_miou_mean'], s['boundary_miou_std'], len(s['seeds']))} | "
-                + ("–" if is_ref else _spread(d["mean"], d["std"], d["n"], "+")) + " | "
-                + ("–" if is_ref else _significance(d)) + " | "
-                + ("–" if is_ref else f"{100 * db['mean']:+.2f}") + f" | {paper} | {paper_delta} |")
+                f"{'–' if d is None else '#' + str(s['delta_vs'])} | {'–' if d is None else format_increment(d)} | "
+                f"{'–' if db is None else format_increment(db)} | {paper} | {paper_delta} |")
         lines.append("")
-    lines.append("Scores are val mIoU × 100, mean ± sample std over the seeds; Δ is paired by seed "
-                 "(mean ± std of the per-seed differences). Boundary mIoU: Boundary IoU (Cheng et al., CVPR 2021) "
-                 "in a band of 2% of the image diagonal. Paper: PASCAL VOC 2012 val, single scale.")
+    lines.append("Scores are val mIoU × 100, mean ± sample std over the seeds. Boundary mIoU: Boundary IoU (Cheng et "
+                 "al., CVPR 2021) in a band of 2% of the image diagonal. Paper: PASCAL VOC 2012 val, single scale.")
     return "\n".join(lines) + "\n"
 
 
@@ -126,15 +229,19 @@ def write_results(path: str, summary: Sequence[dict], results: dict, settings: d
 
 
 def plot_deltas(path: str, summary: Sequence[dict]) -> None:
-    """A horizontal bar chart per table: our paired Δ mIoU (points, with ± std) next to the paper's."""
+    """A horizontal bar chart: each module's increment (points, with its 95% interval; the mean alone
+    for one seed) next to the paper's."""
     font = ImageFont.load_default()
-    bands = [s for s in summary if s["row"] != REFERENCE[s["table"]]]
+    bands = [s for s in summary if s["delta_miou"] is not None and s["delta_miou"]["n"]]
     if not bands:
         bands = list(summary)
-    values = [100 * s["delta_miou"]["mean"] for s in bands] + [s["paper_delta"] or 0.0 for s in bands]
-    spread = [100 * (abs(s["delta_miou"]["mean"]) + s["delta_miou"]["std"]) for s in bands]
-    limit = max([1.0] + [abs(v) for v in values] + spread) * 1.15
-    label_w, plot_w, band_h, top = 260, 520, 44, 48
+    low = lambda s: 100 * (s["delta_miou"]["ci"][0] if s["delta_miou"] and s["delta_miou"]["ci"]  # noqa: E731
+                           else (s["delta_miou"] or {"mean": 0.0})["mean"])
+    high = lambda s: 100 * (s["delta_miou"]["ci"][1] if s["delta_miou"] and s["delta_miou"]["ci"]  # noqa: E731
+                            else (s["delta_miou"] or {"mean": 0.0})["mean"])
+    values = [low(s) for s in bands] + [high(s) for s in bands] + [s["paper_delta"] or 0.0 for s in bands]
+    limit = max([1.0] + [abs(v) for v in values]) * 1.15
+    label_w, plot_w, band_h, top = 280, 520, 44, 48
     height = top + band_h * len(bands) + 60
     image = Image.new("RGB", (label_w + plot_w + 40, height), "white")
     draw = ImageDraw.Draw(image)
@@ -144,7 +251,7 @@ def plot_deltas(path: str, summary: Sequence[dict]) -> None:
     def x(v):
         return x0 + v * scale
 
-    draw.text((10, 8), "Gain in val mIoU over the table's reference row (points): ours (blue, ± std over seeds) "
+    draw.text((10, 8), "Increment in val mIoU over the row it is compared with (points): ours (blue, 95% interval) "
                        "vs the paper's VOC (grey)", fill="black", font=font)
     for tick in np.linspace(-limit, limit, 9):
         draw.line([(x(tick), top - 6), (x(tick), top + band_h * len(bands))], fill=(225, 225, 225))
@@ -152,16 +259,20 @@ def plot_deltas(path: str, summary: Sequence[dict]) -> None:
     draw.line([(x0, top - 6), (x0, top + band_h * len(bands))], fill="black")
     for i, s in enumerate(bands):
         y = top + i * band_h
-        # Two lines: which row, then what it adds (cut to the label column's width).
-        name = f"row {s['row']}" if str(s["row"]).isdigit() else str(s["row"])
-        label = s["label"] if len(s["label"]) <= 42 else s["label"][:41] + "…"
-        draw.text((10, y + 4), f"Table {s['table']}, {name}", fill="black", font=font)
-        draw.text((10, y + 20), label, fill=(70, 70, 70), font=font)
-        ours, std = 100 * s["delta_miou"]["mean"], 100 * s["delta_miou"]["std"]
+        d = s["delta_miou"]
+        if d is None:
+            continue
+        name = f"#{s['row']} − #{s['delta_vs']}" if str(s["row"])[0].isdigit() else f"{s['row']} − {s['delta_vs']}"
+        label = s["claim"] or s["label"]
+        label = label if len(label) <= 44 else label[:43] + "…"
+        draw.text((10, y + 4), f"{TABLE_TITLES[s['table']]}, {name}", fill="black", font=font)
+        draw.text((10, y + 20), f"{label} ({d['n']} seed{'s' if d['n'] != 1 else ''})", fill=(70, 70, 70), font=font)
+        ours = 100 * d["mean"]
         draw.rectangle([min(x0, x(ours)), y + 6, max(x0, x(ours)), y + 20], fill=(49, 110, 180))
-        draw.line([(x(ours - std), y + 13), (x(ours + std), y + 13)], fill="black", width=2)
-        for end in (ours - std, ours + std):
-            draw.line([(x(end), y + 8), (x(end), y + 18)], fill="black", width=2)
+        if d["ci"] is not None:
+            draw.line([(x(low(s)), y + 13), (x(high(s)), y + 13)], fill="black", width=2)
+            for end in (low(s), high(s)):
+                draw.line([(x(end), y + 8), (x(end), y + 18)], fill="black", width=2)
         if s["paper_delta"] is not None:
             paper = s["paper_delta"]
             draw.rectangle([min(x0, x(paper)), y + 23, max(x0, x(paper)), y + 35], fill=(160, 160, 160))

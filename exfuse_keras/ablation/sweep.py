@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 from exfuse_keras.ablation.presence import pretrain_presence, pretraining_config
 from exfuse_keras.ablation.rows import CONFIG_DIR, Row, modules_on, preset_overrides
 from exfuse_keras.config import Config, ConfigError, load_config, load_config_stack
+from exfuse_keras.machine import cpu_record
 
 RESULT_FILE = "result.json"
 # Validation (and backup) points per run: the budget is split into this many epochs.
@@ -43,6 +44,8 @@ class SweepSettings:
             ``config`` (the rows' ``model.backbone.weights`` as given, e.g. ImageNet SS weights).
         pretrain_steps: steps of each presence pretraining.
         overrides: extra ``key=value`` overrides for every run.
+        committed: a results.json of earlier calls (e.g. one committed under docs/): its runs
+            count as finished, so a sweep continues on another machine where the last stopped.
     """
 
     data: str
@@ -54,6 +57,7 @@ class SweepSettings:
     pretrain: str = "presence"
     pretrain_steps: int = 1000
     overrides: Sequence[str] = ()
+    committed: Optional[str] = None
 
 
 def row_config(row: Row, settings: SweepSettings, seed: int) -> Config:
@@ -92,14 +96,31 @@ def budget_record(settings: SweepSettings) -> dict:
             "overrides": list(settings.overrides)}
 
 
-def finished(row: Row, settings: SweepSettings, seed: int) -> Optional[dict]:
-    """The run's result.json, or None if it has not finished; a ConfigError if it was trained with
-    other settings than this sweep's (reusing it would mix budgets in one table)."""
+def committed_runs(path: Optional[str]) -> dict:
+    """``{(run name, seed): result}`` of a results.json (``{}`` for None); a ConfigError naming the
+    file when it is missing or not a sweep's results."""
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            runs = json.load(f)["runs"]
+        return {(r["row"], int(r["seed"])): r for r in runs}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"--committed {path}: not a sweep's results.json ({err})") from None
+
+
+def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[dict] = None) -> Optional[dict]:
+    """The run's result.json (or its entry in ``committed``, ``committed_runs``), or None if it has
+    not finished; a ConfigError if it was trained with other settings than this sweep's (reusing
+    it would mix budgets in one table)."""
     path = os.path.join(run_dir(row, settings, seed), RESULT_FILE)
-    if not os.path.isfile(path):
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+    elif committed and (row.run_name, seed) in committed:
+        path, result = f"{settings.committed} ({row.run_name}, seed {seed})", committed[(row.run_name, seed)]
+    else:
         return None
-    with open(path, encoding="utf-8") as f:
-        result = json.load(f)
     wanted = budget_record(settings)
     # A result written before the settings were recorded carries only the steps it ran.
     had = result.get("settings") or {"steps": wanted["steps"] if result.get("stopped_by_time_budget")
@@ -143,6 +164,21 @@ def model_cost(cfg: Config) -> tuple[int, float]:
     return params, gflops
 
 
+def validation_curve(directory: str, steps_per_epoch: int) -> list:
+    """``[[steps, val mIoU], ...]`` from the run's history.csv (one point per epoch)."""
+    import csv
+
+    path = os.path.join(directory, "history.csv")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    key = next((k for k in ("val_logits_miou", "val_miou") if rows and k in rows[0]), None)
+    if key is None:
+        return []
+    return [[(int(r["epoch"]) + 1) * steps_per_epoch, float(r[key])] for r in rows]
+
+
 def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> dict:
     """Pretrains (if the sweep does), trains and evaluates one (row, seed); writes result.json."""
     import keras
@@ -169,6 +205,7 @@ def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> d
               "stopped_by_time_budget": trained["stopped_by_time_budget"],
               "pretraining_seconds": pretraining["seconds"] if pretraining else None,
               "params": params, "gflops": gflops, "eval_size": cfg.data.crop_size,
+              "val_miou_curve": validation_curve(directory, cfg.train.steps_per_epoch), "cpu": cpu_record(),
               "settings": budget_record(settings)}
     with open(os.path.join(directory, RESULT_FILE), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
@@ -188,9 +225,10 @@ def run_sweep(rows: Sequence[Row], settings: SweepSettings, verbose: int = 2, lo
             if (row.run_name, seed) not in seen:
                 seen.add((row.run_name, seed))
                 runs.append((row, seed))
+    committed = committed_runs(settings.committed)
     results, spent, trained = {}, 0.0, 0
     for index, (row, seed) in enumerate(runs, 1):
-        done = finished(row, settings, seed)
+        done = finished(row, settings, seed, committed)
         tag = f"[{index}/{len(runs)}] {row.run_name} seed {seed}"
         if done is not None:
             log(f"{tag}: finished before, skipped (val mIoU {done['val_miou']:.4f})")
@@ -203,7 +241,7 @@ def run_sweep(rows: Sequence[Row], settings: SweepSettings, verbose: int = 2, lo
         started = time.perf_counter()
         result = run_one(row, settings, seed, verbose)
         spent, trained = spent + time.perf_counter() - started, trained + 1
-        left = sum(1 for r, s in runs[index:] if finished(r, settings, s) is None)
+        left = sum(1 for r, s in runs[index:] if finished(r, settings, s, committed) is None)
         log(f"{tag}: val mIoU {result['val_miou']:.4f}, boundary mIoU {result['val_boundary_miou']:.4f}, "
             f"{time.perf_counter() - started:.0f} s; sweep ETA {spent / trained * left / 60:.1f} min ({left} runs left)")
         results[(row.run_name, seed)] = result

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -49,6 +48,7 @@ import numpy as np
 
 from exfuse_keras.bench.models import benchmark_models
 from exfuse_keras.config import OUTPUT_STRIDE
+from exfuse_keras.machine import cpu_description
 
 
 def _megabytes(path) -> float:
@@ -75,21 +75,6 @@ def smooth_image(size: int, seed: int) -> np.ndarray:
 
     grid = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
     return np.asarray(Image.fromarray(grid).resize((size, size), Image.BICUBIC))
-
-
-def cpu_name() -> str:
-    """The CPU as ``/proc/cpuinfo`` names it (model name, family, model), else ``platform``'s."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or platform.machine()
-    avx512 = " AVX-512" if "avx512f" in fields.get("flags", "").split() else ""
-    return (f"{fields.get('model name', '?')} (cpu family {fields.get('cpu family', '?')}, "
-            f"model {fields.get('model', '?')}{avx512})")
 
 
 def argmax_agreement(logits: list, reference: list) -> float:
@@ -192,7 +177,7 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
-    cpu = cpu_name()
+    cpu = cpu_description()
     print(f"{args.size}x{args.size} images, batch 1, {os.cpu_count()} CPUs ({cpu}), TensorFlow {tf.__version__}")
     rows = []
     for name, cfg, model in benchmark_models(args.run, args.models):

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from exfuse_keras.machine import cpu_description
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,21 +46,6 @@ def memory_mb(field: str) -> float:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024 / 1e6
     raise RuntimeError(f"/proc/self/status: no {field} line (Linux only)")
-
-
-def cpu_name() -> str:
-    """'AMD EPYC (family 25, model 17, AVX-512), 2 cores' from /proc/cpuinfo."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    avx = "AVX-512" if "avx512f" in info.get("flags", "").split() else "AVX2" if "avx2" in info.get("flags", "") else ""
-    return (f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}"
-            f"{', ' + avx if avx else ''}), {os.cpu_count()} cores")
 
 
 def synthetic_image(size: int, seed: int = 0) -> np.ndarray:
@@ -144,7 +130,7 @@ def main(argv=None) -> int:
     print(f"{args.size}x{args.size} image, {classes} classes, window {crop},{stride}: {windows} windows "
           f"through {args.through} in {seconds:.1f} s ({seconds / windows * 1e3:.0f} ms/window); "
           f"RSS before {rss_before:,.0f} MB, peak {peak:,.0f} MB")
-    print(f"CPU: {cpu_name()}; TF {tf.__version__}, Keras {keras.__version__}")
+    print(f"CPU: {cpu_description()}; TF {tf.__version__}, Keras {keras.__version__}")
     print(f"command: {command.strip()}")
     print("| image | classes | window | windows | through | seconds | RSS before (MB) | peak RSS (MB) |")
     print(f"| {args.size}² | {classes} | {crop},{stride} | {windows} | {args.through} | {seconds:.1f} | "

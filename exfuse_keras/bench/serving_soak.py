@@ -50,6 +50,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from exfuse_keras.machine import cpu_description
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_MODEL = os.path.join(ROOT, "configs", "quickstart.yaml")
 OK, INVALID = "OK", "INVALID_ARGUMENT"
@@ -325,17 +327,6 @@ def summarize(records: list[tuple]) -> dict:
                            for name, values in latency.items()}}
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
-        fields = {key.strip(): value.strip() for key, value in fields.items()}
-        return (f"{os.cpu_count()}-core {fields.get('model name', '?')}, cpu family {fields.get('cpu family', '?')} "
-                f"model {fields.get('model', '?')}{', AVX-512' if 'avx512f' in fields.get('flags', '') else ''}")
-    except OSError:
-        return f"{os.cpu_count()} CPUs"
-
-
 def load_model(spec: str, overrides):
     """(config, model, description) for ``--model``: a config YAML (random weights), a run folder
     or a ``.keras`` file (its weights)."""
@@ -409,7 +400,7 @@ def main(argv=None) -> int:
         payloads = make_payloads("exfuse", args.seed)
         reference_masks(loaded, payloads)
         print(f"model: {description}; exported in {export_seconds:.1f} s; {len(payloads)} payloads of "
-              f"{len(KINDS)} kinds; {args.clients} clients; CPU: {_cpu()}", flush=True)
+              f"{len(KINDS)} kinds; {args.clients} clients; CPU: {cpu_description()}", flush=True)
         with serve_grpc(loaded, "exfuse", max_workers=args.clients) as grpc_target, \
                 serve_rest(loaded, "exfuse") as rest_server:
             rest = f"{rest_server}/v1/models/exfuse:predict"
@@ -456,7 +447,7 @@ def main(argv=None) -> int:
     quarters = [min(rss, key=lambda s: abs(s[0] - q * wall))[1] for q in (0.25, 0.5, 0.75)]
     results = {
         "command": " ".join(["python -m exfuse_keras.bench.serving_soak", *(sys.argv[1:] if argv is None else argv)]),
-        "cpu": _cpu(), "tensorflow": tf.__version__, "model": description, "export_s": round(export_seconds, 1),
+        "cpu": cpu_description(), "tensorflow": tf.__version__, "model": description, "export_s": round(export_seconds, 1),
         "requests": args.requests, "clients": args.clients, "warmup_requests": len(warm),
         "kinds": {kind.name: kind.expected for kind in KINDS},
         "wall_s": round(wall, 1), "throughput_rps": round(args.requests / wall, 1),
