@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean bench-env bench-gpu
+.PHONY: demo test test-slow setup clean bench-env bench-gpu
 
 $(STAMP): requirements.txt requirements-test.txt requirements-serving.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q --durations=15 tests
+
+# The slow checks `make test` leaves out (pytest -m slow): the full precision matrix, the quick
+# start's accuracy floor on its full recipe, ...
+test-slow: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q --durations=15 -m slow tests
 
 # An environment with keras-cv 0.9 (frozen upstream; not a dependency) for the peer of
 # python -m exfuse_keras.bench.train_step.

@@ -61,6 +61,11 @@ class BackboneConfig:
     ``cardinality`` x ``base_width`` is the grouped width of the first stage (ResNeXt 32x4d:
     32 and 4; ResNet: 1 and 64). ``base_channels`` is the stage-1 width before the 4x
     expansion (64 for every ImageNet model; smaller for the quick-start model).
+    ``zero_init_residual`` starts the last BatchNorm scale of every block's residual branch at
+    zero (Goyal et al. 2017; torchvision's ``zero_init_residual``, Model Garden's
+    ``zero_gamma``), so a randomly initialised block is its shortcut and the activations of a
+    deep stack do not grow with its depth; loaded weights replace it. Off in the tiny presets
+    (the quick start, the ablation's ``cpu`` preset), which were measured without it.
     """
 
     blocks: list[int] = field(default_factory=lambda: [3, 4, 23, 3])
@@ -73,6 +78,7 @@ class BackboneConfig:
     bn_momentum: float = 0.99
     weights: Optional[str] = None
     preprocessing: Literal["auto", "caffe", "torch", "scale"] = "auto"
+    zero_init_residual: bool = True
 
     def validate(self, where: str) -> None:
         if len(self.blocks) != 4 or any(b < 1 for b in self.blocks):
@@ -170,8 +176,14 @@ class SSConfig:
 
 @dataclass
 class ModelConfig:
+    """The network. ``gcn_init_scale``: the variance scale of each Global Convolution block's
+    second convolutions (``GlobalConvolution(output_scale=...)``; 1.0 is Keras's Glorot default,
+    which the tiny presets were measured with; 0.1 starts a deep random model's logits near a
+    uniform guess)."""
+
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     gcn_kernel: int = 15
+    gcn_init_scale: float = 0.1
     upsampling: Literal["deconv", "bilinear"] = "deconv"
     seb: SEBConfig = field(default_factory=SEBConfig)
     ecre: ECREConfig = field(default_factory=ECREConfig)
@@ -182,6 +194,8 @@ class ModelConfig:
         self.backbone.validate(where)
         if self.gcn_kernel < 1 or self.gcn_kernel % 2 == 0:
             _fail(where, "model.gcn_kernel", "must be a positive odd integer", self.gcn_kernel)
+        if not self.gcn_init_scale > 0:
+            _fail(where, "model.gcn_init_scale", "must be positive", self.gcn_init_scale)
         _positive(where, "model.seb.iterations", self.seb.iterations)
         if self.dap.kernel < 1 or self.dap.kernel % 2 == 0:
             _fail(where, "model.dap.kernel", "must be a positive odd integer (the centre pixel votes for itself)",

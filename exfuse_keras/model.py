@@ -116,7 +116,8 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
             seb = SemanticEmbeddingBranch(gate_init=m.seb.gate_init, name=f"seb_{level}")
             embedded[level] = seb([features[level], *higher])
 
-    scores = {level: GlobalConvolution(num_classes, m.gcn_kernel, name=f"gcn_{level}")(embedded[level])
+    scores = {level: GlobalConvolution(num_classes, m.gcn_kernel, m.gcn_init_scale, name=f"gcn_{level}")(
+                  embedded[level])
               for level in STAGES}
 
     # Decoder side, top-down from res5 (stride 32) to the input resolution.

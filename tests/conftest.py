@@ -23,8 +23,17 @@ def rng():
 
 @pytest.fixture(scope="session")
 def quickstart_run():
-    """The trained quick-start run (trained once per cache key; see tests/quickstart_model.py):
+    """The quick-start network trained on the fixture's short recipe (trained once per cache key;
+    see tests/quickstart_model.py):
     ``{"run_dir", "data_root", "val_miou", "train_seconds", "epochs"}``."""
     from tests.quickstart_model import trained_quickstart
 
-    return trained_quickstart()
+    return trained_quickstart("fixture")
+
+
+@pytest.fixture(scope="session")
+def quickstart_full_run():
+    """The quick start trained on its full recipe (``make test-slow`` only; see tests/quickstart_model.py)."""
+    from tests.quickstart_model import trained_quickstart
+
+    return trained_quickstart("full")

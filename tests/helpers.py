@@ -10,8 +10,9 @@ def tiny_config_dict(**model_overrides):
     """A tiny ExFuse (every module on) for fast tests: ~0.3 M parameters, 5 classes."""
     model = {
         "backbone": {"blocks": [1, 1, 1, 1], "cardinality": 1, "base_width": 64, "base_channels": 8,
-                     "stem_channels": 8, "preprocessing": "scale"},
+                     "stem_channels": 8, "preprocessing": "scale", "zero_init_residual": False},
         "gcn_kernel": 5,
+        "gcn_init_scale": 1.0,
         "seb": {"enabled": True},
         "ecre": {"enabled": True, "supervised": True},
         "dap": {"enabled": True, "kernel": 3},

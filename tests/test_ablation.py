@@ -85,6 +85,11 @@ def test_increment_interval_and_test_match_scipy():
     assert report.paired_increment([-0.03, -0.05, -0.04])["verdict"] == "hurts"
     one = report.paired_increment([0.01])
     assert one["p"] is None and one["ci"] is None and one["verdict"] == "one seed: not resolved"
+    # With a pooled sd the verdict's interval is t(df) * sd_pool / sqrt(n) around the mean.
+    pooled = report.paired_increment(d, (0.01, 9))
+    half = stats.t.ppf(0.975, 9) * 0.01 / np.sqrt(len(d))
+    assert pooled["pooled_ci"] == pytest.approx([d.mean() - half, d.mean() + half])
+    assert pooled["verdict"] == "helps" and pooled["ci"] == pytest.approx([low, high])
 
 
 def test_pooled_sd_and_detectable_effect_against_scipy():
@@ -133,7 +138,7 @@ def test_increments_are_against_the_papers_reference_rows_and_paired_by_seed():
     assert by_key[("4", "baseline")]["val_miou"] == by_key[("3", "3")]["val_miou"]
     table = report.format_table(summary)
     assert "### Verdicts" in table and "### Table 3" in table and "### Table 4" in table
-    assert "| DAP | #6 − #5 | +0.6 |" in table and "0.00 (" not in table
+    assert "| DAP | #6 − #5 | +0.6 |" in table and "0.00 (" not in table and "p = " not in table
 
 
 def test_runs_on_different_cpu_kinds_are_not_paired():

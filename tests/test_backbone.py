@@ -1,5 +1,7 @@
 """The ResNet/ResNeXt builder against keras.applications and the reference parameter counts."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -117,3 +119,20 @@ def test_conventions_place_the_stride_differently():
     assert conv("torchvision", "conv3_block1_1_conv").strides == (1, 1)
     assert conv("torchvision", "conv3_block1_2_conv").strides == (2, 2)
     assert not conv("torchvision", "conv3_block1_2_conv").use_bias
+
+
+def test_zero_init_residual_makes_each_fresh_block_its_shortcut(rng):
+    """zero_init_residual: an untrained identity-shortcut block returns its (post-ReLU) input
+    exactly, so a deep random stack does not grow its activations with depth; without it they do."""
+    from exfuse_keras.backbones.resnext import bottleneck_block
+
+    cfg = BackboneConfig(blocks=[3, 4, 23, 3], cardinality=1, base_width=64, base_channels=8, stem_channels=8)
+    x = np.maximum(rng.normal(size=(2, 8, 8, 32)), 0).astype("float32")
+    inputs = keras.Input((None, None, 32))
+    block = keras.Model(inputs, bottleneck_block(inputs, cfg, 8, 32, 1, "conv2_block2"))
+    np.testing.assert_array_equal(block(x, training=False).numpy(), x)
+    deep = {zero: build_backbone(dataclasses.replace(cfg, zero_init_residual=zero)) for zero in (True, False)}
+    images = rng.normal(size=(2, 64, 64, 3)).astype("float32")
+    spread = {zero: float(np.std(model(images, training=True)["res4"])) for zero, model in deep.items()}
+    # res4: 23 blocks, whose residual branches each add about unit variance when not zeroed.
+    assert spread[True] < 1.5 and spread[False] > 3 * spread[True], spread

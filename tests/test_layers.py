@@ -189,6 +189,20 @@ def test_gcn_matches_two_separable_branches(rng):
         GlobalConvolution(3, kernel_size=4)
 
 
+def test_gcn_output_scale_sets_the_second_convolutions_variance():
+    """Glorot-uniform variance 2 / (fan_in + fan_out), times output_scale, for each branch's second
+    convolution (the first keeps Keras's default); the sample variance of a large kernel matches."""
+    layer = GlobalConvolution(64, kernel_size=15, output_scale=0.1)
+    layer.build((None, 16, 16, 256))
+    for name, scale in (("left_kx1", 1.0), ("left_1xk", 0.1), ("right_1xk", 1.0), ("right_kx1", 0.1)):
+        kernel = getattr(layer, name).kernel.numpy()
+        receptive = kernel.shape[0] * kernel.shape[1]
+        expected = scale * 2.0 / (receptive * kernel.shape[2] + receptive * kernel.shape[3])
+        assert np.var(kernel) == pytest.approx(expected, rel=0.05), name
+    with pytest.raises(ValueError, match="output_scale"):
+        GlobalConvolution(3, output_scale=0.0)
+
+
 def test_boundary_refinement_is_residual(rng):
     x = _random(rng, 2, 6, 5, 4)
     layer = BoundaryRefinement(4, residual_initializer="glorot_uniform", name="br")
@@ -275,7 +289,7 @@ LAYER_TESTS = [
     (DenselyAdjacentPrediction, {"kernel_size": 3}, (2, 8, 6, 18), (2, 8, 6, 2), 0, 0, {}),
     (DenselyAdjacentUpsampling, {"num_classes": 3, "kernel_size": 3}, (2, 4, 6, 3), (2, 8, 12, 3), 2, 0, {}),
     (SubPixelUpsampling, {"filters": 5, "block_size": 2}, (2, 3, 4, 6), (2, 6, 8, 5), 2, 0, {}),
-    (GlobalConvolution, {"filters": 3, "kernel_size": 5}, (2, 9, 7, 4), (2, 9, 7, 3), 8, 0, {}),
+    (GlobalConvolution, {"filters": 3, "kernel_size": 5, "output_scale": 0.1}, (2, 9, 7, 4), (2, 9, 7, 3), 8, 0, {}),
     (BoundaryRefinement, {"filters": 4, "residual_initializer": "glorot_uniform"}, (2, 6, 5, 4), (2, 6, 5, 4), 4, 0, {}),
     (BilinearUpsampling, {"factor": 2}, (2, 3, 5, 2), (2, 6, 10, 2), 0, 0, {}),
     (ResizeToMatch, {"interpolation": "nearest"}, [(2, 3, 5, 2), (2, 7, 4, 1)], (2, 7, 4, 2), 0, 0, {}),

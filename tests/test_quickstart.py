@@ -1,17 +1,27 @@
-"""The README's main job: the quick-start config trained on the built-in dataset (the shared fixture)."""
+"""The README's main job: the quick-start config trained on the built-in dataset."""
 
 import csv
 import os
 
+import pytest
 import yaml
 
-MIOU_FLOOR = 0.7  # the quick start's target; the recipe measured 0.8258 in 396 s (docs/benchmarks.md)
+MIOU_FLOOR = 0.7  # the quick start's target (docs/benchmarks.md, "The quick start")
 
 
-def test_quickstart_reaches_its_miou_floor(quickstart_run):
+@pytest.mark.slow
+def test_quickstart_reaches_its_miou_floor(quickstart_full_run):
+    print(f"\nquick start, full recipe: val mIoU {quickstart_full_run['val_miou']:.4f} after "
+          f"{quickstart_full_run['epochs']} epochs, {quickstart_full_run['train_seconds']:.0f} s")
+    assert quickstart_full_run["val_miou"] >= MIOU_FLOOR, quickstart_full_run
+
+
+def test_a_training_run_leaves_what_evaluation_and_export_read(quickstart_run):
     print(f"\nquick-start fixture: val mIoU {quickstart_run['val_miou']:.4f} after {quickstart_run['epochs']} "
           f"epochs, {quickstart_run['train_seconds']:.0f} s")
-    assert quickstart_run["val_miou"] >= MIOU_FLOOR, quickstart_run
+    # Out of the all-background start (about 0.13: background's IoU over 6 classes), which the
+    # agreement checks of export and evaluation need to compare real decisions.
+    assert quickstart_run["val_miou"] >= 0.3, quickstart_run
     run_dir = quickstart_run["run_dir"]
     # The run-directory contract evaluation and export rely on.
     for name in ("config.yaml", "versions.json", "best.keras", "last.keras", "history.csv"):

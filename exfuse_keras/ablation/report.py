@@ -7,14 +7,19 @@ difference is the row's val mIoU minus the reference's with the same seed (same 
 pretraining), and two runs are paired only when they ran on the same kind of CPU
 (``exfuse_keras.machine``). Over the n pairs:
 
-- the mean increment and its 95% confidence interval, mean +- t(0.975, n - 1) * sd / sqrt(n),
-  with the row's own sample sd of the differences (nothing is assumed about other rows);
+- the mean increment and two 95% confidence intervals: mean +- t(0.975, n - 1) * sd / sqrt(n)
+  with the row's own sample sd of the differences (nothing assumed about other rows, but with
+  2 or 3 seeds that sd is itself a guess: one spread of 0.06 gave SS an interval of +-0.6), and
+  mean +- t(0.975, df) * sd_pool / sqrt(n) with the pooled sd below (the seed-to-seed noise
+  taken as one for every comparison of the benchmark: the verdict's interval);
 - the smallest effect the design detects: the true increment that a two-sided paired t-test at
   alpha = 0.05 finds with 80% power, (t(0.975, df) + t(0.8, df)) * sd_pool / sqrt(n), with
   sd_pool the pooled sd of the paired differences of all the paper's rows given (df = sum of
   n_i - 1; experimental rows are left out of the pool);
-- a verdict: ``helps`` or ``hurts`` when the interval excludes 0, else ``inconclusive at +- h``
-  (h the interval's half-width). One pair gives no interval and no verdict.
+- a verdict: ``helps`` or ``hurts`` when the pooled interval excludes 0, else ``inconclusive at
+  +- h`` (h its half-width); the row's own interval when no pool exists. One pair gives no
+  verdict. Experimental rows get their own interval only (their noise is not the benchmark's:
+  row 8 diverged on one seed).
 """
 
 from __future__ import annotations
@@ -66,20 +71,25 @@ def paired_increment(deltas, pooled: tuple = (None, 0)) -> dict:
     deltas = np.asarray(deltas, np.float64)
     n = len(deltas)
     mean, std = _mean_std(deltas) if n else (float("nan"), 0.0)
-    result = {"n": n, "mean": mean, "std": std, "ci": None, "half_width": None, "p": None,
-              "mde": detectable_effect(pooled[0], pooled[1], n), "verdict": "not measured" if n == 0 else
-              "one seed: not resolved"}
+    result = {"n": n, "mean": mean, "std": std, "ci": None, "half_width": None, "pooled_ci": None,
+              "pooled_half_width": None, "p": None, "mde": detectable_effect(pooled[0], pooled[1], n),
+              "verdict": "not measured" if n == 0 else "one seed: not resolved"}
     if n < 2:
         return result
-    half = float(stats.t.ppf(1 - (1 - CONFIDENCE) / 2, n - 1) * std / math.sqrt(n))
+    quantile = 1 - (1 - CONFIDENCE) / 2
+    if pooled[0] is not None and pooled[1] >= 1:
+        pooled_half = float(stats.t.ppf(quantile, pooled[1]) * pooled[0] / math.sqrt(n))
+        result.update(pooled_ci=[mean - pooled_half, mean + pooled_half], pooled_half_width=pooled_half)
+    half = float(stats.t.ppf(quantile, n - 1) * std / math.sqrt(n))
     result.update(ci=[mean - half, mean + half], half_width=half)
     result["p"] = float(stats.ttest_1samp(deltas, 0.0).pvalue) if std > 0 else (0.0 if mean != 0 else 1.0)
-    if mean - half > 0:
+    basis = result["pooled_ci"] or result["ci"]
+    if basis[0] > 0:
         result["verdict"] = "helps"
-    elif mean + half < 0:
+    elif basis[1] < 0:
         result["verdict"] = "hurts"
     else:
-        result["verdict"] = f"inconclusive at ± {100 * half:.1f}"
+        result["verdict"] = f"inconclusive at ± {100 * (basis[1] - basis[0]) / 2:.1f}"
     return result
 
 
@@ -123,9 +133,11 @@ def summarize(rows: Sequence, results: dict, seeds: int) -> list[dict]:
             paper_delta = round(row.paper_miou - reference.paper_miou, 1)
         delta = delta_boundary = None
         if reference is not None:
-            delta = paired_increment(_pairs(results, row, reference, seeds, "val_miou"), pooled)
+            own = (None, 0)
+            delta = paired_increment(_pairs(results, row, reference, seeds, "val_miou"),
+                                     own if row.experimental else pooled)
             delta_boundary = paired_increment(_pairs(results, row, reference, seeds, "val_boundary_miou"),
-                                              pooled_boundary)
+                                              own if row.experimental else pooled_boundary)
         summary.append({
             "table": row.table, "row": row.key, "label": row.label, "config": row.config, "claim": row.claim,
             "modules": runs[0].get("modules", "?"), "experimental": row.experimental,
@@ -152,13 +164,18 @@ def _spread(mean: Optional[float], std: float, n: int, sign: str = "") -> str:
     return f"{100 * mean:{sign}.2f} (1 seed)"
 
 
-def format_increment(d: dict) -> str:
-    """``+3.10 [-1.20, +7.40]`` in points, or ``+3.10 (1 seed)``."""
+def _interval(ci) -> str:
+    return "–" if ci is None else f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+
+def format_increment(d: dict, which: str = "ci") -> str:
+    """``+3.10 [-1.2, +7.4]`` in points (the interval ``which``: ``ci`` or ``pooled_ci``), or
+    ``+3.10 (1 seed)``."""
     if d["n"] == 0:
         return "–"
-    if d["ci"] is None:
+    if d[which] is None:
         return f"{100 * d['mean']:+.2f} (1 seed)"
-    return f"{100 * d['mean']:+.2f} [{100 * d['ci'][0]:+.2f}, {100 * d['ci'][1]:+.2f}]"
+    return f"{100 * d['mean']:+.2f} {_interval(d[which])}"
 
 
 TABLE_TITLES = {"3": "Table 3", "4": "Table 4", "dap": "Where DAP's votes come from"}
@@ -168,8 +185,9 @@ def format_verdicts(summary: Sequence[dict]) -> str:
     """The verdict table: per module, the paper's increment, ours with its 95% interval, n, the
     smallest effect the design detects, and the verdict."""
     by_key = {(s["table"], s["row"]): s for s in summary}
-    lines = ["| module | comparison | paper Δ | ours Δ [95% CI] | seeds | detectable at 80% power | verdict |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| module | comparison | paper Δ | ours Δ [95% CI, pooled sd] | [95% CI, own sd] | seeds | "
+             "detectable at 80% power | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in summary:
         d = s["delta_miou"]
         if d is None:
@@ -181,13 +199,16 @@ def format_verdicts(summary: Sequence[dict]) -> str:
         paper = "–" if s["paper_delta"] is None else f"{s['paper_delta']:+.1f}"
         mde = "–" if d["mde"] is None else f"{100 * d['mde']:.1f}"
         seeds = d["n"] if ref is None or not ref["cpu"] else f"{d['n']} ({', '.join(s['cpu'])})"
-        lines.append(f"| {s['claim'] or s['label']} | {comparison} | {paper} | {format_increment(d)} | {seeds} | "
-                     f"{mde} | {d['verdict']} |")
+        which = "pooled_ci" if d["pooled_ci"] is not None else "ci"
+        lines.append(f"| {s['claim'] or s['label']} | {comparison} | {paper} | {format_increment(d, which)} | "
+                     f"{_interval(d['ci'])} | {seeds} | {mde} | {d['verdict']} |")
     lines.append("")
     lines.append("Points of val mIoU × 100. Δ: the row minus the row it is compared with, paired by seed (same CPU "
-                 "kind only); 95% CI: t with n − 1 degrees of freedom on the row's own differences; detectable: the "
-                 "true Δ a paired t-test (α = 0.05, two-sided) finds with 80% power at this n, from the pooled sd of "
-                 "the paper's rows' paired differences; verdict: helps / hurts when the interval excludes 0.")
+                 "kind only). 95% CI, pooled sd: t with the pool's degrees of freedom on the sd pooled over the "
+                 "paper's rows' paired differences (experimental rows left out); own sd: t with n − 1 degrees of "
+                 "freedom on this row's differences alone. Detectable: the true Δ a paired t-test (α = 0.05, "
+                 "two-sided) finds with 80% power at this n and the pooled sd. Verdict: helps / hurts when the "
+                 "pooled interval excludes 0.")
     return "\n".join(lines) + "\n"
 
 

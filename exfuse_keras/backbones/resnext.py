@@ -26,10 +26,10 @@ from exfuse_keras.layers.normalization import SyncBatchNormalization
 STAGES = ("res2", "res3", "res4", "res5")
 
 
-def _norm(cfg: BackboneConfig, name: str) -> keras.layers.BatchNormalization:
+def _norm(cfg: BackboneConfig, name: str, gamma_initializer: str = "ones") -> keras.layers.BatchNormalization:
     layer_class = SyncBatchNormalization if cfg.norm == "sync_batch" else keras.layers.BatchNormalization
     layer = layer_class(axis=-1, epsilon=1.001e-5 if cfg.convention == "keras" else 1e-5,
-                        momentum=cfg.bn_momentum, name=name)
+                        momentum=cfg.bn_momentum, gamma_initializer=gamma_initializer, name=name)
     if cfg.norm == "frozen":
         # A non-trainable BatchNormalization runs in inference mode in Keras 3: moving
         # statistics are used and never updated, and gamma/beta stay fixed.
@@ -67,7 +67,8 @@ def bottleneck_block(x, cfg: BackboneConfig, width: int, out_channels: int, stri
     y = _norm(cfg, f"{name}_2_bn")(y)
     y = keras.layers.Activation("relu", name=f"{name}_2_relu")(y)
     y = _conv(cfg, out_channels, 1, 1, f"{name}_3_conv")(y)
-    y = _norm(cfg, f"{name}_3_bn")(y)
+    # zero_init_residual: the branch starts at zero, the block at its shortcut (BackboneConfig).
+    y = _norm(cfg, f"{name}_3_bn", "zeros" if cfg.zero_init_residual else "ones")(y)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.Activation("relu", name=f"{name}_out")(y)
 

@@ -3,15 +3,20 @@
 Usage::
 
     python -m exfuse_keras.bench.train_step [--size 512] [--batch 2] [--warmup 3] [--steps 10]
-        [--models exfuse,gcn,backbone,peer] [--peer-python PATH] [--quick]
+        [--models exfuse,gcn,backbone,peer,quickstart] [--precisions float32,mixed_bfloat16]
+        [--peer-python PATH] [--quick]
 
-Each model gets a compiled ``train_on_batch`` step (SGD, float32, no XLA: this project's CPU
-defaults) on random images and masks of ``--size``², batch ``--batch``. After ``--warmup``
-steps (the first traces the graph), ``--steps`` steps are timed. Models:
+Each model gets a compiled ``train_on_batch`` step (SGD, no XLA: this project's CPU defaults)
+on random images and masks of ``--size``², batch ``--batch``, once per precision of
+``--precisions`` (a global Keras policy; float32 is the CPU default, ``mixed_bfloat16`` pays only
+where the CPU has bfloat16 instructions). After ``--warmup`` steps (the first traces the graph),
+``--steps`` steps are timed. Models:
 
 - **exfuse**: ExFuse-ResNet-101 (configs/exfuse_resnet101.yaml, random init) with all its
   outputs and losses (main, ECRE);
 - **gcn**: the GCN baseline on the same backbone (SEB, ECRE, DAP and SS off);
+- **quickstart**: the quick start's model (configs/quickstart.yaml) with its outputs and losses,
+  at ``--quickstart-size``² and batch ``--quickstart-batch`` (128, 8: its recipe's);
 - **backbone**: keras.applications ResNet101 + a 1×1 head at stride 32, its logits resized
   to the input (the bare backbone's cost);
 - **peer**: keras-cv's DeepLabV3Plus on a ResNet50V2 backbone built offline from explicit
@@ -42,6 +47,8 @@ NUM_CLASSES = 21
 def _exfuse_config(variant: str):
     from exfuse_keras.config import load_config
 
+    if variant == "quickstart":
+        return load_config(os.path.join(ROOT, "configs", "quickstart.yaml"))
     overrides = ["model.backbone.weights=null", "model.ss.levels=[]"]
     if variant == "gcn":
         overrides += ["model.seb.enabled=false", "model.ecre.enabled=false", "model.ecre.supervised=false",
@@ -108,11 +115,12 @@ def time_steps(model, size: int, batch: int, warmup: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - started)
 
 
-def measure(name: str, size: int, batch: int, warmup: int, steps: int) -> dict:
+def measure(name: str, size: int, batch: int, warmup: int, steps: int, precision: str = "float32") -> dict:
     import keras
 
     keras.backend.clear_session()
-    if name in ("exfuse", "gcn"):
+    keras.mixed_precision.set_global_policy(precision)
+    if name in ("exfuse", "gcn", "quickstart"):
         model, forward = build_exfuse(name)
     elif name == "backbone":
         model, forward = build_bare_backbone()
@@ -120,8 +128,9 @@ def measure(name: str, size: int, batch: int, warmup: int, steps: int) -> dict:
         raise ValueError(f"unknown model {name!r}")
     gflops = forward_gflops(forward, size)
     img_s = time_steps(model, size, batch, warmup, steps)
-    return {"model": name, "params": int(model.count_params()), "forward_gflops": gflops, "img_per_s": img_s,
-            "achieved_gflops_per_s": 3 * gflops * img_s}
+    keras.mixed_precision.set_global_policy("float32")
+    return {"model": name, "precision": precision, "size": size, "batch": batch, "params": int(model.count_params()),
+            "forward_gflops": gflops, "img_per_s": img_s, "achieved_gflops_per_s": 3 * gflops * img_s}
 
 
 PEER_SCRIPT = r"""
@@ -164,21 +173,31 @@ def measure_peer(python: str, size: int, batch: int, warmup: int, steps: int) ->
 
 
 LABELS = {"exfuse": "ExFuse-ResNet-101 (SEB, ECRE, DAP)", "gcn": "GCN baseline, same backbone",
+          "quickstart": "the quick start's model",
           "backbone": "keras.applications ResNet101 + 1x1 head",
           "peer": "keras-cv DeepLabV3Plus-ResNet50V2"}
 
 
 def format_table(rows, size: int, batch: int) -> str:
-    lines = [f"training step at {size}x{size}, batch {batch}, float32, no XLA",
-             f"{'model':<42}{'params':>13}{'fwd GFLOPs':>12}{'img/s':>9}{'GFLOP/s':>10}"]
+    from exfuse_keras.machine import cpu_description
+
+    lines = [f"training step, no XLA, {cpu_description()}",
+             f"{'model':<42}{'precision':>16}{'size':>6}{'batch':>6}{'params':>13}{'fwd GFLOPs':>12}{'img/s':>9}"
+             f"{'GFLOP/s':>10}"]
     for row in rows:
         params = f"{row['params']:,}" if "params" in row else "-"
-        lines.append(f"{LABELS[row['model']]:<42}{params:>13}{row['forward_gflops']:>12.1f}"
+        lines.append(f"{LABELS[row['model']]:<42}{row.get('precision', 'float32'):>16}{row.get('size', size):>6}"
+                     f"{row.get('batch', batch):>6}{params:>13}{row['forward_gflops']:>12.1f}"
                      f"{row['img_per_s']:>9.3f}{row['achieved_gflops_per_s']:>10.1f}")
-    by_name = {row["model"]: row for row in rows}
-    if "exfuse" in by_name and "backbone" in by_name:
-        ratio = by_name["exfuse"]["achieved_gflops_per_s"] / by_name["backbone"]["achieved_gflops_per_s"]
+    by_name = {(row["model"], row.get("precision", "float32")): row for row in rows}
+    if ("exfuse", "float32") in by_name and ("backbone", "float32") in by_name:
+        ratio = (by_name[("exfuse", "float32")]["achieved_gflops_per_s"]
+                 / by_name[("backbone", "float32")]["achieved_gflops_per_s"])
         lines.append(f"ExFuse / bare backbone achieved GFLOP/s: {ratio:.2f} (target >= 0.85)")
+    for name in LABELS:
+        if (name, "float32") in by_name and (name, "mixed_bfloat16") in by_name:
+            speedup = by_name[(name, "mixed_bfloat16")]["img_per_s"] / by_name[(name, "float32")]["img_per_s"]
+            lines.append(f"{LABELS[name]}: mixed_bfloat16 / float32 img/s = {speedup:.2f}")
     return "\n".join(lines)
 
 
@@ -189,6 +208,10 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--models", default="exfuse,gcn,backbone,peer")
+    parser.add_argument("--precisions", default="float32",
+                        help="comma-separated Keras policies, each model timed under each (peer: float32 only)")
+    parser.add_argument("--quickstart-size", type=int, default=128)
+    parser.add_argument("--quickstart-batch", type=int, default=8)
     parser.add_argument("--peer-python", default=os.path.join(ROOT, ".venv-peer", "bin", "python"),
                         help="a Python with keras-cv 0.9 (the peer is skipped, saying so, when it is missing)")
     parser.add_argument("--quick", action="store_true", help="64x64, 1+1 steps: check that it runs")
@@ -203,10 +226,15 @@ def main(argv=None) -> int:
                 print(f"peer skipped: no Python with keras-cv at {args.peer_python} (make bench-env)")
                 continue
             row = measure_peer(args.peer_python, args.size, args.batch, args.warmup, args.steps)
-        else:
-            row = measure(name, args.size, args.batch, args.warmup, args.steps)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            continue
+        for precision in args.precisions.split(","):
+            size, batch = ((args.quickstart_size if not args.quick else 64, args.quickstart_batch)
+                           if name == "quickstart" else (args.size, args.batch))
+            row = measure(name, size, batch, args.warmup, args.steps, precision)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     print(format_table(rows, args.size, args.batch))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
@@ -215,4 +243,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from exfuse_keras.onednn import prefer_onednn
+
+    prefer_onednn()  # before TensorFlow is imported, as the entry points do
     sys.exit(main())

@@ -10,6 +10,18 @@ import keras
 import tensorflow as tf
 
 
+def resize(x, size, method: str = "bilinear"):
+    """``tf.image.resize`` computed in float32 and cast back to ``x``'s dtype.
+
+    TensorFlow's bilinear resize always computes (and returns) float32. Fed a bfloat16 or
+    float16 tensor, its gradient under XLA meets the other branches' low-precision gradients in
+    one AddN and the training step does not compile ("Seen floating point types of different
+    precisions", tensorflow#81273). Casting the input to float32 first makes the op, its output
+    and its gradient all float32, with the casts (whose gradients are casts) at the boundary.
+    """
+    return tf.cast(tf.image.resize(tf.cast(x, tf.float32), size, method=method), x.dtype)
+
+
 @keras.saving.register_keras_serializable(package="exfuse")
 class ResizeToMatch(keras.layers.Layer):
     """Resizes ``inputs[0]`` to the spatial size of ``inputs[1]``.
@@ -34,8 +46,7 @@ class ResizeToMatch(keras.layers.Layer):
     def call(self, inputs):
         x, reference = inputs
         size = tf.shape(reference)[1:3]
-        out = tf.image.resize(x, size, method=self.interpolation)
-        return tf.cast(out, x.dtype)
+        return resize(x, size, self.interpolation)
 
     def compute_output_shape(self, input_shape):
         x_shape, ref_shape = input_shape
@@ -66,7 +77,7 @@ class BilinearUpsampling(keras.layers.Layer):
 
     def call(self, x):
         size = tf.shape(x)[1:3] * self.factor
-        return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
+        return resize(x, size)
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape

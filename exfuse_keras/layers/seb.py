@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from exfuse_keras.layers.resize import resize
+
 
 @keras.saving.register_keras_serializable(package="exfuse")
 class SemanticEmbeddingBranch(keras.layers.Layer):
@@ -62,8 +64,7 @@ class SemanticEmbeddingBranch(keras.layers.Layer):
         size = tf.shape(low)[1:3]
         out = low
         for conv, high in zip(self.convs, highs):
-            gate = tf.image.resize(conv(high), size, method="bilinear")
-            out = out * tf.cast(gate, out.dtype)
+            out = out * tf.cast(resize(conv(high), size), out.dtype)
         return out
 
     def compute_output_shape(self, input_shape):
