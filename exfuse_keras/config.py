@@ -440,6 +440,8 @@ class TrainConfig:
     ``mixed_precision`` and ``jit_compile`` default to on for GPUs and off for CPUs (``auto``);
     ``deterministic`` turns on TensorFlow's op determinism for bit-reproducible runs.
     ``val_batch_size`` is per replica (validation during training).
+    ``ecre_target`` is how ECRE's auxiliary loss reads the labels at 1/16 (``nearest`` labels,
+    ``soft`` class shares per cell, or the logits ``upsampled`` to the labels; ``ECRECrossEntropy``).
     ``max_train_seconds`` is a wall-clock budget (null: none); ``budget_mode`` says what it does:
     ``stop`` ends the run where the time runs out, ``anneal`` also drives the learning-rate
     schedule by time (it follows whichever of steps and time is further along), so a slower
@@ -457,6 +459,7 @@ class TrainConfig:
     warmup_steps: int = 1000
     poly_power: float = 0.9
     ecre_loss_weight: float = 1.0
+    ecre_target: Literal["nearest", "soft", "upsampled"] = "nearest"
     ss_loss_weight: float = 0.2
     class_weights: Optional[list[float]] = None
     ohem_fraction: Optional[float] = None

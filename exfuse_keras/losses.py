@@ -1,8 +1,8 @@
 """Losses for each model output, each deriving its own target from the one label mask.
 
 - ``"logits"``: softmax cross-entropy over valid pixels (label != ignore).
-- ``"ecre"``: the same at 1/16, against labels downsampled nearest (ExFuse Sec. 3.2: the
-  supervision is what makes the sub-pixel upsampling work).
+- ``"ecre"``: the same at 1/16 (ExFuse Sec. 3.2: the supervision is what makes the sub-pixel
+  upsampling work), against a target built as ``train.ecre_target`` says (``ECRECrossEntropy``).
 - ``"ss_<level>"``: sigmoid cross-entropy on the multi-hot set of classes present in the
   crop (segmentation-time Semantic Supervision, Sec. 3.1).
 
@@ -107,6 +107,69 @@ class SegmentationCrossEntropy(keras.losses.Loss):
                 "class_weights": self.class_weights, "ohem_fraction": self.ohem_fraction}
 
 
+ECRE_TARGETS = ("nearest", "soft", "upsampled")
+
+
+@keras.saving.register_keras_serializable(package="exfuse")
+class ECRECrossEntropy(SegmentationCrossEntropy):
+    """The loss of ECRE's auxiliary output (Sec. 3.2, Fig. 5), with three readings of "the
+    labels at that resolution" (the paper says no more):
+
+    - ``nearest``: one label per cell, picked by nearest resizing (each cell of s x s pixels,
+      s = H / h, takes one of its pixels' labels); cross-entropy over cells with a valid label;
+    - ``soft``: each cell's class shares, ``q[c] = (its valid pixels of class c) / (its valid
+      pixels)`` (ignore pixels left out of the shares), and the cross-entropy ``-sum_c q[c] log
+      p[c]`` against them, over cells with at least one valid pixel;
+    - ``upsampled``: the auxiliary logits resized bilinearly to the labels' size and the ordinary
+      per-pixel cross-entropy there (the supervision of the sub-pixel map at full resolution).
+
+    ``soft`` needs H and W to be multiples of h and w (the model's 1/16 output at input sizes
+    that are multiples of 32). Normalised by the global count of cells (``upsampled``: pixels),
+    as every loss here is (module docstring). ``class_weights`` weigh a cell by its (expected)
+    class's weight.
+
+    Args:
+        num_classes, ignore_label, class_weights: as ``SegmentationCrossEntropy``.
+        target: ``"nearest"``, ``"soft"`` or ``"upsampled"``.
+    """
+
+    def __init__(self, num_classes: int, ignore_label: int = 255, class_weights: Optional[Sequence[float]] = None,
+                 target: str = "nearest", name: str = "ecre_loss", **kwargs):
+        if target not in ECRE_TARGETS:
+            raise ValueError(f"target must be one of {ECRE_TARGETS}, got {target!r}")
+        super().__init__(num_classes, ignore_label, class_weights, None, name=name, **kwargs)
+        self.target = target
+
+    def call(self, y_true, y_pred):
+        if self.target == "nearest":
+            return super().call(y_true, y_pred)
+        mask = tf.convert_to_tensor(y_true)
+        if mask.shape.rank == 4:
+            mask = mask[..., 0]
+        mask = tf.cast(mask, tf.int32)
+        logits = tf.cast(y_pred, tf.float32)
+        if self.target == "upsampled":
+            return super().call(mask, tf.image.resize(logits, tf.shape(mask)[1:3], method="bilinear"))
+        n, h, w = tf.shape(logits)[0], tf.shape(logits)[1], tf.shape(logits)[2]
+        rows, cols = tf.shape(mask)[1] // h, tf.shape(mask)[2] // w
+        valid = tf.logical_and(tf.not_equal(mask, self.ignore_label), mask < self.num_classes)
+        one_hot = tf.one_hot(tf.where(valid, mask, -1), self.num_classes, dtype=tf.float32)  # ignore: zeros
+        cells = tf.reduce_sum(tf.reshape(one_hot, tf.stack([n, h, rows, w, cols, self.num_classes])), axis=[2, 4])
+        counts = tf.reduce_sum(cells, axis=-1)                               # valid pixels per cell
+        shares = cells / tf.maximum(counts, 1.0)[..., None]
+        per_cell = -tf.reduce_sum(shares * tf.nn.log_softmax(logits, axis=-1), axis=-1)
+        weights = tf.cast(counts > 0, tf.float32)
+        if self.class_weights is not None:
+            weights *= tf.reduce_sum(shares * tf.constant(self.class_weights, tf.float32), axis=-1)
+        count = global_sum(tf.reduce_sum(tf.cast(counts > 0, tf.float32)))
+        return tf.reduce_sum(per_cell * weights) / tf.maximum(count, 1.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("ohem_fraction", None)
+        return {**config, "target": self.target}
+
+
 @keras.saving.register_keras_serializable(package="exfuse")
 class ClassPresenceLoss(keras.losses.Loss):
     """Sigmoid cross-entropy on which classes are present, for the SS heads' logits.
@@ -147,7 +210,7 @@ def build_losses(cfg, output_names: Sequence[str]) -> tuple[dict, dict]:
                                                     name="logits_loss")
             weights[name] = 1.0
         elif name == "ecre":
-            losses[name] = SegmentationCrossEntropy(num_classes, ignore, t.class_weights, name="ecre_loss")
+            losses[name] = ECRECrossEntropy(num_classes, ignore, t.class_weights, t.ecre_target, name="ecre_loss")
             weights[name] = t.ecre_loss_weight
         elif name.startswith("ss_"):
             losses[name] = ClassPresenceLoss(num_classes, name=f"{name}_loss")

@@ -33,6 +33,9 @@ def test_rows_have_their_configs_and_the_paper_numbers():
     with pytest.raises(ValueError, match="--table"):
         rows_for("5")
     assert [r.key for r in rows_for("dap")] == ["5", "6", "6-noBR"]
+    assert [r.key for r in rows_for("ecre")] == ["3", "4", "4-soft", "4-upsampled"]
+    targets = [load_config(os.path.join(CONFIG_DIR, r.config)).train.ecre_target for r in rows_for("ecre")[1:]]
+    assert targets == ["nearest", "soft", "upsampled"]
 
 
 def test_modules_of_each_row():

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from exfuse_keras.config import config_from_dict
-from exfuse_keras.losses import ClassPresenceLoss, SegmentationCrossEntropy, build_losses, class_presence
+from exfuse_keras.losses import (ClassPresenceLoss, ECRECrossEntropy, SegmentationCrossEntropy, build_losses,
+                                 class_presence)
 from exfuse_keras.metrics import StreamingMeanIoU, confusion_matrix, scores_from_confusion
 from exfuse_keras.model import build_model
 from exfuse_keras.training.optim import PolyWithWarmup, build_optimizer, learning_rate_clock
@@ -59,6 +60,47 @@ def test_ecre_loss_uses_labels_downsampled_nearest(rng):
     small[0, 0, 0] = 255
     got = SegmentationCrossEntropy(5)(labels, logits).numpy()
     assert got == pytest.approx(_numpy_ce(small, logits)[0], rel=1e-5)
+
+
+def test_ecre_soft_targets_are_the_class_shares_of_each_cell(rng):
+    """target "soft": -sum_c q_c log p_c per 16x16 cell, q the cell's class shares among its valid
+    pixels (a numpy area average of the one-hot labels), over cells with a valid pixel."""
+    labels = rng.integers(0, 4, (2, 32, 48))
+    labels[0, :16, :16] = 255                 # one cell wholly ignored: left out
+    labels[1, :8] = 255                       # half of each top cell ignored: out of the shares
+    logits = rng.standard_normal((2, 2, 3, 4)).astype("float32") * 2
+    one_hot = np.eye(4)[np.where(labels == 255, 0, labels)] * (labels != 255)[..., None]
+    sums = one_hot.reshape(2, 2, 16, 3, 16, 4).sum(axis=(2, 4))
+    counts = sums.sum(-1)
+    shares = sums / np.maximum(counts, 1)[..., None]
+    per_cell = -(shares * _log_softmax(logits.astype(np.float64))).sum(-1)
+    expected = per_cell[counts > 0].mean()
+    assert (counts == 0).sum() == 1
+    got = ECRECrossEntropy(4, target="soft")(labels, logits).numpy()
+    assert got == pytest.approx(expected, rel=1e-5)
+    # Cells of one class: the soft target is the nearest label's one-hot.
+    blocks = rng.integers(0, 4, (2, 2, 3))
+    flat = np.kron(blocks, np.ones((16, 16), int))
+    assert ECRECrossEntropy(4, target="soft")(flat, logits).numpy() == pytest.approx(
+        ECRECrossEntropy(4, target="nearest")(flat, logits).numpy(), rel=1e-5)
+
+
+def test_ecre_upsampled_target_scores_the_logits_resized_to_the_labels(rng):
+    labels = rng.integers(0, 3, (1, 32, 32))
+    labels[0, :4] = 255
+    logits = rng.standard_normal((1, 2, 2, 3)).astype("float32")
+    # Bilinear 2x2 -> 32x32 with half-pixel centres, computed independently.
+    centres = (np.arange(32) + 0.5) / 16 - 0.5
+    lo = np.clip(np.floor(centres).astype(int), 0, 1)
+    frac = np.clip(centres - lo, 0, 1) * (centres > 0)
+    hi = np.minimum(lo + 1, 1)
+    rows = logits[0][lo] * (1 - frac)[:, None, None] + logits[0][hi] * frac[:, None, None]
+    full = rows[:, lo] * (1 - frac)[None, :, None] + rows[:, hi] * frac[None, :, None]
+    expected = _numpy_ce(labels, full[None])[0]
+    got = ECRECrossEntropy(3, target="upsampled")(labels, logits).numpy()
+    assert got == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="target"):
+        ECRECrossEntropy(3, target="area")
 
 
 def test_class_presence_loss(rng):

@@ -15,8 +15,9 @@ def parse_args(argv=None):
 
     parser = argparse.ArgumentParser(prog="python -m exfuse_keras.ablation",
                                      description="The paper's Table 3 and Table 4 ablations as one sweep.")
-    parser.add_argument("--table", default="all", choices=("3", "4", "dap", "all"),
-                        help="which table's rows (all: Tables 3 and 4; dap: where DAP's votes come from)")
+    parser.add_argument("--table", default="all", choices=("3", "4", "dap", "ecre", "all"),
+                        help="which table's rows (all: Tables 3 and 4; dap: where DAP's votes come from; ecre: how "
+                             "ECRE's auxiliary target is built)")
     parser.add_argument("--config-set", default="cpu", choices=PRESETS,
                         help="paper: configs/ablation/ as shipped; cpu: the same switches on the quick-start-size "
                              "network (exfuse_keras/ablation/rows.py)")

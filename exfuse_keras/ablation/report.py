@@ -178,7 +178,7 @@ def format_increment(d: dict, which: str = "ci") -> str:
     return f"{100 * d['mean']:+.2f} {_interval(d[which])}"
 
 
-TABLE_TITLES = {"3": "Table 3", "4": "Table 4", "dap": "Where DAP's votes come from"}
+TABLE_TITLES = {"3": "Table 3", "4": "Table 4", "dap": "Where DAP's votes come from", "ecre": "ECRE's target"}
 
 
 def format_verdicts(summary: Sequence[dict]) -> str:
@@ -215,7 +215,7 @@ def format_verdicts(summary: Sequence[dict]) -> str:
 def format_table(summary: Sequence[dict]) -> str:
     """table.md: the verdict table, then one Markdown table per table of rows, in points (x100)."""
     lines = ["### Verdicts", "", format_verdicts(summary)]
-    for table in ("3", "4", "dap"):
+    for table in ("3", "4", "dap", "ecre"):
         rows = [s for s in summary if s["table"] == table]
         if not rows:
             continue

@@ -34,24 +34,30 @@ from exfuse_keras.losses import build_losses  # noqa: E402
 from exfuse_keras.training.run import build_training_model, with_targets  # noqa: E402
 from tests.helpers import tiny_config_dict  # noqa: E402
 
-# (precision, XLA, how): "one" is train.py's model (build_training_model) on one device,
-# "mirrored" the same under a 2-replica MirroredStrategy, "public" a user's own script on the
-# public API (build_model + build_losses + compile(jit_compile=...) + fit). The first run is the
-# reference. XLA under MirroredStrategy is left out: on logical CPU devices TensorFlow's XLA cannot
-# read a replica's variables from another device (its known issue "tf.Variable on a different
-# device"), whatever the precision; it needs a host with one accelerator per replica.
+# (precision, XLA, how): "one" is train.py's model (build_training_model: the config's optimiser,
+# losses and metric) on one device, "mirrored" the same under a 2-replica MirroredStrategy,
+# "public" a user's own script on the public API (build_model + build_losses + compile with
+# keras.optimizers.SGD and jit_compile + fit). Each run is compared with the float32 run of its
+# kind's family ("one"/"mirrored": float32 one; "public": float32 public). XLA under
+# MirroredStrategy is left out: on logical CPU devices TensorFlow's XLA cannot read a replica's
+# variables from another device (its known issue "tf.Variable on a different device"), whatever the
+# precision; it needs a host with one accelerator per replica.
 RUNS = [("float32", False, "one"), ("float32 (again)", False, "one"), ("float32", True, "one"),
         ("mixed_bfloat16", False, "one"), ("mixed_bfloat16", True, "one"),
         ("mixed_float16", False, "one"), ("mixed_float16", True, "one"),
         ("mixed_bfloat16", False, "mirrored"), ("mixed_float16", False, "mirrored"),
-        ("mixed_bfloat16", True, "public"), ("mixed_float16", True, "public")]
+        ("float32", False, "public"), ("mixed_bfloat16", True, "public"), ("mixed_float16", True, "public")]
 
 
-def config():
+def family(kind: str) -> str:
+    return "public" if kind == "public" else "train.py"
+
+
+def config(steps: int):
     values = tiny_config_dict()
     values["model"]["backbone"]["norm"] = "sync_batch"
     values["train"] = {"optimizer": "sgd", "learning_rate": 0.02, "warmup_steps": 0, "batch_size": 4,
-                       "weight_decay": 1e-4, "epochs": 1, "steps_per_epoch": 1}
+                       "reference_batch_size": 4, "weight_decay": 1e-4, "epochs": 1, "steps_per_epoch": steps}
     return config_from_dict(values)
 
 
@@ -65,7 +71,7 @@ def train(cfg, precision, jit, kind, initial, images, masks, steps):
             # A user's own script: build_model, build_losses, compile(jit_compile=True), fit.
             model = build_model(cfg)
             losses, weights = build_losses(cfg, list(model.output.keys()))
-            model.compile(optimizer=keras.optimizers.SGD(0.02), loss=losses, loss_weights=weights,
+            model.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.9), loss=losses, loss_weights=weights,
                           jit_compile=jit)
         else:
             model = build_training_model(cfg, jit_compile=jit)
@@ -87,8 +93,11 @@ def main():
     runs = RUNS
     if args.only:
         wanted = {tuple(item.split(":")) for item in args.only.split(",")}
-        runs = [RUNS[0]] + [r for r in RUNS[1:] if (r[0], "on" if r[1] else "off", r[2]) in wanted]
-    cfg = config()
+        runs = [r for r in RUNS if (r[0], "on" if r[1] else "off", r[2]) in wanted]
+        # Each family's float32 reference first.
+        references = [("float32", False, "one"), ("float32", False, "public")]
+        runs = [r for r in references if any(family(w[2]) == family(r[2]) for w in runs) and r not in runs] + runs
+    cfg = config(args.steps)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (4, 64, 64, 3)).astype("float32")
     masks = rng.integers(0, 5, (4, 64, 64)).astype("int32")
@@ -97,15 +106,16 @@ def main():
     model = build_training_model(cfg, jit_compile=False)
     initial = model.get_weights()
     initial_trainable = [v.numpy() for v in model.trainable_weights]
-    out, reference = [], None
+    out, reference = [], {}
     for precision, jit, kind in runs:
         record, trainable = train(cfg, precision, jit, kind, initial, images, masks, args.steps)
-        if reference is None:
-            reference = trainable
-        travelled = np.sqrt(sum(float(np.sum((r - w0) ** 2)) for r, w0 in zip(reference, initial_trainable)))
-        deviation = np.sqrt(sum(float(np.sum((w - r) ** 2)) for w, r in zip(trainable, reference)))
-        record.update(precision=precision, jit=jit, strategy=kind, relative_deviation=deviation / travelled,
-                      travelled=travelled, finite=bool(np.all(np.isfinite(record["loss"]))))
+        reference.setdefault(family(kind), trainable)
+        base = reference[family(kind)]
+        travelled = np.sqrt(sum(float(np.sum((r - w0) ** 2)) for r, w0 in zip(base, initial_trainable)))
+        deviation = np.sqrt(sum(float(np.sum((w - r) ** 2)) for w, r in zip(trainable, base)))
+        record.update(precision=precision, jit=jit, strategy=kind, family=family(kind),
+                      relative_deviation=deviation / travelled, travelled=travelled,
+                      finite=bool(np.all(np.isfinite(record["loss"]))))
         out.append(record)
         print(f"{precision:18s} XLA {'on ' if jit else 'off'} {kind:8s} loss {record['loss'][-1]:.4f} "
               f"deviation {record['relative_deviation']:.2e} ({record['optimizer']})", file=sys.stderr, flush=True)
