@@ -8,10 +8,11 @@ concurrent test processes wait for one training run. Recipes (both without the 1
 budget, so the model does not depend on how busy the machine is):
 
 - ``"fixture"`` (``make test``): the quick-start network and data, its schedule compressed into
-  4 epochs of 150 steps. What its tests need is a model that has left the all-background start,
-  so that argmax agreements (TFLite float16, dynamic range, int8; SavedModel; ONNX) compare real
-  decisions and class boundaries, and evaluation scores several classes; not the quick start's
-  accuracy.
+  4 epochs of 150 steps (600 of the recipe's 6,000). What its tests need is a model that has
+  left the all-background start, so that argmax agreements (TFLite float16, dynamic range, int8;
+  SavedModel) compare real decisions and class boundaries, and the exported model finds several
+  classes; not the quick start's accuracy. Measured on a 2-core AMD Zen 3: val mIoU 0.208 (0.13 is
+  all background), TFLite agreement with Keras float16 0.9999, dynamic range 0.995, int8 0.983.
 - ``"full"`` (``make test-slow``): the quick start's own 30 epochs of 200 steps, for its accuracy floor.
 """
 
