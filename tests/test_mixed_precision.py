@@ -3,9 +3,12 @@ with and without XLA: the step compiles, the loss is finite, logits stay float32
 scaling, and after 20 SGD steps from float32's start the weights stay near float32's trajectory.
 
 The measure (tests/scripts/mixed_precision.py) is ||w - w_f32|| / ||w_f32 - w_0|| over the
-trainable weights. Measured on a 2-core AMD Zen 3 (oneDNN on): float32 against itself 0 (one
-device) and 1.6e-6 (XLA); mixed_bfloat16 0.15-0.18, mixed_float16 0.06. The bounds are about 2.5x
-those; a run that does not train, or trains another objective, lands near 1.
+trainable weights, after 20 plain-SGD steps (rate 0.005) from float32's start and data. Measured on
+a 2-core AMD Zen 3 (oneDNN on), the noise first: float32 against itself 0 (one device, no XLA),
+float32 with XLA against without 0.058 (the compiler's own rounding, carried by 20 steps); then
+mixed_bfloat16 with XLA 0.204 (train.py's model) and 0.228 (the public API), mixed_float16 with
+XLA 0.124. The bounds are 2-2.5x those; a run that does not train, or trains another objective,
+lands near 1 or above.
 """
 
 import json
@@ -17,7 +20,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "tests", "scripts", "mixed_precision.py")
-BOUND = {"float32": 1e-4, "mixed_bfloat16": 0.4, "mixed_float16": 0.15}
+BOUND = {"float32": 0.15, "mixed_bfloat16": 0.5, "mixed_float16": 0.3}
 
 
 def _run(only=None):
