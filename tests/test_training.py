@@ -377,6 +377,23 @@ def test_a_stage_initialises_from_the_previous_run(tmp_path):
                               backbone_only.get_layer("gcn_res5").get_weights()[0])
 
 
+def test_xla_over_several_cpu_replicas_is_refused_in_one_line():
+    """TensorFlow's XLA cannot compile a step of 2 MirroredStrategy replicas on CPU devices
+    (tests/scripts/mixed_precision.py's note); one replica, no XLA, or a GPU host pass."""
+    import types
+
+    from exfuse_keras.config import ConfigError
+    from exfuse_keras.training.rundir import check_jit_compile
+
+    two, one = types.SimpleNamespace(num_replicas_in_sync=2), types.SimpleNamespace(num_replicas_in_sync=1)
+    with pytest.raises(ConfigError, match="train.jit_compile: XLA cannot compile a 2-replica SimpleNamespace over "
+                                          "CPU devices"):
+        check_jit_compile(True, two, has_gpu=False)
+    check_jit_compile(False, two, has_gpu=False)
+    check_jit_compile(True, one, has_gpu=False)
+    check_jit_compile(True, two, has_gpu=True)
+
+
 def test_a_time_budget_is_refused_under_multi_worker():
     """Each worker's clock would stop it at a different step and the others would wait forever."""
     import tensorflow as tf

@@ -171,6 +171,19 @@ def check_time_budget(cfg, strategy) -> None:
                           "clock would end the run at a different step); use null and train.epochs")
 
 
+def check_jit_compile(jit: bool, strategy, has_gpu: bool) -> None:
+    """XLA with several replicas on CPU devices is refused in one line: measured here, every
+    compiled step then fails with "Trying to access resource ... located in device CPU:1 from
+    device CPU:0" (XLA's known issue "tf.Variable on a different device"), in float32 and under
+    mixed precision alike."""
+    from exfuse_keras.config import ConfigError
+
+    if jit and strategy.num_replicas_in_sync > 1 and not has_gpu:
+        raise ConfigError(f"train.jit_compile: XLA cannot compile a {strategy.num_replicas_in_sync}-replica "
+                          f"{type(strategy).__name__} over CPU devices (TensorFlow's XLA reads every replica's "
+                          "variables from one device); set train.jit_compile to off or auto on CPU")
+
+
 @dataclasses.dataclass
 class RunSetup:
     """What ``setup_run`` decided: the strategy, this worker's role and folder, precision, XLA."""
@@ -202,6 +215,7 @@ def setup_run(cfg, model_dir: str, strategy_name: str, **versions) -> RunSetup:
     keras.mixed_precision.set_global_policy(precision)
     jit = resolve_jit(cfg.train.jit_compile)
     strategy = select_strategy(strategy_name)
+    check_jit_compile(jit, strategy, has_gpu=bool(tf.config.list_logical_devices("GPU")))
     is_chief = _is_chief(strategy)
     run_dir = model_dir if is_chief else os.path.join(model_dir, ".workers", f"worker_{_task_id()}")
     os.makedirs(run_dir, exist_ok=True)
