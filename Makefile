@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Test processes for make test (pytest-xdist); 2 suits the 2-core machines CI runs on.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-slow setup clean bench-env bench-gpu
 
@@ -26,7 +28,7 @@ demo: $(STAMP)
 		--tflite-size 128,128 --tflite-quantization float32,int8
 
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q --durations=15 tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15 tests
 
 # The slow checks `make test` leaves out (pytest -m slow): the full precision matrix, the quick
 # start's accuracy floor on its full recipe, ...
