@@ -6,8 +6,9 @@ Tolerances:
   masks exactly equal, probabilities within ``GRAPH`` = 1e-6 (measured 0).
 - TFLite float32 against Keras: max |logit difference| <= ``TFLITE_FLOAT32`` = 1e-4 x max |logit|
   (measured 2e-6 on the quick-start model). float16 and dynamic range: argmax agreement >= 0.995
-  and 0.97 (measured 1.0000 and 0.9987 on the 30-epoch fixture). int8: argmax agreement with
-  Keras over the 200 val images >= ``INT8_AGREEMENT_FLOOR`` = 0.9 (target 0.95; measured 0.9915).
+  and 0.97 (measured 0.9999 and 0.995 on the 600-step fixture, 2-core AMD Zen 3). int8: argmax
+  agreement with Keras over the 200 val images >= ``INT8_AGREEMENT_FLOOR`` = 0.95 (measured 0.983,
+  same fixture and CPU; docs/benchmarks.md, "Export agreement").
 - ONNX (onnxruntime) against Keras: max |logit difference| <= 1e-5 x max |logit| (measured 8e-7).
 - evaluate.py on the exported quick-start SavedModel: the same confusion matrix as the Keras model.
 
@@ -39,7 +40,7 @@ from tests.helpers import tiny_config_dict
 GRAPH = 1e-6
 TFLITE_FLOAT32 = 1e-4
 ONNX = 1e-5
-INT8_AGREEMENT_FLOOR = 0.9
+INT8_AGREEMENT_FLOOR = 0.95
 TINY_MAX_SIDE = 96
 TTA = {"scales": (0.75, 1.25), "flip": True, "sliding_window": (64, 48)}
 
@@ -323,7 +324,7 @@ def test_tflite_int8_argmax_agrees_with_keras_on_the_val_split(quickstart_tflite
     agreement = np.mean([(tflite.run(runner, images).argmax(-1) == logits.argmax(-1)).mean()
                          for images, logits in val_logits])
     print(f"\nTFLite int8: argmax agreement with Keras {agreement:.4f} over {len(val_logits)} val images "
-          f"(target 0.95, floor {INT8_AGREEMENT_FLOOR})")
+          f"(floor {INT8_AGREEMENT_FLOOR})")
     assert len(val_logits) == 200
     assert agreement >= INT8_AGREEMENT_FLOOR
 
@@ -418,3 +419,25 @@ def test_export_cli_refuses_bad_requests_in_one_line(quickstart, tmp_path, capsy
         assert message in error and error.count("\n") == 1, error
     assert main(["--weights", str(tmp_path / "nothing"), "--format", "onnx", "--output", str(tmp_path)]) == 2
     assert "no best.keras" in capsys.readouterr().err
+
+
+def test_the_agreement_benchmark_matches_the_tests_own_count(quickstart, quickstart_tflite, val_logits, tmp_path,
+                                                             capsys):
+    """``python -m exfuse_keras.bench.tflite_agreement`` (docs/benchmarks.md's int8 figure) gives
+    the agreement computed here from the fixture's own Keras logits."""
+    from exfuse_keras.bench import tflite_agreement
+
+    run, _, _ = quickstart
+    files = [str(quickstart_tflite / "exfuse_int8.tflite"), str(quickstart_tflite / "exfuse_float16.tflite")]
+    report = tmp_path / "agreement.json"
+    assert tflite_agreement.main(files + ["--weights", run["run_dir"], "--set", f"data.root={run['data_root']}",
+                                          "--images", "12", "--json", str(report)]) == 0
+    got = json.loads(report.read_text())
+    assert got["images"] == 12 and got["split"] == "val"
+    for path in files:
+        runner = tflite.interpreter(path)
+        expected = np.mean([(tflite.run(runner, images).argmax(-1) == logits.argmax(-1)).mean()
+                            for images, logits in val_logits[:12]])
+        assert abs(got["agreement"][os.path.basename(path)] - expected) < 1e-9
+    assert tflite_agreement.main([str(tmp_path / "missing.tflite"), "--weights", run["run_dir"]]) == 2
+    assert "missing.tflite: no such .tflite file" in capsys.readouterr().err
