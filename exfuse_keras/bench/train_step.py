@@ -4,13 +4,14 @@ Usage::
 
     python -m exfuse_keras.bench.train_step [--size 512] [--batch 2] [--warmup 3] [--steps 10]
         [--models exfuse,gcn,backbone,peer,quickstart] [--precisions float32,mixed_bfloat16]
-        [--peer-python PATH] [--quick]
+        [--jit-compile off,on] [--peer-python PATH] [--quick]
 
-Each model gets a compiled ``train_on_batch`` step (SGD, no XLA: this project's CPU defaults)
-on random images and masks of ``--size``², batch ``--batch``, once per precision of
-``--precisions`` (a global Keras policy; float32 is the CPU default, ``mixed_bfloat16`` pays only
-where the CPU has bfloat16 instructions). After ``--warmup`` steps (the first traces the graph),
-``--steps`` steps are timed. Models:
+Each model gets a compiled ``train_on_batch`` step (SGD) on random images and masks of
+``--size``², batch ``--batch``, once per precision of ``--precisions`` (a global Keras policy;
+float32 is the CPU default, ``mixed_bfloat16`` pays only where the CPU has bfloat16 instructions)
+and per setting of ``--jit-compile`` (``off``, the CPU default, or ``on``: XLA). After
+``--warmup`` steps (the first traces, and with XLA compiles, the graph), ``--steps`` steps are
+timed. Models:
 
 - **exfuse**: ExFuse-ResNet-101 (configs/exfuse_resnet101.yaml, random init) with all its
   outputs and losses (main, ECRE);
@@ -56,8 +57,8 @@ def _exfuse_config(variant: str):
     return load_config(os.path.join(ROOT, "configs", "exfuse_resnet101.yaml"), overrides)
 
 
-def build_exfuse(variant: str):
-    """(compiled model, forward model) of ExFuse-ResNet-101 or its GCN baseline."""
+def build_exfuse(variant: str, jit_compile: bool = False):
+    """(compiled model, forward model) of ExFuse-ResNet-101, its GCN baseline or the quick start's."""
     import keras
 
     from exfuse_keras.losses import build_losses
@@ -67,11 +68,11 @@ def build_exfuse(variant: str):
     model = build_model(cfg)
     losses, weights = build_losses(cfg, list(model.output.keys()))
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=losses, loss_weights=weights,
-                  jit_compile=False)
+                  jit_compile=jit_compile)
     return model, model
 
 
-def build_bare_backbone():
+def build_bare_backbone(jit_compile: bool = False):
     """keras.applications ResNet101 + 1×1 head (stride 32), resized to the input for the loss."""
     import keras
 
@@ -84,7 +85,7 @@ def build_bare_backbone():
     logits = ResizeToMatch(name="resize")([logits, image])
     model = keras.Model(image, logits, name="resnet101_head")
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss=SegmentationCrossEntropy(NUM_CLASSES, 255), jit_compile=False)
+                  loss=SegmentationCrossEntropy(NUM_CLASSES, 255), jit_compile=jit_compile)
     return model, model
 
 
@@ -115,21 +116,23 @@ def time_steps(model, size: int, batch: int, warmup: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - started)
 
 
-def measure(name: str, size: int, batch: int, warmup: int, steps: int, precision: str = "float32") -> dict:
+def measure(name: str, size: int, batch: int, warmup: int, steps: int, precision: str = "float32",
+            jit_compile: bool = False) -> dict:
     import keras
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(precision)
     if name in ("exfuse", "gcn", "quickstart"):
-        model, forward = build_exfuse(name)
+        model, forward = build_exfuse(name, jit_compile)
     elif name == "backbone":
-        model, forward = build_bare_backbone()
+        model, forward = build_bare_backbone(jit_compile)
     else:
         raise ValueError(f"unknown model {name!r}")
     gflops = forward_gflops(forward, size)
     img_s = time_steps(model, size, batch, warmup, steps)
     keras.mixed_precision.set_global_policy("float32")
-    return {"model": name, "precision": precision, "size": size, "batch": batch, "params": int(model.count_params()),
+    return {"model": name, "precision": precision, "jit_compile": jit_compile, "size": size, "batch": batch,
+            "params": int(model.count_params()),
             "forward_gflops": gflops, "img_per_s": img_s, "achieved_gflops_per_s": 3 * gflops * img_s}
 
 
@@ -181,14 +184,21 @@ LABELS = {"exfuse": "ExFuse-ResNet-101 (SEB, ECRE, DAP)", "gcn": "GCN baseline, 
 def format_table(rows, size: int, batch: int) -> str:
     from exfuse_keras.machine import cpu_description
 
-    lines = [f"training step, no XLA, {cpu_description()}",
-             f"{'model':<42}{'precision':>16}{'size':>6}{'batch':>6}{'params':>13}{'fwd GFLOPs':>12}{'img/s':>9}"
-             f"{'GFLOP/s':>10}"]
+    lines = [f"training step, {cpu_description()}",
+             f"{'model':<42}{'precision':>16}{'XLA':>5}{'size':>6}{'batch':>6}{'params':>13}{'fwd GFLOPs':>12}"
+             f"{'img/s':>9}{'GFLOP/s':>10}"]
     for row in rows:
         params = f"{row['params']:,}" if "params" in row else "-"
-        lines.append(f"{LABELS[row['model']]:<42}{row.get('precision', 'float32'):>16}{row.get('size', size):>6}"
-                     f"{row.get('batch', batch):>6}{params:>13}{row['forward_gflops']:>12.1f}"
+        xla = "on" if row.get("jit_compile") else "off"
+        lines.append(f"{LABELS[row['model']]:<42}{row.get('precision', 'float32'):>16}{xla:>5}"
+                     f"{row.get('size', size):>6}{row.get('batch', batch):>6}{params:>13}{row['forward_gflops']:>12.1f}"
                      f"{row['img_per_s']:>9.3f}{row['achieved_gflops_per_s']:>10.1f}")
+    for name in LABELS:
+        pair = [r for r in rows if r["model"] == name and r.get("precision", "float32") == "float32"]
+        if len(pair) == 2 and pair[0].get("jit_compile") != pair[1].get("jit_compile"):
+            off, on = sorted(pair, key=lambda r: bool(r.get("jit_compile")))
+            lines.append(f"{LABELS[name]}: XLA on / off img/s = {on['img_per_s'] / off['img_per_s']:.2f}")
+    rows = [r for r in rows if not r.get("jit_compile")]  # the ratios below compare the default (no XLA) rows
     by_name = {(row["model"], row.get("precision", "float32")): row for row in rows}
     if ("exfuse", "float32") in by_name and ("backbone", "float32") in by_name:
         ratio = (by_name[("exfuse", "float32")]["achieved_gflops_per_s"]
@@ -210,6 +220,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="exfuse,gcn,backbone,peer")
     parser.add_argument("--precisions", default="float32",
                         help="comma-separated Keras policies, each model timed under each (peer: float32 only)")
+    parser.add_argument("--jit-compile", default="off", help="comma-separated off/on: XLA, each model timed under each")
     parser.add_argument("--quickstart-size", type=int, default=128)
     parser.add_argument("--quickstart-batch", type=int, default=8)
     parser.add_argument("--peer-python", default=os.path.join(ROOT, ".venv-peer", "bin", "python"),
@@ -219,6 +230,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.warmup, args.steps = 64, 1, 1
+    settings = args.jit_compile.split(",")
+    if set(settings) - {"off", "on"}:
+        parser.error(f"--jit-compile {args.jit_compile}: expected off, on or off,on")
     rows = []
     for name in args.models.split(","):
         if name == "peer":
@@ -230,11 +244,12 @@ def main(argv=None) -> int:
             rows.append(row)
             continue
         for precision in args.precisions.split(","):
-            size, batch = ((args.quickstart_size if not args.quick else 64, args.quickstart_batch)
-                           if name == "quickstart" else (args.size, args.batch))
-            row = measure(name, size, batch, args.warmup, args.steps, precision)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+            for setting in settings:
+                size, batch = ((args.quickstart_size if not args.quick else 64, args.quickstart_batch)
+                               if name == "quickstart" else (args.size, args.batch))
+                row = measure(name, size, batch, args.warmup, args.steps, precision, setting == "on")
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     print(format_table(rows, args.size, args.batch))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
