@@ -98,3 +98,15 @@ def test_no_page_keeps_a_placeholder(page):
     lines = page.read_text(encoding="utf-8").splitlines()
     left = [line for line in lines if re.fullmatch(r"[A-Z][A-Z0-9_]{3,}", line.strip()) or "⟨" in line]
     assert not left, f"{page.name}: placeholders {left}"
+
+
+def test_links_between_pages_reach_a_section_that_exists():
+    pages = {page.name: page for page in DOCS}
+    anchors = {name: {_anchor(line.lstrip("#")) for line in page.read_text(encoding="utf-8").splitlines()
+                      if line.startswith("#")} for name, page in pages.items()}
+    broken = []
+    for source in [ROOT / "README.md", *DOCS]:
+        for target, anchor in re.findall(r"\]\((?:docs/)?([a-z_]+\.md)#([^)]+)\)", source.read_text(encoding="utf-8")):
+            if target in anchors and anchor not in anchors[target]:
+                broken.append(f"{source.name} -> {target}#{anchor}")
+    assert not broken, f"links to sections that do not exist: {broken}"
