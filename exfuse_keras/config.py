@@ -54,7 +54,14 @@ class ConfigError(ValueError):
 
 @dataclass
 class BackboneConfig:
-    """ResNet / ResNeXt v1 bottleneck encoder (docs/design.md, "LR").
+    """The encoder: ResNet / ResNeXt v1 bottlenecks (docs/design.md, "LR"), or MobileNetV3 for phones.
+
+    ``architecture``: ``resnet`` (ResNet / ResNeXt, every field below applies) or
+    ``mobilenetv3_large`` / ``mobilenetv3_small`` (keras.applications' MobileNetV3 tapped at
+    strides 4-32, ``exfuse_keras/backbones/mobilenet.py``; ``alpha`` is its width multiplier,
+    ``minimalistic`` its variant without hard-swish, squeeze-excite and 5x5 kernels (every int8
+    op then runs in TFLite's XNNPACK), ``weights`` null, ``imagenet`` or an ``.h5`` file; the
+    block, width and convention fields do not apply and layer rearrangement is refused).
 
     ``blocks`` is the number of bottleneck blocks per stage: ``[3, 4, 23, 3]`` is the standard
     101-layer arrangement and ``[8, 8, 9, 8]`` the paper's layer rearrangement (LR).
@@ -68,6 +75,9 @@ class BackboneConfig:
     (the quick start, the ablation's ``cpu`` preset), which were measured without it.
     """
 
+    architecture: Literal["resnet", "mobilenetv3_large", "mobilenetv3_small"] = "resnet"
+    alpha: float = 1.0
+    minimalistic: bool = False
     blocks: list[int] = field(default_factory=lambda: [3, 4, 23, 3])
     cardinality: int = 32
     base_width: int = 4
@@ -81,6 +91,13 @@ class BackboneConfig:
     zero_init_residual: bool = True
 
     def validate(self, where: str) -> None:
+        if self.architecture != "resnet":
+            self._validate_mobile(where)
+            return
+        if self.alpha != 1.0 or self.minimalistic:
+            _fail(where, "model.backbone.alpha" if self.alpha != 1.0 else "model.backbone.minimalistic",
+                  "is a MobileNetV3 setting; a ResNet's widths are base_channels and base_width",
+                  self.alpha if self.alpha != 1.0 else self.minimalistic)
         if len(self.blocks) != 4 or any(b < 1 for b in self.blocks):
             _fail(where, "model.backbone.blocks", "must be four positive block counts (res2..res5)", self.blocks)
         for key in ("cardinality", "base_width", "base_channels", "stem_channels"):
@@ -104,11 +121,32 @@ class BackboneConfig:
                       "(blocks [3,4,6,3], [3,4,23,3] or [3,8,36,3], cardinality 1, base_width 64)",
                       self.weights)
 
+    def _validate_mobile(self, where: str) -> None:
+        if self.blocks != [3, 4, 23, 3]:
+            _fail(where, "model.backbone.blocks", f"(layer rearrangement) applies to ResNet/ResNeXt backbones "
+                  f"only, not {self.architecture}; remove it", self.blocks)
+        if self.norm != "batch":
+            _fail(where, "model.backbone.norm", f"must be 'batch' for {self.architecture} (keras.applications' "
+                  "BatchNormalization)", self.norm)
+        if self.preprocessing not in ("auto", "scale"):
+            _fail(where, "model.backbone.preprocessing", f"must be auto or scale for {self.architecture} "
+                  "(its ImageNet weights expect x / 127.5 - 1)", self.preprocessing)
+        if not 0.0 < self.alpha <= 2.0:
+            _fail(where, "model.backbone.alpha", "must be in (0, 2]", self.alpha)
+        if self.weights == "imagenet" and self.alpha not in ((1.0,) if self.minimalistic else (0.75, 1.0)):
+            _fail(where, "model.backbone.alpha", "must be 0.75 or 1.0 with ImageNet weights (1.0 when "
+                  "minimalistic: the widths keras.applications publishes)", self.alpha)
+        if self.weights not in (None, "imagenet") and not self.weights.endswith(".h5"):
+            _fail(where, "model.backbone.weights", f"must be null, 'imagenet' or an .h5 file of the "
+                  f"keras.applications {self.architecture} weights", self.weights)
+
     @property
     def resolved_preprocessing(self) -> str:
         """The input normalisation the backbone's weights expect."""
         if self.preprocessing != "auto":
             return self.preprocessing
+        if self.architecture != "resnet":
+            return "scale"
         return "caffe" if self.convention == "keras" else "torch"
 
 
@@ -215,14 +253,16 @@ class FolderConfig:
     Masks are PNGs named like their image (``masks/<id>.png`` for ``images/<id>.jpg``), palette
     or single-channel, holding class indices. The split comes from ``train_list`` and
     ``val_list`` (text files of ids, one per line, like VOC's ImageSets) when given, otherwise
-    from a random ``val_fraction`` of the images drawn with ``split_seed``. Paths are relative
-    to ``data.root``.
+    from a random ``val_fraction`` of the images drawn with ``split_seed``. ``test_list`` (with
+    the other two lists) adds a test split, which ``evaluate.py --split test`` scores and
+    training never reads. Paths are relative to ``data.root``.
     """
 
     image_dir: str = "images"
     mask_dir: str = "masks"
     train_list: Optional[str] = None
     val_list: Optional[str] = None
+    test_list: Optional[str] = None
     val_fraction: float = 0.1
     split_seed: int = 0
 
@@ -231,6 +271,9 @@ class FolderConfig:
             _fail(where, "data.folder.train_list",
                   "and data.folder.val_list must be given together (or neither, to split by val_fraction)",
                   self.train_list)
+        if self.test_list is not None and self.train_list is None:
+            _fail(where, "data.folder.test_list", "needs data.folder.train_list and val_list too (a random "
+                  "split by val_fraction has no test split)", self.test_list)
         if not 0.0 < self.val_fraction < 1.0:
             _fail(where, "data.folder.val_fraction", "must be in (0, 1)", self.val_fraction)
 
@@ -331,6 +374,14 @@ class DataConfig:
     padding to ``crop_size`` (the image with ``mean_rgb``, the mask with ``ignore_label``), a
     random crop, a horizontal flip when ``flip`` and colour jitter when ``photometric_jitter``.
     ``shuffle_buffer`` examples are shuffled at a time (encoded, about 100 kB each for VOC).
+
+    How mask files are read (exfuse_keras/data/checks.py): ``mask_format: index`` (the default)
+    takes a palette or single-channel PNG's values as class indices; ``rgb`` takes each pixel's
+    colour and looks it up in the classes' colours (``resolved_palette``; the ignore label's colour
+    is VOC's void colour unless ``palette`` gives one), so colour masks drawn with the palette are
+    read as meant. ``label_map`` then replaces values, e.g. ``{255: 1}`` for black-and-white
+    0/255 masks, which would otherwise be background and ignored pixels only. Both apply to
+    folder datasets (``dataset: folder``).
     """
 
     dataset: str = "voc"
@@ -340,6 +391,8 @@ class DataConfig:
     class_names: list[str] = field(default_factory=lambda: list(VOC_CLASSES))
     palette: Optional[list[list[int]]] = None
     ignore_label: int = 255
+    mask_format: Literal["index", "rgb"] = "index"
+    label_map: dict[int, int] = field(default_factory=dict)
     crop_size: int = 512
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     flip: bool = True
@@ -380,6 +433,24 @@ class DataConfig:
                       f"must be at least {self.num_classes} [r, g, b] triples of 0..255", self.palette)
         if not 0 <= self.ignore_label <= 255 or self.ignore_label < self.num_classes:
             _fail(where, "data.ignore_label", "must be in [num_classes, 255]", self.ignore_label)
+        if (self.label_map or self.mask_format != "index") and self.dataset != "folder":
+            _fail(where, "data.label_map" if self.label_map else "data.mask_format",
+                  "applies to a folder dataset (data.dataset: folder) only; the other datasets' masks have "
+                  "one format", self.label_map or self.mask_format)
+        if self.mask_format == "rgb":
+            from exfuse_keras.data.checks import mask_reading
+
+            try:
+                mask_reading(self)
+            except ValueError as err:
+                raise ConfigError(f"{where}: {err}") from None
+        for value, label in self.label_map.items():
+            if not 0 <= value <= 255:
+                _fail(where, f"data.label_map[{value}]", "maps a mask value, which must be in 0..255", value)
+            if not (0 <= label < self.num_classes or label == self.ignore_label):
+                _fail(where, f"data.label_map[{value}]",
+                      f"must map to a class in 0..{self.num_classes - 1} or the ignore label {self.ignore_label}",
+                      label)
         if self.crop_size <= 0 or self.crop_size % OUTPUT_STRIDE:
             _fail(where, "data.crop_size", f"must be a positive multiple of {OUTPUT_STRIDE} (the output stride)",
                   self.crop_size)
@@ -558,6 +629,9 @@ def _type_name(tp) -> str:
         return " or ".join(_type_name(a) for a in args) + " or null"
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        return f"a mapping of {_type_name(key_type)} to {_type_name(value_type)}"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
@@ -581,6 +655,12 @@ def _convert(value, tp, key: str, where: str):
         if value not in typing.get_args(tp):
             _fail(where, key, f"must be {_type_name(tp)}", value)
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            _fail(where, key, f"must be {_type_name(tp)}", value)
+        key_type, value_type = typing.get_args(tp)
+        return {_convert(k, key_type, f"{key} key", where): _convert(v, value_type, f"{key}[{k}]", where)
+                for k, v in value.items()}
     if origin is list:
         if not isinstance(value, (list, tuple)):
             _fail(where, key, f"must be {_type_name(tp)}", value)

@@ -449,6 +449,112 @@ def train_on_a_bad_mask(c: Context) -> str:
     return cli_error(train_main, ["--config", config, "--model-dir", folder / "run"])
 
 
+def _binary_folder(c: Context, high: int = 255) -> Path:
+    """A folder dataset of black-and-white masks: 0 background, ``high`` where the object is."""
+    root = make_fake_folder(c.fresh() / "data", IDS[:4], num_classes=2, palette_masks=False)
+    for path in sorted((root / "masks").iterdir()):
+        mask = np.asarray(Image.open(path))
+        Image.fromarray(np.where(mask > 0, high, 0).astype(np.uint8), mode="L").save(path)
+    return root
+
+
+def train_on_binary_masks(c: Context) -> str:
+    """train.py on a folder of 0/255 masks and no label_map: refused while preparing the records."""
+    root = _binary_folder(c)
+    cfg = c.config_dict()
+    cfg["data"].update(root=str(root), num_classes=2, class_names=["background", "object"])
+    config = c.write_config(root.parent, cfg)
+    return cli_error(train_main, ["--config", config, "--model-dir", root.parent / "run"])
+
+
+def validate_binary_masks(c: Context) -> str:
+    """data.validate's scan on the same folder: the trap is a problem of the train split."""
+    from exfuse_keras.data.folder import folder_examples
+    from exfuse_keras.data.validate import scan
+
+    report = scan(folder_examples(_binary_folder(c)), 2, 255, progress=False)
+    assert len(report.problems) >= 1 and all(p.kind == "labels" for p in report.problems)
+    return str(report.problems[0])
+
+
+def rgb_mask_with_an_unknown_colour(c: Context) -> str:
+    from exfuse_keras.data.checks import DataError, mask_colours, read_mask
+    from exfuse_keras.data.palette import voc_palette
+
+    path = c.fresh() / "mask.png"
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[1, 2] = (12, 200, 3)
+    Image.fromarray(rgb).save(path)
+    return raised(lambda: read_mask(path, 5, colours=mask_colours(voc_palette(5), 5, 255)), DataError)
+
+
+def data_config_error(**data) -> Callable:
+    def run(c: Context) -> str:
+        values = c.config_dict()
+        values["data"].update(data)
+        return raised(lambda: load_config(str(c.write_config(c.fresh(), values))), ConfigError)
+    return run
+
+
+def binary_masks_with_a_label_map(c: Context) -> None:
+    """0/255 masks with data.label_map {255: 1}: objects are class 1 and nothing is refused."""
+    from exfuse_keras.data.checks import read_mask
+    from exfuse_keras.data.folder import folder_examples
+    from exfuse_keras.data.validate import scan
+
+    root = _binary_folder(c)
+    path = sorted((root / "masks").iterdir())[0]
+    raw = np.asarray(Image.open(path))
+    np.testing.assert_array_equal(read_mask(path, 2, label_map={255: 1}), (raw == 255).astype(np.uint8))
+    report = scan(folder_examples(root), 2, 255, progress=False, label_map={255: 1})
+    assert not report.problems and report.tallies["train"].pixels[1] > 0
+
+
+def binary_zero_one_masks(c: Context) -> None:
+    """0/1 masks with two classes: read as they are."""
+    from exfuse_keras.data.checks import read_mask
+    from exfuse_keras.data.folder import folder_examples
+    from exfuse_keras.data.validate import scan
+
+    root = _binary_folder(c, high=1)
+    path = sorted((root / "masks").iterdir())[0]
+    np.testing.assert_array_equal(read_mask(path, 2), np.asarray(Image.open(path)))
+    assert not scan(folder_examples(root), 2, 255, progress=False).problems
+
+
+def rgb_colour_masks_read_through_the_palette(c: Context) -> None:
+    """data.mask_format: rgb: RGB, RGBA and palette-mode colour masks give the palette's indices."""
+    from exfuse_keras.data.checks import mask_colours, read_mask
+    from exfuse_keras.data.palette import colorize, voc_palette
+
+    folder = c.fresh()
+    labels = np.random.default_rng(3).integers(0, 5, (7, 9)).astype(np.uint8)
+    labels[0, :3] = 255
+    colours = mask_colours(voc_palette(5), 5, 255)
+    rgb = colorize(labels, voc_palette(5))
+    Image.fromarray(rgb).save(folder / "RGB.png")
+    Image.fromarray(rgb).convert("RGBA").save(folder / "RGBA.png")
+    # A palette PNG whose indices are not the classes (an editor's own order), drawn in their colours.
+    shuffled = ((labels.astype(np.int64) + 7) % 256).astype(np.uint8)
+    palette = np.zeros((256, 3), np.uint8)
+    palette[shuffled] = rgb
+    image = Image.fromarray(shuffled, mode="P")
+    image.putpalette(palette.reshape(-1).tolist())
+    image.save(folder / "P.png")
+    for mode in ("RGB", "RGBA", "P"):
+        np.testing.assert_array_equal(read_mask(folder / f"{mode}.png", 5, colours=colours), labels, err_msg=mode)
+
+
+def a_class_never_in_train_is_reported(c: Context) -> None:
+    from exfuse_keras.data.folder import folder_examples
+    from exfuse_keras.data.validate import scan
+
+    root = _binary_folder(c, high=1)
+    report = scan(folder_examples(root), 3, 255, progress=False, class_names=["bg", "object", "never"])
+    assert not report.problems and report.warnings == ["train: no mask holds class(es) 2 (never)"]
+    assert "warning: train: no mask holds class(es) 2 (never)" in report.summary()
+
+
 DATA_CASES = [(f"validate_{name}", f"an example's {name.replace('_', ' ')} (data/checks.py)",
                validate_case(name), [message]) for name, message in VALIDATE_MESSAGES.items()] + [
     ("sbd_mat_corrupt", "an SBD .mat mask that is not a .mat file", mat_error("garbage"),
@@ -478,11 +584,29 @@ DATA_CASES = [(f"validate_{name}", f"an example's {name.replace('_', ' ')} (data
      folder_error(_write_lists("im0\n/etc/passwd\n", "im2\n"), train_list="train.txt", val_list="val.txt"),
      ["train.txt", "line 2", "/etc/passwd"]),
     ("train_cli_bad_labels", "train.py on a folder dataset with label 9 of 5 classes: exit 2, one line",
-     train_on_a_bad_mask, ["error:", "im1.png", "label values 9 outside 0..4"]),
+     train_on_a_bad_mask, ["error:", "im1.png", "label values 9 outside 0..4", "data.label_map"]),
+    ("train_cli_binary_masks", "train.py on 0/255 black-and-white masks without data.label_map",
+     train_on_binary_masks, ["error:", ".png", "every mask holds only 0 and 255", "data.label_map: {255: 1}"]),
+    ("validate_binary_masks", "data.validate on 0/255 masks without data.label_map", validate_binary_masks,
+     ["masks", "every mask holds only 0 and 255", "data.label_map: {255: 1}"]),
+    ("mask_rgb_unknown_colour", "data.mask_format: rgb and a colour outside the palette",
+     rgb_mask_with_an_unknown_colour, ["mask.png", "(12, 200, 3)", "not in data.palette"]),
+    ("label_map_outside_classes", "data.label_map {255: 7} with 5 classes",
+     data_config_error(label_map={255: 7}), ["data.label_map[255]", "0..4"]),
+    ("label_map_not_folder", "data.label_map on the VOC dataset", data_config_error(dataset="voc", label_map={1: 2}),
+     ["data.label_map", "folder dataset"]),
+    ("mask_format_rgb_shared_colour", "data.mask_format: rgb with two classes of one colour",
+     data_config_error(mask_format="rgb", palette=[[0, 0, 0], [9, 9, 9], [9, 9, 9], [1, 2, 3], [4, 5, 6]]),
+     ["data.palette", "same colour (9, 9, 9)"]),
 ]
 DATA_HANDLED = [
     ("image_modes", "grayscale, RGBA, CMYK and palette images: read as 8-bit RGB", image_modes_become_rgb),
     ("split_list_crlf", "split lists with CRLF line ends, blank lines and spaces", crlf_and_blank_lines_in_split_lists),
+    ("binary_masks_label_map", "0/255 masks with data.label_map {255: 1}: class 1", binary_masks_with_a_label_map),
+    ("binary_masks_zero_one", "0/1 masks with two classes: read as they are", binary_zero_one_masks),
+    ("mask_rgb_through_palette", "RGB, RGBA and palette colour masks with data.mask_format: rgb",
+     rgb_colour_masks_read_through_the_palette),
+    ("class_never_in_train", "a class no train mask holds: a warning line", a_class_never_in_train_is_reported),
 ]
 DATA_ELSEWHERE = {
     "voc_builder_bad_label": "tests/test_data_validate.py::test_builder_stops_on_a_bad_label_and_writes_nothing",

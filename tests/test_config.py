@@ -121,3 +121,18 @@ def test_resolved_palette_is_one_colour_per_class():
     assert config_from_dict({"data": three}).data.resolved_palette == [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
     given = [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]  # one more than the classes: cut
     assert config_from_dict({"data": {**three, "palette": given}}).data.resolved_palette == given[:3]
+
+
+def test_label_map_and_mask_format_read_from_set_and_survive_a_saved_config(tmp_path):
+
+    sets = ["data.dataset=folder", "data.num_classes=2", "data.class_names=[background, object]",
+            "data.label_map={255: 1}", "data.mask_format=rgb"]
+    cfg = load_config(None, sets)
+    assert cfg.data.label_map == {255: 1} and cfg.data.mask_format == "rgb"
+    save_config(cfg, str(tmp_path / "config.yaml"))
+    again = load_config(str(tmp_path / "config.yaml"))
+    assert again.data.label_map == {255: 1} and again.data.mask_format == "rgb"
+    with pytest.raises(ConfigError, match=r"data.label_map must be a mapping of an integer to an integer"):
+        load_config(None, sets[:3] + ["data.label_map=[255, 1]"])
+    with pytest.raises(ConfigError, match=r"data.mask_format must be one of 'index', 'rgb'"):
+        load_config(None, sets[:3] + ["data.mask_format=colour"])

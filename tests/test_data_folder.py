@@ -88,3 +88,20 @@ def test_builder_converts_image_modes(tmp_path):
     np.testing.assert_array_equal(records["img03"][0], rgb)  # alpha dropped, colours exact
     np.testing.assert_array_equal(records["img04"][0], np.repeat(rgb[..., :1], 3, axis=-1))
     assert np.abs(records["img02"][0].astype(int) - rgb).mean() < 4
+
+
+def test_a_test_list_adds_a_test_split_disjoint_from_the_others(tmp_path):
+    from exfuse_keras.config import ConfigError
+
+    make_fake_folder(tmp_path, IDS, NUM_CLASSES)
+    (tmp_path / "train.txt").write_text("\n".join(IDS[:6]) + "\n")
+    (tmp_path / "val.txt").write_text("\n".join(IDS[6:8]) + "\n")
+    (tmp_path / "test.txt").write_text("\n".join(IDS[8:]) + "\n")
+    splits = folder_examples(tmp_path, train_list="train.txt", val_list="val.txt", test_list="test.txt")
+    assert {split: [e.example_id for e in examples] for split, examples in splits.items()} == \
+        {"train": IDS[:6], "val": IDS[6:8], "test": IDS[8:]}
+    (tmp_path / "test.txt").write_text(f"{IDS[7]}\n{IDS[9]}\n")
+    with pytest.raises(DataError, match=r"test.txt: ids also in val.txt: img07"):
+        folder_examples(tmp_path, train_list="train.txt", val_list="val.txt", test_list="test.txt")
+    with pytest.raises(ConfigError, match=r"data.folder.test_list needs data.folder.train_list and val_list"):
+        _config(tmp_path, test_list="test.txt")

@@ -5,10 +5,16 @@ through these functions, so a file the validator accepts is a file the builders 
 problem stops preparation with the same one-line message the validator reports.
 
 Handled silently (the result is what the file means): grayscale, CMYK, RGBA, palette and 16-bit
-grayscale images become 8-bit RGB. Everything else that could turn into a wrong label raises
+grayscale images become 8-bit RGB. Masks are read as ``data.mask_format`` says: class indices
+(a palette PNG's indices, a single-channel PNG's values) or colours looked up in the classes'
+palette (``mask_colours``), then ``data.label_map`` replaces values (``{255: 1}`` for 0/255
+black-and-white masks). Everything else that could turn into a wrong label raises
 ``DataError``: a missing, empty, corrupt or truncated file, a mask that is not a lossless
-8-bit palette or single-channel PNG (16-bit, RGB, JPEG), a label value outside
-``[0, num_classes)`` other than the ignore label, a mask whose size differs from its image.
+8-bit palette or single-channel PNG (16-bit, RGB, JPEG) when indices are expected, a colour
+outside the palette, a label value outside ``[0, num_classes)`` other than the ignore label, a
+mask whose size differs from its image. ``MaskTally`` counts labels over a split, for the
+checks no single file can fail: a dataset whose masks hold only 0 and the ignore label
+(binary masks read as background and ignored pixels), and classes that never occur.
 
 No TensorFlow here: these functions run in the builders' Python generators.
 """
@@ -25,8 +31,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-__all__ = ["DataError", "ExampleFiles", "LoadedImage", "read_image", "read_mask", "read_example",
-           "files_fingerprint"]
+__all__ = ["DataError", "ExampleFiles", "LoadedImage", "MaskTally", "mask_colours", "mask_reading", "read_image", "read_mask",
+           "read_example", "files_fingerprint"]
 
 # PIL modes holding a single 16-bit channel (PNG "I;16" and its byte orders).
 _IMAGE_MODES_16BIT = ("I;16", "I;16B", "I;16L")
@@ -147,27 +153,85 @@ def _check_labels(path, mask: np.ndarray, num_classes: int, ignore_label: int) -
     if bad.size:
         shown = ", ".join(str(int(v)) for v in bad[:8]) + (", ..." if bad.size > 8 else "")
         raise DataError("labels", path, f"label values {shown} outside 0..{num_classes - 1} "
-                        f"(ignore label {ignore_label})")
+                        f"(ignore label {ignore_label}); raise data.num_classes, or map them with "
+                        f"data.label_map (e.g. {{{int(bad[0])}: 1}})")
 
 
-def read_mask(path, num_classes: int, ignore_label: int = 255,
-              listed_in: Optional[str] = None) -> np.ndarray:
-    """Reads a class-index mask: a palette or single-channel 8-bit PNG, or an SBD .mat file.
+def mask_colours(palette, num_classes: int, ignore_label: int) -> dict:
+    """``{(r, g, b): label}`` for ``data.mask_format: rgb``: the classes' colours, and the ignore
+    label's (``data.palette``'s entry if it has one, else VOC's void colour, as
+    ``palette.colorize`` draws it).
+
+    Raises:
+        ValueError: two classes (or a class and the ignore label) share a colour.
+    """
+    from exfuse_keras.data.palette import _full_palette
+
+    full = _full_palette(np.asarray(palette, np.int64).reshape(-1, 3))
+    colours = {}
+    for label in [*range(num_classes), ignore_label]:
+        colour = tuple(int(v) for v in full[label])
+        if colour in colours:
+            raise ValueError(f"data.palette: labels {colours[colour]} and {label} have the same colour {colour}; "
+                             "data.mask_format: rgb needs one colour per label")
+        colours[colour] = label
+    return colours
+
+
+def mask_reading(data) -> dict:
+    """``read_mask``'s ``colours`` and ``label_map`` for a config's data section."""
+    colours = None
+    if data.mask_format == "rgb":
+        from exfuse_keras.data.palette import voc_palette
+
+        palette = data.palette if data.palette is not None else voc_palette(data.num_classes).tolist()
+        colours = mask_colours(palette, data.num_classes, data.ignore_label)
+    return {"colours": colours, "label_map": dict(data.label_map) or None}
+
+
+def _labels_from_colours(path, image: Image.Image, colours: dict) -> np.ndarray:
+    if image.mode in _IMAGE_MODES_16BIT or image.mode == "I":
+        raise DataError("mask_format", path, "16-bit mask PNG; expected an 8-bit colour PNG (data.mask_format: rgb)")
+    rgb = np.asarray(image.convert("RGB")).astype(np.int64)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    keys = np.array([(r << 16) | (g << 8) | b for r, g, b in colours], np.int64)
+    labels = np.array(list(colours.values()), np.uint8)
+    order = np.argsort(keys)
+    keys, labels = keys[order], labels[order]
+    found = np.clip(np.searchsorted(keys, codes), 0, len(keys) - 1)
+    known = keys[found] == codes
+    if not known.all():
+        unknown = np.unique(codes[~known])
+        shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255})" for c in unknown[:3])
+        raise DataError("labels", path, f"{unknown.size} colour(s) not in data.palette, e.g. {shown} "
+                        "(data.mask_format: rgb reads each pixel's colour as the class of that palette "
+                        "colour; expected only the classes' and the ignore label's colours)")
+    return labels[found]
+
+
+def read_mask(path, num_classes: int, ignore_label: int = 255, listed_in: Optional[str] = None,
+              colours: Optional[dict] = None, label_map: Optional[dict] = None) -> np.ndarray:
+    """Reads a mask as class labels: a palette or single-channel 8-bit PNG, an SBD .mat file,
+    or (``colours`` given) a colour PNG.
 
     A palette PNG gives its palette indices (the VOC convention: index = class, 255 = void),
-    never its colours.
+    never its colours, unless ``colours`` is given (``data.mask_format: rgb``): then every mask
+    PNG (RGB, RGBA, palette, grey) is read as colours, each looked up in ``colours``.
 
     Args:
         path: ``.png`` mask, or SBD ``cls/<id>.mat`` (``GTcls.Segmentation``).
         num_classes: labels must lie in ``[0, num_classes)``...
         ignore_label: ...or equal this.
         listed_in: the split list naming it, quoted when the file is missing.
+        colours: ``{(r, g, b): label}`` (``mask_colours``) to read colour masks.
+        label_map: ``{value: label}`` applied to the values read (``data.label_map``).
 
     Returns:
         uint8 [H, W] class indices.
 
     Raises:
-        DataError: missing, empty, corrupt, not a lossless 8-bit index mask, or bad labels.
+        DataError: missing, empty, corrupt, not a lossless 8-bit mask, a colour outside
+        ``colours``, or bad labels.
     """
     if os.fspath(path).endswith(".mat"):
         mask = _read_sbd_mask(path, listed_in)
@@ -176,18 +240,67 @@ def read_mask(path, num_classes: int, ignore_label: int = 255,
         if image.format != "PNG":
             raise DataError("mask_format", path, f"mask is {image.format}, expected a PNG (lossless; "
                             "JPEG compression changes label values)")
-        if image.mode in _IMAGE_MODES_16BIT or image.mode == "I":
-            raise DataError("mask_format", path, "16-bit mask PNG; expected an 8-bit palette or "
-                            "single-channel PNG of class indices")
-        if image.mode in ("RGB", "RGBA"):
-            raise DataError("mask_format", path, f"{image.mode} colour mask PNG; expected a palette "
-                            "(mode P) or single-channel PNG of class indices")
-        if image.mode not in ("P", "L"):
-            raise DataError("mask_format", path, f"mask mode {image.mode!r}; expected a palette "
-                            "(mode P) or single-channel 8-bit PNG of class indices")
-        mask = np.asarray(image)
+        if colours is not None:
+            mask = _labels_from_colours(path, image, colours)
+        else:
+            if image.mode in _IMAGE_MODES_16BIT or image.mode == "I":
+                raise DataError("mask_format", path, "16-bit mask PNG; expected an 8-bit palette or "
+                                "single-channel PNG of class indices")
+            if image.mode in ("RGB", "RGBA"):
+                raise DataError("mask_format", path, f"{image.mode} colour mask PNG; expected a palette "
+                                "(mode P) or single-channel PNG of class indices, or data.mask_format: rgb "
+                                "for masks drawn in data.palette's colours")
+            if image.mode not in ("P", "L"):
+                raise DataError("mask_format", path, f"mask mode {image.mode!r}; expected a palette "
+                                "(mode P) or single-channel 8-bit PNG of class indices")
+            mask = np.asarray(image)
+    if label_map:
+        table = np.arange(256, dtype=np.uint8)
+        for value, label in label_map.items():
+            table[int(value)] = int(label)
+        mask = table[mask]
     _check_labels(path, mask, num_classes, ignore_label)
     return mask
+
+
+class MaskTally:
+    """Label counts over a split's masks, for what no single file shows.
+
+    ``add(path, mask)`` for each mask read; then ``binary_trap()`` says whether every mask holds
+    only 0 and the ignore label (0/255 black-and-white masks: read as they are, every object
+    pixel would be ignored and the model would learn background alone), and ``absent()`` lists
+    the classes no mask holds.
+    """
+
+    def __init__(self, num_classes: int, ignore_label: int):
+        self.num_classes, self.ignore_label = num_classes, ignore_label
+        self.pixels = np.zeros(256, np.int64)
+        self.images = np.zeros(256, np.int64)
+        self.first_path: Optional[str] = None
+
+    def add(self, path, mask: np.ndarray) -> None:
+        counts = np.bincount(np.asarray(mask, np.uint8).ravel(), minlength=256)
+        self.pixels += counts
+        self.images += counts > 0
+        if self.first_path is None:
+            self.first_path = os.fspath(path)
+
+    def binary_trap(self) -> Optional[DataError]:
+        """The error for a split whose masks hold only 0 and the ignore label, else None."""
+        others = np.delete(self.pixels, [0, self.ignore_label])
+        if self.first_path is None or self.pixels[self.ignore_label] == 0 or others.any():
+            return None
+        images = int(self.images[self.ignore_label])
+        return DataError("labels", self.first_path,
+                         f"every mask holds only 0 and {self.ignore_label} (in {images} of them "
+                         f"{self.ignore_label} covers {self.pixels[self.ignore_label] / self.pixels.sum():.0%} of the "
+                         f"pixels), and {self.ignore_label} is data.ignore_label: training would ignore every "
+                         f"object pixel and learn background only. For black-and-white masks set "
+                         f"data.label_map: {{{self.ignore_label}: 1}} (and data.num_classes: 2)")
+
+    def absent(self) -> list[int]:
+        """The classes in ``[0, num_classes)`` that no mask holds."""
+        return [k for k in range(self.num_classes) if self.pixels[k] == 0]
 
 
 def _read_sbd_mask(path, listed_in: Optional[str]) -> np.ndarray:
@@ -212,14 +325,15 @@ def _read_sbd_mask(path, listed_in: Optional[str]) -> np.ndarray:
     return segmentation.astype(np.uint8)
 
 
-def read_example(files: ExampleFiles, num_classes: int,
-                 ignore_label: int = 255) -> tuple[LoadedImage, np.ndarray]:
+def read_example(files: ExampleFiles, num_classes: int, ignore_label: int = 255,
+                 colours: Optional[dict] = None, label_map: Optional[dict] = None) -> tuple[LoadedImage, np.ndarray]:
     """Reads and checks one image and its mask.
 
     Args:
         files: where the example lives.
         num_classes: labels must lie in ``[0, num_classes)`` or equal ``ignore_label``.
         ignore_label: the label of pixels that no loss or metric counts.
+        colours, label_map: how the mask is read (``read_mask``).
 
     Returns:
         (LoadedImage, mask uint8 [H, W]).
@@ -229,7 +343,7 @@ def read_example(files: ExampleFiles, num_classes: int,
         differs from its image's (reported against the mask).
     """
     image = read_image(files.image_path, files.listed_in)
-    mask = read_mask(files.mask_path, num_classes, ignore_label, files.listed_in)
+    mask = read_mask(files.mask_path, num_classes, ignore_label, files.listed_in, colours, label_map)
     if mask.shape != image.pixels.shape[:2]:
         raise DataError("size_mismatch", files.mask_path,
                         f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "

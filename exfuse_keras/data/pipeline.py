@@ -127,6 +127,11 @@ def _prepare_builder_locked(data: DataConfig, data_dir: str) -> tfds.core.Datase
     if builder.is_prepared() and \
             builder.info.metadata.get("source_fingerprint") != builder.source_fingerprint(manual_dir):
         mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS  # keep downloads, rebuild records
+    from exfuse_keras.data.progress import tfds_progress_bars
+
+    if not builder.is_prepared() or mode != tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS:
+        print(f"preparing the {data.dataset} records in {data_dir} (once; later runs reuse them)", flush=True)
+    tfds_progress_bars()
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode))
     if mode != tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS:
@@ -189,7 +194,25 @@ def num_examples(data: DataConfig, split: str,
         return sum(_weighted_size(shard_size(s.builder.info.splits[split].num_examples, input_context), s.weight)
                    for s in sources)
     return sum(shard_size(s.builder.info.splits[split].num_examples, input_context)
-               for s in sources if s.val)
+               for s in evaluation_sources(sources, split))
+
+
+def evaluation_sources(sources: list, split: str) -> list:
+    """The prepared datasets whose ``split`` is evaluated: for ``val``, the ``val: true`` entries
+    (every dataset but a mix's others); for ``test``, those that have one.
+
+    Raises:
+        ConfigError: no dataset has the split (a folder dataset's test split comes from
+            ``data.folder.test_list``).
+    """
+    if split == "val":
+        return [s for s in sources if s.val]
+    found = [s for s in sources if split in s.builder.info.splits]
+    if not found:
+        raise ConfigError(f"the dataset has no {split!r} split (its splits: "
+                         f"{', '.join(sorted(sources[0].builder.info.splits))}); a folder dataset gets a test "
+                         "split from data.folder.test_list")
+    return found
 
 
 def _read_records(builder: tfds.core.DatasetBuilder, split: str,
@@ -389,7 +412,7 @@ def make_dataset(cfg: Config, split: str, training: bool, seed: Optional[int] = 
     Args:
         cfg (Config): the full config (``data`` section; ``train.batch_size`` and
             ``train.seed`` as defaults).
-        split (str): ``"train"`` or ``"val"``.
+        split (str): ``"train"``, ``"val"`` or ``"test"`` (a folder dataset's ``data.folder.test_list``).
         training (bool): augment, shuffle and drop the last partial batch; else evaluation
             batches.
         seed (int | None): data seed; default ``cfg.train.seed``.
@@ -443,7 +466,8 @@ def make_dataset(cfg: Config, split: str, training: bool, seed: Optional[int] = 
         dataset = keyed.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
             .batch(batch_size, drop_remainder=True)
     else:
-        parts = [_read_records(s.builder, split, input_context)[0] for s in sources if s.val or split != "val"]
+        parts = [_read_records(s.builder, split, input_context)[0] for s in
+                 (sources if split == "train" else evaluation_sources(sources, split))]
         records = parts[0]
         for part in parts[1:]:
             records = records.concatenate(part)

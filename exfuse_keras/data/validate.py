@@ -8,7 +8,10 @@ Reads the extracted files under ``data.root`` (VOCdevkit / SBD folders, the shap
 a folder dataset; each entry's root for a mix) with the same checks the TFDS builders apply
 (exfuse_keras/data/checks.py), but keeps going after a problem: each bad file is printed as one
 line ``<file>: <problem>``, then a summary counts problems by kind and images that were
-converted to RGB. Exits 1 when there are problems, 0 otherwise.
+converted to RGB. Masks are read as ``data.mask_format`` and ``data.label_map`` say. Per split,
+the labels are tallied: a split whose masks hold only 0 and the ignore label (black-and-white
+masks without ``data.label_map``) is a problem; a train split that never holds a class is
+reported (a warning, not a problem). Exits 1 when there are problems, 0 otherwise.
 
 COCO (``coco_voc``) has no mask files to scan: its images and annotations go through the same
 checks while its records are prepared, which stops at the first problem; the scan says so.
@@ -26,7 +29,8 @@ from typing import Optional, Sequence
 from tqdm import tqdm
 
 from exfuse_keras.config import ConfigError, DataConfig, load_config
-from exfuse_keras.data.checks import DataError, ExampleFiles, read_example
+from exfuse_keras.data.progress import bar_disable
+from exfuse_keras.data.checks import DataError, ExampleFiles, MaskTally, mask_reading, read_example
 from exfuse_keras.data.folder import folder_examples
 from exfuse_keras.data.voc import SBD_ARCHIVE, SBD_SUBDIR, VOC_ARCHIVE, VOC_SUBDIR, voc_examples
 
@@ -41,11 +45,15 @@ class Report:
         checked: number of examples read.
         problems: one DataError per bad example (or per unreadable listing).
         converted: count of images converted to RGB, by their original PIL mode.
+        warnings: lines that are not problems (classes a train split never holds).
+        tallies: each split's ``MaskTally`` (label pixel and image counts).
     """
 
     checked: int = 0
     problems: list[DataError] = dataclasses.field(default_factory=list)
     converted: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    tallies: dict = dataclasses.field(default_factory=dict)
 
     def counts(self) -> collections.Counter:
         """Problems by kind."""
@@ -58,6 +66,7 @@ class Report:
         if self.converted:
             modes = ", ".join(f"{mode} {count}" for mode, count in sorted(self.converted.items()))
             lines.append(f"converted to RGB (handled): {modes}")
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -79,7 +88,7 @@ def list_examples(data: DataConfig) -> dict[str, list[ExampleFiles]]:
     if data.dataset == "folder":
         f = data.folder
         return folder_examples(root, f.image_dir, f.mask_dir, f.train_list, f.val_list,
-                               f.val_fraction, f.split_seed)
+                               f.val_fraction, f.split_seed, f.test_list)
     voc_dir = root / VOC_SUBDIR
     if not voc_dir.is_dir():
         raise DataError("missing", voc_dir, f"folder not found; the validator reads extracted data "
@@ -93,7 +102,8 @@ def list_examples(data: DataConfig) -> dict[str, list[ExampleFiles]]:
 
 
 def scan(examples: dict[str, list[ExampleFiles]], num_classes: int, ignore_label: int = 255,
-         progress: bool = True) -> Report:
+         progress: bool = True, colours: Optional[dict] = None, label_map: Optional[dict] = None,
+         class_names: Sequence[str] = ()) -> Report:
     """Reads every example with the builders' checks and collects the problems.
 
     Args:
@@ -101,21 +111,32 @@ def scan(examples: dict[str, list[ExampleFiles]], num_classes: int, ignore_label
         num_classes: labels must lie in ``[0, num_classes)``...
         ignore_label: ...or equal this.
         progress: show a tqdm progress bar per split (on stderr).
+        colours, label_map: how masks are read (``checks.read_mask``; ``checks.mask_reading``).
+        class_names: for the warnings.
 
     Returns:
         Report.
     """
     report = Report()
     for split, split_examples in examples.items():
-        for files in tqdm(split_examples, desc=f"checking {split}", unit="img", disable=not progress):
+        tally = report.tallies[split] = MaskTally(num_classes, ignore_label)
+        for files in tqdm(split_examples, desc=f"checking {split}", unit="img",
+                          disable=bar_disable(progress)):
             report.checked += 1
             try:
-                image, _ = read_example(files, num_classes, ignore_label)
+                image, mask = read_example(files, num_classes, ignore_label, colours, label_map)
             except DataError as err:
                 report.problems.append(err)
                 continue
+            tally.add(files.mask_path, mask)
             if image.converted_from is not None:
                 report.converted[image.converted_from] += 1
+        trap = tally.binary_trap()
+        if trap is not None:
+            report.problems.append(trap)
+        elif split.split(" ")[-1] == "train" and tally.first_path is not None and tally.absent():
+            names = [f"{k} ({class_names[k]})" if k < len(class_names) else str(k) for k in tally.absent()]
+            report.warnings.append(f"{split}: no mask holds class(es) {', '.join(names)}")
     return report
 
 
@@ -147,7 +168,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: --split {unknown[0]!r} not in {sorted(examples)}", file=sys.stderr)
             return 2
         examples = {split: examples[split] for split in args.split}
-    report = scan(examples, data.num_classes, data.ignore_label, progress=not args.no_progress)
+    report = scan(examples, data.num_classes, data.ignore_label, progress=not args.no_progress,
+                  class_names=data.class_names, **mask_reading(data))
     for problem in report.problems:
         print(problem)
     print(report.summary())

@@ -74,13 +74,19 @@ def segmentation_info(builder: tfds.core.DatasetBuilder, description: str,
     )
 
 
-def example_record(files: ExampleFiles, num_classes: int, ignore_label: int) -> dict:
+def example_record(files: ExampleFiles, num_classes: int, ignore_label: int, colours=None,
+                   label_map=None, tally=None) -> dict:
     """Reads, checks and encodes one example for ``segmentation_features``.
+
+    ``colours`` and ``label_map`` say how the mask is read (``checks.read_mask``); a
+    ``checks.MaskTally`` given as ``tally`` counts its labels.
 
     Raises:
         DataError: see ``checks.read_example``.
     """
-    image, mask = read_example(files, num_classes, ignore_label)
+    image, mask = read_example(files, num_classes, ignore_label, colours, label_map)
+    if tally is not None:
+        tally.add(files.mask_path, mask)
     return {
         "image": image.encoded if image.encoded is not None else image.pixels,
         "mask": mask[..., None],

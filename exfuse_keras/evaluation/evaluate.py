@@ -56,7 +56,7 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol:
         cfg: the config (``data`` for the split, ``eval`` for the default protocol).
         model: a Keras model, a predictor callable (exfuse_keras/inference/loading.py) or a
             ``Segmenter``; under ``strategy`` created in its scope.
-        split: ``"val"`` or ``"train"``.
+        split: ``"val"``, ``"train"`` or ``"test"``.
         progress: show a tqdm progress bar.
         protocol: the test-time protocol (scales, flip, sliding window); default ``cfg.eval``.
         strategy: a ``tf.distribute.Strategy`` to spread images over its replicas (module doc).
@@ -72,6 +72,7 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol:
     from tqdm import tqdm
 
     from exfuse_keras.data.pipeline import make_dataset, num_examples
+    from exfuse_keras.data.progress import bar_disable
     from exfuse_keras.inference.segmenter import Segmenter
     from exfuse_keras.metrics import boundary_counts, boundary_iou_from_counts, confusion_matrix, scores_from_confusion
 
@@ -118,8 +119,8 @@ def evaluate(cfg, model, split: str = "val", progress: bool = True, *, protocol:
 
     started = time.perf_counter()
     group, count = [], 0
-    for images, masks, meta in tqdm(dataset, total=total, disable=not progress, desc=f"evaluating {split}",
-                                    unit="img"):
+    for images, masks, meta in tqdm(dataset, total=total, disable=bar_disable(progress),
+                                    desc=f"evaluating {split}", unit="img"):
         height, width = int(meta["size"][0, 0]), int(meta["size"][0, 1])
         group.append((images[:, :height, :width], masks[:, :height, :width]))
         count += 1
@@ -193,7 +194,7 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", required=True,
                         help="a training run's folder, a .keras file or a SavedModel folder from export.py")
     parser.add_argument("--config", help="config (default: the run folder's config.yaml)")
-    parser.add_argument("--split", default="val")
+    parser.add_argument("--split", default="val", help="val, train, or test (a folder dataset's data.folder.test_list)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     add_protocol_arguments(parser)
     parser.add_argument("--strategy", choices=STRATEGIES, default="default",
@@ -224,7 +225,7 @@ def main(argv=None) -> int:
     protocol = Segmenter.resolve_protocol(cfg.eval, *protocol_from_arguments(args), args.sliding_window)
     try:
         scores = evaluate(cfg, model, args.split, protocol=protocol, strategy=strategy, max_images=args.max_images)
-    except DataError as err:
+    except (DataError, ConfigError) as err:  # a bad file; a split the dataset has not
         print(f"error: {err}", file=sys.stderr)
         return 2
     protocol = scores["protocol"]
