@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,6 +99,10 @@ def reference_run(tmp_path_factory, tiny_shapes):
                          capture_output=True, text=True, timeout=600, env=_python_env())
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(os.listdir(root / "snapshots")) == [f"epoch_{e}.weights.h5" for e in (1, 2, 3)]
+    # Logged to a pipe, not a terminal: one line per epoch, no progress bar redrawn with "\r".
+    assert "\r" not in run.stdout and "\r" not in run.stderr
+    assert [line for line in run.stdout.splitlines() if re.fullmatch(r"Epoch \d+/\d+", line)] == \
+        ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
     return {"config": config, "run_dir": str(root / "run"), "snapshots": str(root / "snapshots")}
 
 
@@ -462,3 +467,20 @@ def test_validation_gives_every_replica_images_and_fills_the_last_batch_with_ign
     masks = np.concatenate([masks for _, masks in batches])
     np.testing.assert_array_equal(masks[:8], np.concatenate([masks for _, masks in single]))
     assert (masks[8:] == 255).all() and not (masks[:8] == 255).all(axis=(1, 2)).any()
+
+
+def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_in_a_log():
+    import io
+
+    from exfuse_keras.data.progress import bar_disable, tfds_progress_bars
+    from exfuse_keras.training.run import fit_verbosity
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert fit_verbosity("auto", Terminal()) == 1 and fit_verbosity("auto", io.StringIO()) == 2
+    assert fit_verbosity(0, Terminal()) == 0 and fit_verbosity(2, Terminal()) == 2
+    assert bar_disable(True) is None and bar_disable(False) is True  # tqdm: None = only on a terminal
+    assert tfds_progress_bars(io.StringIO()) is False and tfds_progress_bars(Terminal()) is True
+    tfds_progress_bars(io.StringIO())

@@ -188,6 +188,44 @@ class Throughput(keras.callbacks.Callback):
             logs["images_per_sec"] = rate * self.global_batch
 
 
+class EpochTimeEstimate(keras.callbacks.Callback):
+    """Prints, once, the time per epoch and for the whole run measured on the first ``steps``
+    steps after the first (which traces the graph): what a user wants to know before waiting.
+
+    Args:
+        steps_per_epoch, epochs: the run's schedule (``epochs`` counts those left to train).
+        steps: steps measured.
+        log: where the line goes (``print``).
+    """
+
+    def __init__(self, steps_per_epoch: int, epochs: int, steps: int = 20, log=print):
+        super().__init__()
+        self.steps_per_epoch, self.epochs, self.steps, self.log = steps_per_epoch, epochs, steps, log
+        self._start, self._seen, self.seconds_per_step = None, 0, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.seconds_per_step is not None:
+            return
+        if self._start is None:
+            self._start = time.perf_counter()
+            return
+        self._seen += 1
+        if self._seen == min(self.steps, self.steps_per_epoch - 1):
+            self.seconds_per_step = (time.perf_counter() - self._start) / self._seen
+            epoch = self.seconds_per_step * self.steps_per_epoch
+            self.log(f"\ntime: {self.seconds_per_step:.3f} s per step over {self._seen} steps: about "
+                     f"{_duration(epoch)} per epoch of {self.steps_per_epoch} steps, "
+                     f"{_duration(epoch * self.epochs)} for the {self.epochs} epoch(s) to go (validation not included)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stops training once ``seconds`` of wall-clock time have passed since ``on_train_begin``.
 

@@ -146,7 +146,8 @@ def build_training_model(cfg, jit_compile: bool, clock=None):
     return model
 
 
-def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clock=None, best=None):
+def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clock=None, best=None,
+               start_epoch: int = 0):
     """Every worker runs the same callbacks (saving and predicting run collective ops under
     MultiWorkerMirroredStrategy, so all workers must take part); a non-chief worker's
     ``run_dir`` is its own temporary folder. ``best``: the monitored value of ``best.keras``
@@ -154,8 +155,8 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
     import keras
     import numpy as np
 
-    from exfuse_keras.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint, ImageSummary,
-                                                 LearningRateLogger, NonFiniteLossGuard, Throughput)
+    from exfuse_keras.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint, EpochTimeEstimate,
+                                                 ImageSummary, LearningRateLogger, NonFiniteLossGuard, Throughput)
 
     palette = np.asarray(cfg.data.resolved_palette, np.uint8)
     callbacks = [
@@ -163,6 +164,7 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
         NonFiniteLossGuard(backup_dir),
         LearningRateLogger(),
         Throughput(cfg.train.batch_size),
+        EpochTimeEstimate(cfg.train.steps_per_epoch, cfg.train.epochs - start_epoch),
         AtomicModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=monitor, mode="max",
                               save_best_only=True, initial_value_threshold=best),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
@@ -174,8 +176,45 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
     return callbacks + time_budget(cfg, clock)
 
 
+BUILT_IN_DATA = ("shapes", "scenes")
+
+
+def start_report(cfg) -> str:
+    """What train.py says before the first step: the data's split sizes and where the backbone's
+    weights come from, with a warning when a user's dataset starts from random weights."""
+    from exfuse_keras.data.pipeline import num_examples
+
+    data, backbone = cfg.data, cfg.model.backbone
+    lines = [f"data: {data.dataset} at {data.root}: {num_examples(data, 'train'):,} train and "
+             f"{num_examples(data, 'val'):,} val images, {data.num_classes} classes"]
+    if cfg.train.init.from_run:
+        lines.append(f"weights: from {cfg.train.init.from_run} ({cfg.train.init.part})")
+    elif backbone.weights == "imagenet":
+        lines.append("backbone: ImageNet weights (keras.applications)")
+    elif backbone.weights:
+        lines.append(f"backbone: weights from {backbone.weights}")
+    else:
+        lines.append("backbone: random initialisation (model.backbone.weights: null)")
+        if data.dataset not in BUILT_IN_DATA:
+            lines.append("warning: the backbone starts from random weights on this dataset; from scratch a "
+                         "segmentation network needs far more data and steps. Set model.backbone.weights: "
+                         "imagenet (ResNet-50/101/152) or a weights file, e.g. base: configs/own_data.yaml")
+    return "\n".join(lines)
+
+
+def fit_verbosity(verbose="auto", stream=None):
+    """Keras fit's ``verbose``: for ``"auto"``, the progress bar (1) on a terminal and one line per
+    epoch (2) otherwise, since the bar redraws itself with carriage returns at every step, which a
+    log file or a CI console keeps as one line each."""
+    if verbose != "auto":
+        return verbose
+    stream = sys.stdout if stream is None else stream
+    return 1 if getattr(stream, "isatty", lambda: False)() else 2
+
+
 def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> dict:
-    """Trains (or resumes) the run in ``model_dir``; returns the last epoch's logs and timing."""
+    """Trains (or resumes) the run in ``model_dir``; returns the last epoch's logs and timing.
+    ``verbose`` is Keras fit's, ``"auto"`` as ``fit_verbosity`` chooses."""
     import keras
     import tensorflow as tf
 
@@ -184,6 +223,7 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
     from exfuse_keras.training.optim import learning_rate_clock
 
+    verbose = fit_verbosity(verbose)
     setup = setup_run(cfg, model_dir, strategy_name)
     strategy, is_chief, run_dir, jit = setup.strategy, setup.is_chief, setup.run_dir, setup.jit_compile
     backup_dir = os.path.join(run_dir, "backup")
@@ -214,7 +254,9 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
 
     monitor = miou_key(output_names)
     best = logged_best(os.path.join(run_dir, "history.csv"), monitor) if start_epoch else None
-    callbacks = _callbacks(cfg, run_dir, val_sample, backup_dir, monitor, clock, best)
+    callbacks = _callbacks(cfg, run_dir, val_sample, backup_dir, monitor, clock, best, start_epoch)
+    if is_chief:
+        print(start_report(cfg))
     started = time.perf_counter()
     history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
                         validation_data=val_data, callbacks=callbacks, verbose=verbose)
