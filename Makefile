@@ -35,11 +35,12 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q --durations=15 -m slow tests
 
-# An environment with keras-cv 0.9 (frozen upstream; not a dependency) for the peer of
-# python -m exfuse_keras.bench.train_step.
+# An environment with the peers the benchmarks compare with (not dependencies): keras-cv 0.9
+# (frozen upstream; python -m exfuse_keras.bench.train_step) and keras-hub's SegFormer
+# (exfuse_keras/bench/peer_segformer.py; keras-hub pulls the full tensorflow wheel).
 bench-env:
 	test -x .venv-peer/bin/python || $(PYTHON) -m venv .venv-peer
-	.venv-peer/bin/python -m pip install -q tensorflow-cpu==2.21.0 keras==3.15.1 keras-cv==0.9.0 pyyaml numpy
+	.venv-peer/bin/python -m pip install -q tensorflow-cpu==2.21.0 keras==3.15.1 keras-cv==0.9.0 keras-hub==0.32.0 pyyaml numpy
 
 # The GPU check (docs/benchmarks.md, "GPU check"): on one GPU, under 8 minutes, one report in
 # runs/bench_gpu. Needs a TensorFlow that sees the GPU: pip install -r requirements-gpu.txt in

@@ -99,9 +99,14 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
     num_classes = cfg.data.num_classes
     image = keras.Input((None, None, 3), name="image")
     x = InputNormalization(m.backbone.resolved_preprocessing, name="normalization")(image)
-    backbone = build_backbone(m.backbone)
-    if m.backbone.weights:
-        load_backbone_weights(backbone, m.backbone)
+    if m.backbone.architecture == "resnet":
+        backbone = build_backbone(m.backbone)
+        if m.backbone.weights:
+            load_backbone_weights(backbone, m.backbone)
+    else:
+        from exfuse_keras.backbones.mobilenet import build_mobilenet_backbone
+
+        backbone = build_mobilenet_backbone(m.backbone)  # keras.applications loads the weights
     features = backbone(x)
 
     # Encoder side: SEB multiplies each low level by the upsampled semantics of all higher ones.

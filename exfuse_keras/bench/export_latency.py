@@ -11,6 +11,7 @@ For each model
   with random weights when that folder does not exist: latency does not depend on the weights),
 - **ExFuse-ResNet-101**: ``configs/exfuse_resnet101.yaml`` with ``model.backbone.weights=null``
   (random initialisation, nothing downloaded),
+- **ExFuse-MobileNetV3-Large**: ``configs/exfuse_mobilenetv3.yaml``, likewise,
 
 exports every format into a temporary folder and times one ``--size`` x ``--size`` image at a time
 (batch 1), after ``--warmup`` untimed calls, as the median of ``--repeats`` calls:
@@ -155,7 +156,8 @@ def _logits(outputs) -> np.ndarray:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/quickstart", help="the quick-start run folder")
-    parser.add_argument("--models", default="quickstart,r101", help="comma-separated: quickstart, r101")
+    parser.add_argument("--models", default="quickstart,r101,mobilenetv3",
+                        help="comma-separated: quickstart, r101, mobilenetv3")
     parser.add_argument("--size", type=int, default=512, help="image side (a multiple of 32)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per format (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
@@ -174,6 +176,11 @@ def main(argv=None) -> int:
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.size % OUTPUT_STRIDE:
         parser.error(f"--size {args.size}: expected a multiple of {OUTPUT_STRIDE}")
+    from exfuse_keras.bench.models import MODELS
+
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; expected some of {', '.join(MODELS)}")
 
     import tensorflow as tf
 

@@ -1,4 +1,4 @@
-"""The models the inference benchmarks time: the quick start and ExFuse-ResNet-101."""
+"""The models the inference benchmarks time: the quick start, ExFuse-ResNet-101 and ExFuse-MobileNetV3."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = ("quickstart", "r101")
+MODELS = ("quickstart", "r101", "mobilenetv3")
 
 
 def benchmark_models(run: str, models: Sequence[str] = MODELS) -> Iterator[tuple]:
     """(name, config, keras model) for each of ``models``, one at a time (the session is
     cleared between them): ``"quickstart"``, the trained run in ``run`` if it exists, else a
-    randomly initialised one; ``"r101"``, ExFuse-ResNet-101, randomly initialised (timing does
-    not depend on the weights and ImageNet weights need a download)."""
+    randomly initialised one; ``"r101"``, ExFuse-ResNet-101, and ``"mobilenetv3"``,
+    ExFuse-MobileNetV3-Large (configs/exfuse_mobilenetv3.yaml), randomly initialised (timing
+    does not depend on the weights and ImageNet weights need a download)."""
     import keras
 
     from exfuse_keras.config import load_config
@@ -32,3 +33,7 @@ def benchmark_models(run: str, models: Sequence[str] = MODELS) -> Iterator[tuple
     if "r101" in models:
         cfg = load_config(str(ROOT / "configs" / "exfuse_resnet101.yaml"), ["model.backbone.weights=null"])
         yield "ExFuse-ResNet-101 (random init)", cfg, build_model(cfg)
+        keras.backend.clear_session()
+    if "mobilenetv3" in models:
+        cfg = load_config(str(ROOT / "configs" / "exfuse_mobilenetv3.yaml"), ["model.backbone.weights=null"])
+        yield "ExFuse-MobileNetV3-Large (random init)", cfg, build_model(cfg)

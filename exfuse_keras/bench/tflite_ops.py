@@ -185,13 +185,14 @@ def _convert(args) -> bytes:
     for _, _, model in benchmark_models(args.run, [args.model]):
         return tflite.convert(model, (args.size, args.size), args.quantization,
                               representative=lambda: iter(calibration))
-    raise ValueError(f"--model {args.model!r}: expected quickstart or r101")
+    raise ValueError(f"--model {args.model!r}: expected quickstart, r101 or mobilenetv3")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", nargs="?", help="a .tflite file (or convert one with --model)")
-    parser.add_argument("--model", choices=("quickstart", "r101"), help="convert this benchmark model instead")
+    parser.add_argument("--model", choices=("quickstart", "r101", "mobilenetv3"),
+                        help="convert this benchmark model instead")
     parser.add_argument("--run", default="runs/quickstart", help="the quick-start run folder (--model quickstart)")
     parser.add_argument("--size", type=int, default=512, help="--model: image side (a multiple of 32)")
     parser.add_argument("--quantization", default="int8", help="--model: float32, float16, dynamic or int8")

@@ -51,6 +51,12 @@ class LabelledTopK(keras.metrics.SparseTopKCategoricalAccuracy):
 def build_ss_classifier(cfg: Config, num_classes: int = 1000, name: str = "ss_classifier") -> keras.Model:
     """The backbone of ``cfg.model.backbone`` with an ImageNet head and SS heads (see module doc)."""
     m = cfg.model
+    if m.backbone.architecture != "resnet":
+        from exfuse_keras.config import ConfigError
+
+        raise ConfigError(f"model.backbone.architecture {m.backbone.architecture!r}: SS pretraining builds "
+                          "ResNet/ResNeXt backbones (the LR ones have no ImageNet weights); MobileNetV3 has them: "
+                          "set model.backbone.weights: imagenet")
     image = keras.Input((None, None, 3), name="image")
     x = InputNormalization(m.backbone.resolved_preprocessing, name="normalization")(image)
     backbone = build_backbone(m.backbone)

@@ -1,0 +1,104 @@
+"""MobileNetV3 backbones: the tapped levels' strides, channels and values against keras.applications'
+own layers, every ExFuse module on them, LR and other ResNet-only settings refused in one line, the
+.keras round trip, and the int8 TFLite file with every op in XNNPACK."""
+
+import keras
+import numpy as np
+import pytest
+
+from exfuse_keras.backbones.mobilenet import TAPS, build_mobilenet_backbone
+from exfuse_keras.config import BackboneConfig, ConfigError, load_config
+from exfuse_keras.model import build_model
+
+CHANNELS = {"mobilenetv3_large": (24, 40, 112, 960), "mobilenetv3_small": (16, 24, 48, 576)}
+
+
+@pytest.mark.parametrize("architecture", sorted(TAPS))
+def test_levels_are_keras_applications_layers_at_strides_4_to_32(architecture):
+    ours = build_mobilenet_backbone(BackboneConfig(architecture=architecture))
+    constructor, taps = TAPS[architecture]
+    reference = getattr(keras.applications, constructor)(input_shape=(None, None, 3), include_top=False,
+                                                         weights=None, include_preprocessing=False)
+    reference.set_weights(ours.get_weights())  # same architecture, same weight order
+    expected = keras.Model(reference.input, {level: reference.output if layer is None else
+                                             reference.get_layer(layer).output for level, layer in taps.items()})
+    images = np.random.default_rng(0).uniform(-1, 1, (1, 64, 96, 3)).astype("float32")
+    got, want = ours(images, training=False), expected(images, training=False)
+    for (level, stride), channels in zip((("res2", 4), ("res3", 8), ("res4", 16), ("res5", 32)),
+                                         CHANNELS[architecture]):
+        assert tuple(got[level].shape) == (1, 64 // stride, 96 // stride, channels), level
+        np.testing.assert_allclose(got[level].numpy(), want[level].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_every_module_builds_on_mobilenetv3_at_any_size():
+    cfg = load_config("configs/exfuse_mobilenetv3.yaml",
+                      ["model.backbone.weights=null", "model.ss.levels=[res2,res3,res4]"])
+    model = build_model(cfg)
+    names = [layer.name for layer in model.layers]
+    assert {"seb_res2", "seb_res3", "seb_res4", "ecre_subpixel", "dap", "ss_head_res2"} <= set(names)
+    assert model.get_layer("normalization").mode == "scale"
+    for height, width in ((64, 64), (96, 160)):
+        out = model.predict(np.zeros((1, height, width, 3), "float32"), verbose=0)
+        assert out["logits"].shape == (1, height, width, 21) and out["ecre"].shape == (1, height // 16, width // 16, 21)
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["model.backbone.blocks=[8,8,9,8]"], "model.backbone.blocks (layer rearrangement) applies to ResNet/ResNeXt"),
+    (["model.backbone.norm=sync_batch"], "model.backbone.norm must be 'batch' for mobilenetv3_large"),
+    (["model.backbone.alpha=0.5"], "must be 0.75 or 1.0 with ImageNet weights"),
+    (["model.backbone.weights=backbone.keras"], "an .h5 file of the keras.applications mobilenetv3_large"),
+    (["model.backbone.preprocessing=caffe"], "must be auto or scale for mobilenetv3_large"),
+    (["model.backbone.minimalistic=true", "model.backbone.alpha=0.75"], "1.0 when minimalistic"),
+])
+def test_resnet_only_settings_are_refused_in_one_line(sets, message):
+    with pytest.raises(ConfigError) as info:
+        load_config("configs/exfuse_mobilenetv3.yaml", sets)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def _int8_ops(model):
+    """The ops of ``model``'s int8 TFLite file at 64x64 (random calibration), as bench.tflite_ops profiles them."""
+    from exfuse_keras.bench import tflite_ops
+    from exfuse_keras.export import tflite
+
+    calibration = [np.random.default_rng(k).uniform(0, 255, (1, 64, 64, 3)).astype("float32") for k in range(4)]
+    return tflite_ops.profile(tflite.convert(model, (64, 64), "int8", representative=lambda: calibration), repeats=1)
+
+
+def test_the_quick_start_sized_mobile_model_round_trips_and_exports_to_tflite(tmp_path):
+    from exfuse_keras.export import tflite
+
+    keras.utils.set_random_seed(0)
+    model = build_model(load_config("configs/quickstart_mobilenetv3.yaml"))
+    images = np.random.default_rng(1).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    model.save(tmp_path / "mobile.keras")
+    loaded = keras.saving.load_model(tmp_path / "mobile.keras")
+    np.testing.assert_allclose(loaded(images)["logits"].numpy(), model(images)["logits"].numpy(), rtol=1e-5,
+                               atol=1e-5)
+    logits = model(images, training=False)["logits"].numpy()
+    got = tflite.run(tflite.interpreter(tflite.convert(model, (64, 64), "float32")), images)
+    assert np.abs(got - logits).max() <= 1e-4 * np.abs(logits).max()
+    # int8: XNNPACK has no int8 HARD_SWISH, so the standard network's hard-swishes run TFLite's own
+    # kernel (docs/benchmarks.md); everything else is XNNPACK's.
+    rows = _int8_ops(model)
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH", "DEPTH_TO_SPACE"} <= {r["op"] for r in rows}
+    assert {r["op"] for r in rows if r["kernel"] != "XNNPACK"} <= {"HARD_SWISH", "ADD"}
+    assert all(r["kernel"] == "builtin" for r in rows if r["op"] == "HARD_SWISH")
+
+
+def test_the_minimalistic_mobile_model_runs_every_int8_op_in_xnnpack():
+    """ReLU for hard-swish, no squeeze-excite: only an ADD whose random-weight quantisation scales
+    fall outside XNNPACK's range may run elsewhere (trained scales do not)."""
+    keras.utils.set_random_seed(0)
+    model = build_model(load_config("configs/quickstart_mobilenetv3.yaml", ["model.backbone.minimalistic=true"]))
+    rows = _int8_ops(model)
+    assert "HARD_SWISH" not in {r["op"] for r in rows}
+    assert {r["op"] for r in rows if r["kernel"] != "XNNPACK"} <= {"ADD"}
+    assert sum(r["kernel"] == "XNNPACK" for r in rows) >= len(rows) - 1
+
+
+def test_mobilenet_settings_are_refused_on_a_resnet():
+    with pytest.raises(ConfigError, match=r"model.backbone.minimalistic is a MobileNetV3 setting"):
+        load_config("configs/exfuse_resnet101.yaml", ["model.backbone.minimalistic=true"])
+    with pytest.raises(ConfigError, match=r"model.backbone.alpha is a MobileNetV3 setting"):
+        load_config("configs/exfuse_resnet101.yaml", ["model.backbone.alpha=0.5"])
