@@ -149,19 +149,12 @@ def with_presence_pretraining(cfg: Config, row: Row, steps: int, directory: str,
     return with_backbone_weights(cfg, pretraining["backbone"]), pretraining
 
 
-def model_cost(cfg: Config) -> tuple[int, float]:
-    """(parameters, forward GFLOPs at the dataset's crop size) of the row's segmentation model."""
-    import keras
-
-    from exfuse_keras.model import build_model
+def model_cost(cfg: Config, model) -> tuple[int, float]:
+    """(parameters, forward GFLOPs at the dataset's crop size) of the row's trained segmentation model."""
     from exfuse_keras.summary import count_flops
 
-    model = build_model(with_backbone_weights(cfg, None))
     size = cfg.data.crop_size
-    params = int(model.count_params())
-    gflops = sum(count_flops(model, size, size).values()) / 1e9
-    keras.backend.clear_session()
-    return params, gflops
+    return int(model.count_params()), sum(count_flops(model, size, size).values()) / 1e9
 
 
 def validation_curve(directory: str, steps_per_epoch: int) -> list:
@@ -196,8 +189,8 @@ def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> d
     trained = train(cfg, directory, "auto", verbose=verbose)
     model = keras.models.load_model(os.path.join(directory, "last.keras"), compile=False)
     scores = evaluate(cfg, model, "val", progress=False)
+    params, gflops = model_cost(cfg, model)
     keras.backend.clear_session()
-    params, gflops = model_cost(cfg)
     result = {"row": row.run_name, "seed": seed, "modules": row_modules(row),
               "val_miou": scores["miou"], "val_boundary_miou": scores["boundary_miou"],
               "per_class_iou": [None if v != v else float(v) for v in scores["iou"]],
