@@ -31,7 +31,6 @@ def load_model_file(path) -> "keras.Model":  # noqa: F821
     import keras
 
     import exfuse_keras.layers  # noqa: F401  (registers the custom layers for load_model)
-    import exfuse_keras.task  # noqa: F401  (and the ExFuseImageSegmenter task)
 
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -96,8 +96,8 @@ class ExFuseImageSegmenter(keras.Model):
         Raises:
             FileNotFoundError, ConfigError, ModelFileError: as ``inference.loading.load_run``.
         """
-        from exfuse_keras.backbones.weights import copy_weights_by_name
         from exfuse_keras.inference.loading import load_run
+        from exfuse_keras.saving import ModelFileError
 
         if os.path.isfile(preset) and config is None:
             from exfuse_keras.config import ConfigError
@@ -116,7 +116,11 @@ class ExFuseImageSegmenter(keras.Model):
         no_download["train"]["init"]["from_run"] = None
         task = cls(no_download)
         task.cfg = cfg
-        copy_weights_by_name(network, task)
+        try:  # the same config builds the same layers in the same order
+            task.set_weights(network.get_weights())
+        except ValueError as err:
+            raise ModelFileError(f"{preset}: its model is not the network its config builds "
+                                 f"({str(err).splitlines()[0]}); expected the run's own config") from None
         return task
 
     # -- training -----------------------------------------------------------------------------

@@ -203,6 +203,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", help="JSON report path (default: <run>/eval_<split>[_ms][_flip][_sw].json); "
                                          "the confusion picture goes beside it as <stem>_confusion.png")
     args = parser.parse_args(argv)
+    import exfuse_keras.task  # noqa: F401  (registers ExFuseImageSegmenter: --weights may be a task's .keras)
 
     from exfuse_keras.atomic import check_folder, os_error_line
     from exfuse_keras.config import ConfigError

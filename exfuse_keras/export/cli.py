@@ -174,6 +174,7 @@ def _refuse_existing(paths, overwrite: bool) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import exfuse_keras.task  # noqa: F401  (registers ExFuseImageSegmenter: --weights may be a task's .keras)
     from exfuse_keras.atomic import check_folder, os_error_line
     from exfuse_keras.config import ConfigError
 

@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     add_protocol_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars (for scripts and logs)")
     args = parser.parse_args(argv)
+    import exfuse_keras.task  # noqa: F401  (registers ExFuseImageSegmenter: --weights may be a task's .keras)
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha: expected a value in 0-1, got {args.alpha}")
 
