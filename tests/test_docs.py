@@ -1,10 +1,10 @@
 """The documentation keeps one home per figure: what the README and the configs quote, the docs hold.
 
-- The README stays under 10 KB, and every figure of its results table (the cells outside the
+- The README stays under 10,000 bytes, and every figure of its results table (the cells outside the
   command column) stands in docs/benchmarks.md, where its machine and command are given.
 - Every figure a config's comment quotes (a number with its unit: img/s, ms, s, minutes, mIoU, %,
   GB, MB, ×) stands, with that unit, in the README or a docs/ page.
-- Every docs/ page stays under 25 KB and starts, under its title, with a summary of at most three
+- Every docs/ page stays under 25,000 bytes and starts, under its title, with a summary of at most three
   lines and a contents list of links to its own sections, each of which exists.
 """
 
@@ -40,7 +40,7 @@ def _anchor(heading: str) -> str:
 
 
 def test_the_readme_is_short():
-    assert (ROOT / "README.md").stat().st_size <= 10 * 1024
+    assert (ROOT / "README.md").stat().st_size <= 10_000
 
 
 def test_every_figure_of_the_readme_results_stands_in_the_benchmarks_page():
@@ -70,7 +70,7 @@ def test_the_configs_comments_quote_only_figures_the_docs_hold():
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
 def test_each_page_is_under_25_kb_and_opens_with_a_summary_and_its_contents(page):
     text = page.read_text(encoding="utf-8")
-    assert len(text.encode()) <= 25 * 1024, f"{page.name}: {len(text.encode())} bytes"
+    assert len(text.encode()) <= 25_000, f"{page.name}: {len(text.encode())} bytes"
     lines = text.splitlines()
     assert lines[0].startswith("# "), f"{page.name}: no title"
     body = [line for line in lines[1:] if line.strip()]
