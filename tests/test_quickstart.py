@@ -20,9 +20,10 @@ def test_a_training_run_leaves_what_evaluation_and_export_read(quickstart_run):
     print(f"\nquick-start fixture: val mIoU {quickstart_run['val_miou']:.4f} after {quickstart_run['epochs']} "
           f"epochs, {quickstart_run['train_seconds']:.0f} s")
     # Out of the all-background start (about 0.13: background's IoU over 6 classes), which the
-    # agreement checks of export and evaluation need to compare real decisions (measured 0.208 on a
-    # 2-core AMD Zen 3; its int8 file then agreed with Keras on 98.3% of the val pixels).
-    assert quickstart_run["val_miou"] >= 0.18, quickstart_run
+    # agreement checks of export and evaluation need to compare real decisions (measured 0.208 and
+    # 0.192 in two trainings on a 2-core AMD Zen 3; the second's int8 file agreed with Keras on 98.0%
+    # of the val pixels). The floor leaves room for other CPUs' rounding.
+    assert quickstart_run["val_miou"] >= 0.16, quickstart_run
     run_dir = quickstart_run["run_dir"]
     # The run-directory contract evaluation and export rely on.
     for name in ("config.yaml", "versions.json", "best.keras", "last.keras", "history.csv"):
