@@ -81,12 +81,12 @@ def latency(args) -> dict:
     import tensorflow as tf
 
     model = build_segformer_b0(args.size)
-    function = tf.function(lambda x: model(x, training=False),
-                           input_signature=[tf.TensorSpec([1, args.size, args.size, 3], tf.float32)])
     rows = {"model": "segformer_b0", "params": int(model.count_params()), "size": args.size,
             "threads": args.threads, "forward_gflops": _gflops(model, args.size)}
     with tempfile.TemporaryDirectory() as folder:
-        tf.saved_model.save(model, folder, signatures=function.get_concrete_function())
+        # Keras' own SavedModel export freezes the variables' reads the TFLite converter needs.
+        model.export(folder, format="tf_saved_model", verbose=False,
+                     input_signature=[tf.TensorSpec([1, args.size, args.size, 3], tf.float32)])
         for quantization in ("float32", "int8"):
             converter = tf.lite.TFLiteConverter.from_saved_model(folder)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
