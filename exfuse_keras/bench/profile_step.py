@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 from exfuse_keras.config import OUTPUT_STRIDE
 

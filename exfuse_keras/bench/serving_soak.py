@@ -42,8 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Optional
