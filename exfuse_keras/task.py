@@ -47,6 +47,15 @@ from exfuse_keras.config import Config, config_from_dict, config_to_dict
 OUTPUT_STRIDE = 32
 
 
+def _without_weight_sources(cfg: Config) -> dict:
+    """``cfg`` as a dict that builds the network without loading weights (no ImageNet download, no
+    initial run): the weights come from the ``.keras`` file or the loaded network."""
+    values = config_to_dict(cfg)
+    values["model"]["backbone"]["weights"] = None
+    values["train"]["init"]["from_run"] = None
+    return values
+
+
 @keras.saving.register_keras_serializable(package="exfuse_keras")
 class ExFuseImageSegmenter(keras.Model):
     """ExFuse (Zhang et al., ECCV 2018) as one Keras task model.
@@ -79,10 +88,7 @@ class ExFuseImageSegmenter(keras.Model):
         return list(self.output.keys())
 
     def get_config(self):
-        values = config_to_dict(self.cfg)
-        values["model"]["backbone"]["weights"] = None  # the weights travel in the .keras file
-        values["train"]["init"]["from_run"] = None
-        return {"config": values, "name": self.name}
+        return {"config": _without_weight_sources(self.cfg), "name": self.name}
 
     @classmethod
     def from_config(cls, config):
@@ -111,10 +117,7 @@ class ExFuseImageSegmenter(keras.Model):
         cfg, network = load_run(preset, config, overrides)
         if isinstance(network, cls):
             return network
-        no_download = dict(config_to_dict(cfg))
-        no_download["model"]["backbone"]["weights"] = None
-        no_download["train"]["init"]["from_run"] = None
-        task = cls(no_download)
+        task = cls(_without_weight_sources(cfg))
         task.cfg = cfg
         try:  # the same config builds the same layers in the same order
             task.set_weights(network.get_weights())

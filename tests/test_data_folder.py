@@ -105,3 +105,11 @@ def test_a_test_list_adds_a_test_split_disjoint_from_the_others(tmp_path):
         folder_examples(tmp_path, train_list="train.txt", val_list="val.txt", test_list="test.txt")
     with pytest.raises(ConfigError, match=r"data.folder.test_list needs data.folder.train_list and val_list"):
         _config(tmp_path, test_list="test.txt")
+
+
+def test_preparing_the_records_names_a_class_no_train_mask_holds(tmp_path, capsys):
+    make_fake_folder(tmp_path, IDS, NUM_CLASSES)
+    cfg = config_from_dict({"data": {"dataset": "folder", "root": str(tmp_path), "num_classes": NUM_CLASSES + 1,
+                                     "class_names": ["bg", "a", "b", "c", "d", "never"], "crop_size": 64}})
+    prepare_builder(cfg.data)
+    assert f"no train mask holds class(es) {NUM_CLASSES} (never)" in capsys.readouterr().err

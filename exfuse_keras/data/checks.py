@@ -302,6 +302,10 @@ class MaskTally:
         """The classes in ``[0, num_classes)`` that no mask holds."""
         return [k for k in range(self.num_classes) if self.pixels[k] == 0]
 
+    def absent_names(self, class_names=()) -> str:
+        """``absent()`` for a message: ``"2 (car), 5 (bus)"`` (the index alone past ``class_names``)."""
+        return ", ".join(f"{k} ({class_names[k]})" if k < len(class_names) else str(k) for k in self.absent())
+
 
 def _read_sbd_mask(path, listed_in: Optional[str]) -> np.ndarray:
     """Reads ``GTcls.Segmentation`` from an SBD ``cls/*.mat`` file (uint8 [H, W])."""

@@ -175,12 +175,9 @@ class FolderSegmentation(tfds.core.GeneratorBasedBuilder):
         trap = tally.binary_trap()
         if trap is not None:
             raise trap
-        absent = tally.absent()
-        if absent:
-            names = [config.class_names[k] if k < len(config.class_names) else str(k) for k in absent]
-            print(f"warning: {config.root}: no train mask holds class(es) "
-                  f"{', '.join(f'{k} ({n})' for k, n in zip(absent, names))}; check data.num_classes, "
-                  "data.label_map and the masks", file=sys.stderr)
+        if tally.absent():
+            print(f"warning: {config.root}: no train mask holds class(es) {tally.absent_names(config.class_names)}; "
+                  "check data.num_classes, data.label_map and the masks", file=sys.stderr)
 
 
 def folder_builder(data: DataConfig, data_dir: str) -> FolderSegmentation:

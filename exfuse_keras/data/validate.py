@@ -135,8 +135,7 @@ def scan(examples: dict[str, list[ExampleFiles]], num_classes: int, ignore_label
         if trap is not None:
             report.problems.append(trap)
         elif split.split(" ")[-1] == "train" and tally.first_path is not None and tally.absent():
-            names = [f"{k} ({class_names[k]})" if k < len(class_names) else str(k) for k in tally.absent()]
-            report.warnings.append(f"{split}: no mask holds class(es) {', '.join(names)}")
+            report.warnings.append(f"{split}: no mask holds class(es) {tally.absent_names(class_names)}")
     return report
 
 
