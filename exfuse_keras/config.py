@@ -23,7 +23,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
 
@@ -373,6 +373,8 @@ class DataConfig:
     Training augmentation (exfuse_keras/data/pipeline.py): a random scale in ``scale_range``,
     padding to ``crop_size`` (the image with ``mean_rgb``, the mask with ``ignore_label``), a
     random crop, a horizontal flip when ``flip`` and colour jitter when ``photometric_jitter``.
+    ``crop_size: auto`` (folder datasets) is the train images' median shorter side in multiples of
+    32 within 64..512, measured by train.py (exfuse_keras/data/sizing.py).
     ``shuffle_buffer`` examples are shuffled at a time (encoded, about 100 kB each for VOC).
 
     How mask files are read (exfuse_keras/data/checks.py): ``mask_format: index`` (the default)
@@ -393,7 +395,7 @@ class DataConfig:
     ignore_label: int = 255
     mask_format: Literal["index", "rgb"] = "index"
     label_map: dict[int, int] = field(default_factory=dict)
-    crop_size: int = 512
+    crop_size: Union[int, Literal["auto"]] = 512
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     flip: bool = True
     photometric_jitter: bool = False
@@ -451,7 +453,7 @@ class DataConfig:
                 _fail(where, f"data.label_map[{value}]",
                       f"must map to a class in 0..{self.num_classes - 1} or the ignore label {self.ignore_label}",
                       label)
-        if self.crop_size <= 0 or self.crop_size % OUTPUT_STRIDE:
+        if self.crop_size != "auto" and (self.crop_size <= 0 or self.crop_size % OUTPUT_STRIDE):
             _fail(where, "data.crop_size", f"must be a positive multiple of {OUTPUT_STRIDE} (the output stride)",
                   self.crop_size)
         if self.dataset not in DATASETS:
@@ -507,7 +509,8 @@ class TrainConfig:
 
     ``batch_size`` is the global batch (split across replicas). ``learning_rate`` is for
     ``reference_batch_size`` images and is scaled linearly to ``batch_size``. An epoch is
-    ``steps_per_epoch`` steps: the unit of backup (exact resume), validation and logging.
+    ``steps_per_epoch`` steps: the unit of backup (exact resume), validation and logging;
+    ``auto`` is one pass over the train split, measured by train.py (exfuse_keras/data/sizing.py).
     ``mixed_precision`` and ``jit_compile`` default to on for GPUs and off for CPUs (``auto``);
     ``deterministic`` turns on TensorFlow's op determinism for bit-reproducible runs.
     ``val_batch_size`` is per replica (validation during training).
@@ -521,7 +524,7 @@ class TrainConfig:
 
     batch_size: int = 16
     epochs: int = 50
-    steps_per_epoch: int = 1000
+    steps_per_epoch: Union[int, Literal["auto"]] = 1000
     optimizer: Literal["sgd", "adamw"] = "sgd"
     learning_rate: float = 0.01
     reference_batch_size: int = 16
@@ -545,7 +548,8 @@ class TrainConfig:
 
     def validate(self, where: str) -> None:
         for key in ("batch_size", "epochs", "steps_per_epoch", "reference_batch_size", "val_batch_size"):
-            _positive(where, f"train.{key}", getattr(self, key))
+            if getattr(self, key) != "auto":
+                _positive(where, f"train.{key}", getattr(self, key))
         if self.learning_rate <= 0:
             _fail(where, "train.learning_rate", "must be positive", self.learning_rate)
         if not 0 <= self.momentum < 1:
@@ -626,7 +630,8 @@ def _type_name(tp) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args) + " or null"
+        names = " or ".join(_type_name(a) for a in args)
+        return names + " or null" if type(None) in typing.get_args(tp) else names
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if origin is dict:
@@ -647,8 +652,18 @@ def _convert(value, tp, key: str, where: str):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
             return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(value, inner, key, where)
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        for alternative in inner[:-1]:  # e.g. an integer or "auto": the first that takes the value
+            try:
+                return _convert(value, alternative, key, where)
+            except ConfigError:
+                pass
+        if len(inner) > 1:
+            try:
+                return _convert(value, inner[-1], key, where)
+            except ConfigError:
+                _fail(where, key, f"must be {_type_name(tp)}", value)
+        return _convert(value, inner[0], key, where)
     if origin is Literal:
         if isinstance(value, bool) and ("on" if value else "off") in typing.get_args(tp):
             return "on" if value else "off"  # YAML 1.1 reads a bare on/off as true/false

@@ -134,6 +134,9 @@ class ExFuseImageSegmenter(keras.Model):
         from exfuse_keras.losses import build_losses
         from exfuse_keras.training.optim import build_optimizer
 
+        from exfuse_keras.data.sizing import resolve_auto_sizes
+
+        self.cfg, _ = resolve_auto_sizes(self.cfg)  # train.steps_per_epoch: auto sizes the schedule
         t = self.cfg.train
         if isinstance(optimizer, str) and optimizer == "auto":
             optimizer = build_optimizer(self.cfg, t.epochs * t.steps_per_epoch)

@@ -53,9 +53,9 @@ def test_black_and_white_masks_from_a_folder_to_a_prediction(tmp_path):
     (root / "test.txt").write_text("\n".join(IDS[6:]))
     values = tiny_config_dict()
     values["data"] = {"dataset": "folder", "root": str(root), "num_classes": 2,
-                      "class_names": ["background", "object"], "crop_size": 64, "label_map": {255: 1},
+                      "class_names": ["background", "object"], "crop_size": "auto", "label_map": {255: 1},
                       "folder": {"train_list": "train.txt", "val_list": "val.txt", "test_list": "test.txt"}}
-    values["train"] = {"batch_size": 2, "val_batch_size": 2, "epochs": 1, "steps_per_epoch": 2, "warmup_steps": 0}
+    values["train"] = {"batch_size": 2, "val_batch_size": 2, "epochs": 1, "steps_per_epoch": "auto", "warmup_steps": 0}
     config = tmp_path / "my_data.yaml"
     config.write_text(yaml.safe_dump(values))
     unmapped = ["--set", "data.label_map={}"]
@@ -81,6 +81,10 @@ def test_black_and_white_masks_from_a_folder_to_a_prediction(tmp_path):
     out = _run("exfuse-train", "--config", config, "--model-dir", run)
     assert out.returncode == 0 and (run / "best.keras").is_file(), out.stderr[-3000:]
     assert "\r" not in out.stdout
+    # Sized by the data: 48 x 64 photos give the smallest crop, 4 train images in batches of 2 two steps.
+    assert "data.crop_size: auto -> 64" in out.stdout and "train.steps_per_epoch: auto -> 2" in out.stdout, out.stdout
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert (recorded["data"]["crop_size"], recorded["train"]["steps_per_epoch"]) == (64, 2)
     out = _run("exfuse-evaluate", "--weights", run, "--split", "test")
     assert out.returncode == 0 and "test: 2 images" in out.stdout, out.stderr[-3000:]
     assert (run / "eval_test.json").is_file()

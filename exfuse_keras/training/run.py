@@ -21,6 +21,7 @@ restores the last finished epoch and replays exactly the batches the lost one ha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -202,6 +203,25 @@ def start_report(cfg) -> str:
     return "\n".join(lines)
 
 
+def sized_by_data(cfg, model_dir: str):
+    """``cfg`` with its ``auto`` sizes measured (exfuse_keras/data/sizing.py), and the lines that
+    say what was chosen. A run that resumes keeps the numbers its ``config.yaml`` recorded, so a
+    dataset that grew since does not change the schedule under it."""
+    from exfuse_keras.config import load_config
+    from exfuse_keras.data.sizing import resolve_auto_sizes
+
+    saved = os.path.join(model_dir, "config.yaml")
+    if (cfg.data.crop_size == "auto" or cfg.train.steps_per_epoch == "auto") and os.path.isfile(saved) \
+            and os.path.isdir(os.path.join(model_dir, "backup")):
+        recorded = load_config(saved)
+        if cfg.data.crop_size == "auto":
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, crop_size=recorded.data.crop_size))
+        if cfg.train.steps_per_epoch == "auto":
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+                cfg.train, steps_per_epoch=recorded.train.steps_per_epoch))
+    return resolve_auto_sizes(cfg)
+
+
 def fit_verbosity(verbose="auto", stream=None):
     """Keras fit's ``verbose``: for ``"auto"``, the progress bar (1) on a terminal and one line per
     epoch (2) otherwise, since the bar redraws itself with carriage returns at every step, which a
@@ -224,6 +244,7 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     from exfuse_keras.training.optim import learning_rate_clock
 
     verbose = fit_verbosity(verbose)
+    cfg, sized = sized_by_data(cfg, model_dir)
     setup = setup_run(cfg, model_dir, strategy_name)
     strategy, is_chief, run_dir, jit = setup.strategy, setup.is_chief, setup.run_dir, setup.jit_compile
     backup_dir = os.path.join(run_dir, "backup")
@@ -256,7 +277,7 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
     best = logged_best(os.path.join(run_dir, "history.csv"), monitor) if start_epoch else None
     callbacks = _callbacks(cfg, run_dir, val_sample, backup_dir, monitor, clock, best, start_epoch)
     if is_chief:
-        print(start_report(cfg))
+        print("\n".join([*sized, start_report(cfg)]))
     started = time.perf_counter()
     history = model.fit(train_data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch,
                         validation_data=val_data, callbacks=callbacks, verbose=verbose)
@@ -270,7 +291,8 @@ def train(cfg, model_dir: str, strategy_name: str = "auto", verbose="auto") -> d
             "val_miou": last.get(monitor, float("nan")),
             "best_val_miou": max(history.history.get(monitor, [float("nan")])),
             "steps_run": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
-            "stopped_by_time_budget": any(getattr(c, "stopped_early", False) for c in callbacks)}
+            "stopped_by_time_budget": any(getattr(c, "stopped_early", False) for c in callbacks),
+            "config": cfg}
 
 
 def main(argv=None) -> int:
@@ -300,6 +322,7 @@ def main(argv=None) -> int:
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    cfg = result["config"]
     if result["stopped_by_time_budget"]:
         print(f"the time budget (train.max_train_seconds = {cfg.train.max_train_seconds:g} s) ended the run after "
               f"{result['steps_run']} of {cfg.train.epochs * cfg.train.steps_per_epoch} steps"
