@@ -40,7 +40,7 @@ test-slow: $(STAMP)
 # (exfuse_keras/bench/peer_segformer.py; keras-hub pulls the full tensorflow wheel).
 bench-env:
 	test -x .venv-peer/bin/python || $(PYTHON) -m venv .venv-peer
-	.venv-peer/bin/python -m pip install -q tensorflow-cpu==2.21.0 keras==3.15.1 keras-cv==0.9.0 keras-hub==0.32.0 pyyaml numpy
+	.venv-peer/bin/python -m pip install -q tensorflow-cpu==2.21.0 keras==3.15.1 keras-cv==0.9.0 keras-hub==0.32.0 pyyaml numpy pillow scipy tqdm tensorflow-datasets==4.9.10 importlib_resources
 
 # The GPU check (docs/benchmarks.md, "GPU check"): on one GPU, under 8 minutes, one report in
 # runs/bench_gpu. Needs a TensorFlow that sees the GPU: pip install -r requirements-gpu.txt in

@@ -66,14 +66,16 @@ class ExFuseImageSegmenter(keras.Model):
 
     Args:
         config: a ``Config`` or its dict (``config_to_dict``).
+        network: the built ExFuse network to wrap (its layers and weights are shared, nothing is
+            copied); default a new ``build_model(config)``.
         **kwargs: ``keras.Model`` arguments (``name``).
     """
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config, network=None, **kwargs):
         from exfuse_keras.model import build_model
 
         cfg = config if isinstance(config, Config) else config_from_dict(config)
-        network = build_model(cfg)
+        network = build_model(cfg) if network is None else network
         kwargs.setdefault("name", "exfuse_image_segmenter")
         super().__init__(inputs=network.inputs, outputs=network.output, **kwargs)
         from exfuse_keras.metrics import StreamingMeanIoU
@@ -114,16 +116,19 @@ class ExFuseImageSegmenter(keras.Model):
                 return loaded
             raise ConfigError(f"{preset} holds the plain ExFuse network, not a task: pass config= "
                               "(the config.yaml of the run that trained it)")
-        cfg, network = load_run(preset, config, overrides)
+        cfg, task = load_run(preset, config, overrides)  # a run's network comes back as a task
+        if not isinstance(task, cls):
+            raise ModelFileError(f"{preset}: its model is not an ExFuse network (no 'logits' output)")
+        return task
+
+    @classmethod
+    def from_network(cls, cfg: Config, network: keras.Model) -> "ExFuseImageSegmenter":
+        """The task around a built network (``build_model``'s, or a run's ``best.keras``) and
+        the config it was built from; the layers are shared, not copied."""
         if isinstance(network, cls):
             return network
-        task = cls(_without_weight_sources(cfg))
+        task = cls(_without_weight_sources(cfg), network=network)
         task.cfg = cfg
-        try:  # the same config builds the same layers in the same order
-            task.set_weights(network.get_weights())
-        except ValueError as err:
-            raise ModelFileError(f"{preset}: its model is not the network its config builds "
-                                 f"({str(err).splitlines()[0]}); expected the run's own config") from None
         return task
 
     # -- training -----------------------------------------------------------------------------

@@ -345,6 +345,13 @@ def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path
     assert partial.returncode == 0, partial.stderr[-3000:]
     assert "not finished yet" in partial.stdout and not (run / "result.json").exists()
     assert [row["row"] for row in json.loads((tmp_path / "results.json").read_text())["rows"]] == ["1"]
+    only = subprocess.run(command + ["--report-only", "--rows", "7"], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=900)
+    assert only.returncode == 0 and "not finished yet" in only.stdout, only.stderr[-3000:]
+    assert json.loads((tmp_path / "results.json").read_text())["rows"] == []
+    wrong = subprocess.run(command + ["--report-only", "--rows", "1,9"], capture_output=True, text=True, cwd=ROOT,
+                           env=env, timeout=900)
+    assert wrong.returncode == 2 and "--rows: no row 9 in --table all; its rows are 1, 7" in wrong.stderr
 
 
 def test_calibration_curve_matches_the_run_it_trained(tmp_path):

@@ -441,3 +441,25 @@ def test_the_agreement_benchmark_matches_the_tests_own_count(quickstart, quickst
         assert abs(got["agreement"][os.path.basename(path)] - expected) < 1e-9
     assert tflite_agreement.main([str(tmp_path / "missing.tflite"), "--weights", run["run_dir"]]) == 2
     assert "missing.tflite: no such .tflite file" in capsys.readouterr().err
+
+
+def test_int8_calibration_draws_a_bar_on_a_terminal_only(tmp_path, monkeypatch):
+    """export.py's long steps show tqdm bars to a person and write nothing into a log."""
+    import sys
+
+    values = tiny_config_dict()
+    values["data"].update(dataset="shapes", root=str(tmp_path / "shapes"), num_classes=6,
+                          class_names=["bg", "disc", "square", "triangle", "ring", "bar"],
+                          synthetic={"size": 64, "num_train": 8, "num_val": 2})
+    values["train"] = {"batch_size": 2}
+    cfg = config_from_dict(values)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, drawn in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        images = list(tflite.calibration_images(cfg, (64, 64), batches=3))
+        assert len(images) == 6 and all(image.shape == (1, 64, 64, 3) for image in images)
+        assert ("int8 calibration" in stream.getvalue() and "3/3" in stream.getvalue()) is drawn, stream.getvalue()

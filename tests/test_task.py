@@ -96,3 +96,28 @@ def test_the_task_round_trips_through_a_keras_file_and_loads_a_run(cfg, tmp_path
         ExFuseImageSegmenter.from_preset(str(run / "best.keras"))
     from_file = ExFuseImageSegmenter.from_preset(str(run / "best.keras"), config=str(run / "config.yaml"))
     np.testing.assert_allclose(from_file.predict(images), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_inference_api_and_the_commands_load_runs_as_the_task(cfg, tmp_path, batch):
+    """load_run (evaluate.py, predict.py, export.py and Segmenter.load) gives the task around the
+    file's network, its layers shared rather than copied, and Segmenter takes the task alone."""
+    from exfuse_keras.inference import Segmenter
+    from exfuse_keras.inference.loading import load_run
+
+    images, _ = batch
+    run = tmp_path / "run"
+    run.mkdir()
+    network = build_model(cfg)
+    network.save(run / "best.keras")
+    save_config(cfg, str(run / "config.yaml"))
+    loaded_cfg, task = load_run(str(run))
+    assert isinstance(task, ExFuseImageSegmenter) and task.cfg == loaded_cfg == cfg
+    wrapped = ExFuseImageSegmenter.from_network(cfg, network)
+    assert all(a is b for a, b in zip(wrapped.weights, network.weights)) and len(wrapped.weights) == len(network.weights)
+    expected = np.argmax(np.asarray(network(images, training=False)["logits"]), axis=-1)
+    segmenter = Segmenter.load(str(run))
+    assert isinstance(segmenter.model, ExFuseImageSegmenter)
+    masks = [Segmenter(task).predict(image)[0] for image in images]
+    np.testing.assert_array_equal(np.stack(masks), expected)
+    with pytest.raises(ValueError, match="pass cfg"):
+        Segmenter(network)

@@ -18,6 +18,9 @@ def parse_args(argv=None):
     parser.add_argument("--table", default="all", choices=("3", "4", "dap", "ecre", "all"),
                         help="which table's rows (all: Tables 3 and 4; dap: where DAP's votes come from; ecre: how "
                              "ECRE's auxiliary target is built)")
+    parser.add_argument("--rows", default=None, metavar="KEY[,KEY...]",
+                        help="only these rows of --table, by their key (e.g. 5,6 for the DAP pair; the table's "
+                             "rows and keys are in docs/ablation.md)")
     parser.add_argument("--config-set", default="cpu", choices=PRESETS,
                         help="paper: configs/ablation/ as shipped; cpu: the same switches on the quick-start-size "
                              "network (exfuse_keras/ablation/rows.py)")
@@ -79,6 +82,14 @@ def main(argv=None) -> int:
     rows = rows_for(args.table)
     if args.quick:
         settings, rows = _quick_settings(args, settings), QUICK_ROWS
+    if args.rows:
+        keys = [key.strip() for key in args.rows.split(",") if key.strip()]
+        unknown = [key for key in keys if key not in [row.key for row in rows]]
+        if unknown:
+            print(f"error: --rows: no row {', '.join(unknown)} in --table {args.table}; its rows are "
+                  f"{', '.join(row.key for row in rows)}", file=sys.stderr)
+            return 2
+        rows = tuple(row for row in rows if row.key in keys)
     os.makedirs(args.output, exist_ok=True)
     started = time.perf_counter()
     try:

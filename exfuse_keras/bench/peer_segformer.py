@@ -7,6 +7,8 @@ counter)::
 
     .venv-peer/bin/python exfuse_keras/bench/peer_segformer.py train --size 512 --batch 2 --warmup 2 --steps 4
     .venv-peer/bin/python exfuse_keras/bench/peer_segformer.py latency --size 512 --threads 2 --repeats 10
+    .venv-peer/bin/python exfuse_keras/bench/peer_segformer.py accuracy --data configs/data/scenes_128.yaml \
+        --steps 2000 --seed 0 --output runs/scenes_accuracy/segformer_b0/seed0
 
 Built offline from keras-hub's MiT-B0 arguments (hidden sizes 32/64/160/256, depths 2/2/2/2,
 heads 1/2/5/8, reduction ratios 8/4/2/1) with random weights and 21 classes: time does not depend
@@ -14,7 +16,10 @@ on the weights. ``train`` times ``train_on_batch`` (SGD, no XLA) like
 ``exfuse_keras.bench.train_step``; ``latency`` exports the logits at ``--size``² to TFLite float32
 and int8 (calibrated on 4 smooth random images) and times one image per call in the TFLite
 interpreter with ``--threads`` threads (median of ``--repeats``), like
-``exfuse_keras.bench.export_latency``. Prints one JSON line.
+``exfuse_keras.bench.export_latency``. ``accuracy`` trains it from random weights on ``--data``
+with our pipeline, optimiser and schedule exactly as ``exfuse_keras.bench.scenes_accuracy``
+trains the quick-start ExFuse models (that command calls it), inputs scaled to [-1, 1] inside the
+model, and scores the last weights on val with evaluate.py's protocol. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 NUM_CLASSES = 21
 
 
-def build_segformer_b0(size: int):
+def build_segformer_b0(size: int, num_classes: int = NUM_CLASSES):
     import keras_hub
 
     encoder = keras_hub.models.MiTBackbone(
@@ -40,7 +45,7 @@ def build_segformer_b0(size: int):
         layerwise_sr_ratios=[8, 4, 2, 1], max_drop_path_rate=0.1, layerwise_patch_sizes=[7, 3, 3, 3],
         layerwise_strides=[4, 2, 2, 2], image_shape=(size, size, 3), hidden_dims=[32, 64, 160, 256])
     backbone = keras_hub.models.SegFormerBackbone(image_encoder=encoder, projection_filters=256)
-    return keras_hub.models.SegFormerImageSegmenter(backbone=backbone, num_classes=NUM_CLASSES)
+    return keras_hub.models.SegFormerImageSegmenter(backbone=backbone, num_classes=num_classes)
 
 
 def _gflops(model, size: int) -> float:
@@ -111,17 +116,69 @@ def latency(args) -> dict:
     return rows
 
 
+def _with_input_scaling(segmenter):
+    """0-255 RGB in, as every model here takes: scaled to [-1, 1] in front of SegFormer (keras-hub
+    leaves the scaling to its preprocessor, which a from-scratch run does not have)."""
+    import keras
+
+    inputs = keras.Input(segmenter.input.shape[1:], name="image")
+    return keras.Model(inputs, segmenter(keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)),
+                       name="segformer_b0")
+
+
+def accuracy(args) -> dict:
+    sys.path.insert(0, os.environ.get("EXFUSE_ROOT", os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))))
+    import keras
+
+    from exfuse_keras.bench.scenes_accuracy import EXFUSE_MODELS, ROOT, run_overrides
+    from exfuse_keras.config import load_config_stack
+    from exfuse_keras.data.pipeline import make_dataset
+    from exfuse_keras.evaluation.evaluate import evaluate
+    from exfuse_keras.losses import SegmentationCrossEntropy
+    from exfuse_keras.training.optim import build_optimizer
+
+    # The quick start's recipe (batch, optimiser, schedule) on --data: what the ExFuse runs get.
+    cfg = load_config_stack([os.path.join(ROOT, EXFUSE_MODELS["quickstart"]), args.data],
+                            run_overrides(args.steps, args.seed))
+    keras.utils.set_random_seed(args.seed)
+    model = _with_input_scaling(build_segformer_b0(cfg.data.crop_size, cfg.data.num_classes))
+    model.compile(optimizer=build_optimizer(cfg, args.steps),
+                  loss=SegmentationCrossEntropy(cfg.data.num_classes, cfg.data.ignore_label), jit_compile=False)
+    import tensorflow as tf
+
+    crop = cfg.data.crop_size  # SegFormer's patch embedding needs the static size the crops have
+    data = make_dataset(cfg, "train", training=True, repeat=True).map(
+        lambda images, masks: (tf.ensure_shape(images, [None, crop, crop, 3]), masks))
+    started = time.perf_counter()
+    history = model.fit(data, epochs=1, steps_per_epoch=args.steps, verbose=0)
+    seconds = time.perf_counter() - started
+    os.makedirs(args.output, exist_ok=True)
+    model.save(os.path.join(args.output, "last.keras"))
+    # A predictor (exfuse_keras/inference/loading.py) that states the static size: the val images
+    # are crop_size x crop_size here (scenes), which the model is built for.
+    scores = evaluate(cfg, lambda images: model(tf.ensure_shape(images, [None, crop, crop, 3]), training=False),
+                      "val", progress=False)
+    return {"train_seconds": seconds, "steps_run": args.steps, "params": int(model.count_params()),
+            "final_loss": float(history.history["loss"][-1]), "val_miou": scores["miou"],
+            "per_class_iou": dict(zip(cfg.data.class_names, map(float, scores["iou"])))}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("train", "latency"))
+    parser.add_argument("what", choices=("train", "latency", "accuracy"))
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--data", default="configs/data/scenes_128.yaml", help="accuracy: the dataset config")
+    parser.add_argument("--seed", type=int, default=0, help="accuracy: data order and initialisation")
+    parser.add_argument("--output", default="runs/scenes_accuracy/segformer_b0/seed0", help="accuracy: run folder")
     args = parser.parse_args(argv)
-    print(json.dumps(train(args) if args.what == "train" else latency(args)), flush=True)
+    what = {"train": train, "latency": latency, "accuracy": accuracy}[args.what]
+    print(json.dumps(what(args)), flush=True)
     return 0
 
 

@@ -143,7 +143,12 @@ def run(args) -> list[str]:
         targets = {q: os.path.join(args.output, f"{args.model_name}_{q}.tflite") for q in args.tflite_quantization}
         _refuse_existing(targets.values(), args.overwrite)
         files = {}
-        for quantization, path in targets.items():
+        from tqdm import tqdm
+
+        from exfuse_keras.data.progress import bar_disable
+
+        for quantization, path in tqdm(targets.items(), desc="TFLite files", unit="file",
+                                       disable=bar_disable(len(targets) > 1)):
             export_tflite(cfg, model, path, quantization, size, args.calibration_batches)
             files[os.path.basename(path)] = {"quantization": quantization,
                                              "calibration_batches": args.calibration_batches

@@ -127,14 +127,19 @@ def _write_fixed_size_saved_model(model, size: tuple[int, int], folder: str) -> 
 
 
 def calibration_images(cfg, size: Sequence[int], batches: int = DEFAULT_CALIBRATION_BATCHES,
-                       batch_size: Optional[int] = None) -> Iterable[np.ndarray]:
+                       batch_size: Optional[int] = None, progress: bool = True) -> Iterable[np.ndarray]:
     """float32 ``[1, H, W, 3]`` images: ``batches`` training batches (augmented crops of
-    ``data.crop_size``, seeded by ``train.seed``), each crop resized (bilinear) to ``size``."""
+    ``data.crop_size``, seeded by ``train.seed``), each crop resized (bilinear) to ``size``.
+    ``progress``: a bar over the batches on a terminal (the converter runs the model on each)."""
+    from tqdm import tqdm
+
     from exfuse_keras.data.pipeline import make_dataset
+    from exfuse_keras.data.progress import bar_disable
 
     height, width = _size(size)
     dataset = make_dataset(cfg, "train", training=True, batch_size=batch_size).take(batches)
-    for images, _ in dataset:
+    for images, _ in tqdm(dataset, total=batches, desc="int8 calibration", unit="batch",
+                          disable=bar_disable(progress)):
         if tuple(images.shape[1:3]) != (height, width):
             images = tf.image.resize(images, (height, width), method="bilinear")
         for image in tf.clip_by_value(images, 0.0, 255.0).numpy():

@@ -13,7 +13,12 @@ import os
 
 
 def load_run(weights: str, config_path=None, overrides=()):
-    """(config, keras model) from a run directory (its config.yaml and best.keras) or a .keras file.
+    """(config, task) from a run directory (its config.yaml and best.keras) or a .keras file.
+
+    The model comes back as an ``ExFuseImageSegmenter`` (exfuse_keras/task.py) around the
+    file's network, sharing its layers: a ``keras.Model`` whose call gives the network's dict of
+    outputs, so evaluation, prediction and export all run on the task. A file holding some other
+    Keras model (no ``logits`` output) comes back as it is.
 
     Args:
         weights: a training run's folder (``best.keras``, else ``last.keras``) or a ``.keras`` file.
@@ -50,6 +55,10 @@ def load_run(weights: str, config_path=None, overrides=()):
     if classes is not None and classes != cfg.data.num_classes:
         raise ModelFileError(f"{model_path}: the model predicts {classes} classes but {config_path} has "
                              f"data.num_classes = {cfg.data.num_classes}; expected the config it was trained with")
+    if isinstance(model.output, dict) and "logits" in model.output:
+        from exfuse_keras.task import ExFuseImageSegmenter
+
+        model = ExFuseImageSegmenter.from_network(cfg, model)
     return cfg, model
 
 
@@ -65,8 +74,8 @@ def _logits_channels(model):
 def load_predictor(weights: str, config_path=None, overrides=()):
     """(config, predictor) for ``--weights`` (see the module doc for the predictor contract).
 
-    A training run's folder or a ``.keras`` file (``load_run``): the predictor is the Keras
-    model. A SavedModel folder written by export.py (``saved_model.pb``): its config and its
+    A training run's folder or a ``.keras`` file (``load_run``): the predictor is the
+    ``ExFuseImageSegmenter`` task around its network. A SavedModel folder written by export.py (``saved_model.pb``): its config and its
     ``network_logits`` signature (exfuse_keras/inference/saved_model.py).
 
     Call it inside ``strategy.scope()`` to place the variables for a distribution strategy.

@@ -3,6 +3,7 @@
     from exfuse_keras.inference import Segmenter
 
     segmenter = Segmenter.load("runs/quickstart")            # or a .keras file + config=...
+    segmenter = Segmenter(ExFuseImageSegmenter.from_preset("runs/quickstart"))   # the same, on the task
     mask, probabilities = segmenter.predict("photo.jpg")     # [H, W] uint8, [H, W, C] float32
     mask, _ = segmenter.predict(image, tta=True)             # the paper's 6 scales + flip
     mask, _ = segmenter.predict(big_image, sliding_window=(512, 341), probabilities=False)
@@ -112,7 +113,8 @@ class Segmenter:
             ``images [B, H, W, 3] float32 0-255 -> logits [B, H, W, C]`` (H, W multiples of 32;
             see exfuse_keras/inference/loading.py).
         cfg: the model's config: ``data.num_classes``, ``class_names``, ``palette`` and
-            ``mean_rgb`` (the colour images are padded with) are used.
+            ``mean_rgb`` (the colour images are padded with) are used. Optional for an
+            ``ExFuseImageSegmenter`` (exfuse_keras/task.py), which carries its own.
 
     Attributes:
         max_probability_bytes: ``predict`` refuses to return probabilities larger than this
@@ -122,7 +124,12 @@ class Segmenter:
 
     max_probability_bytes = 1 << 30
 
-    def __init__(self, model, cfg):
+    def __init__(self, model, cfg=None):
+        if cfg is None:
+            cfg = getattr(model, "cfg", None)
+            if cfg is None:
+                raise ValueError("Segmenter: pass cfg (the model's config); only an ExFuseImageSegmenter "
+                                 "carries its own")
         self.model = model
         self.cfg = cfg
         self._compiled_logits = tf.function(_logits_fn(model),
@@ -130,7 +137,9 @@ class Segmenter:
 
     @classmethod
     def load(cls, path: str, config: Optional[str] = None, overrides: Sequence[str] = ()) -> "Segmenter":
-        """A Segmenter from a training run's folder or a ``.keras`` file (with ``config``, its config.yaml)."""
+        """A Segmenter from a training run's folder or a ``.keras`` file (with ``config``, its
+        config.yaml), on the ``ExFuseImageSegmenter`` task ``load_run`` gives; or from an
+        exported SavedModel folder."""
         from exfuse_keras.inference.loading import load_predictor
 
         cfg, predictor = load_predictor(os.fspath(path), config, list(overrides))

@@ -1,0 +1,146 @@
+"""Accuracy of the quick-start-sized models on the scenes benchmark at one step budget, per seed:
+ExFuse (ResNet, ``configs/quickstart.yaml``), ExFuse-MobileNetV3 (``configs/quickstart_mobilenetv3.yaml``)
+and keras-hub's SegFormer-B0 (``peer_segformer.py accuracy``, in its own environment).
+
+Usage::
+
+    python -m exfuse_keras.bench.scenes_accuracy --models quickstart,quickstart_mobilenetv3,segformer_b0 \\
+        --seeds 2 --steps 2000 --output runs/scenes_accuracy [--data configs/data/scenes_128.yaml]
+
+Every model trains from random weights (as every model here must, offline) on the same data
+(``--data``: crops, scale range and batches from our pipeline), the same number of steps, the
+same batch, optimiser and schedule (the quick start's: AdamW 0.005, 100 warm-up steps, poly
+decay; no time budget), each seed giving the same data order to every model. The ExFuse models
+train with their own auxiliary losses (SS heads, ECRE), SegFormer with its single output's
+cross-entropy. Each run is scored on the val split (single scale) with evaluate.py's protocol:
+mIoU and per-class IoU. A run whose ``result.json`` exists is skipped, so the command resumes;
+``results.json`` collects every run with the CPU it ran on, and a table is printed (mean and
+the two-sided 95% t interval over seeds of each model's mIoU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXFUSE_MODELS = {"quickstart": "configs/quickstart.yaml", "quickstart_mobilenetv3": "configs/quickstart_mobilenetv3.yaml"}
+PEERS = {"segformer_b0": ".venv-peer/bin/python"}
+STEPS_PER_EPOCH = 200
+
+
+def run_overrides(steps: int, seed: int) -> list[str]:
+    """The overrides every model's run shares: the budget in steps (no time budget) and the seed."""
+    if steps % STEPS_PER_EPOCH:
+        raise ValueError(f"--steps must be a multiple of {STEPS_PER_EPOCH}, got {steps}")
+    return [f"train.epochs={steps // STEPS_PER_EPOCH}", f"train.steps_per_epoch={STEPS_PER_EPOCH}",
+            "train.max_train_seconds=null", f"train.seed={seed}"]
+
+
+def train_exfuse(name: str, data: str, steps: int, seed: int, run_dir: str) -> dict:
+    from exfuse_keras.config import load_config_stack
+    from exfuse_keras.evaluation.evaluate import evaluate
+    from exfuse_keras.inference.loading import load_run
+    from exfuse_keras.training.run import train
+
+    cfg = load_config_stack([os.path.join(ROOT, EXFUSE_MODELS[name]), data], run_overrides(steps, seed))
+    result = train(cfg, run_dir, verbose=0)
+    # The weights at the end of the budget (last.keras), as for the peer: no pick of the best epoch.
+    _, last = load_run(os.path.join(run_dir, "last.keras"), os.path.join(run_dir, "config.yaml"))
+    scores = evaluate(cfg, last, "val", progress=False)
+    return {"train_seconds": result["train_seconds"], "steps_run": result["steps_run"],
+            "params": int(last.count_params()), "val_miou": scores["miou"],
+            "per_class_iou": dict(zip(cfg.data.class_names, map(float, scores["iou"])))}
+
+
+def train_peer(name: str, data: str, steps: int, seed: int, run_dir: str) -> dict:
+    python = os.path.join(ROOT, PEERS[name])
+    if not os.path.isfile(python):
+        raise FileNotFoundError(f"{python}: the peer's environment is missing (make bench-env)")
+    command = [python, os.path.join(ROOT, "exfuse_keras", "bench", "peer_segformer.py"), "accuracy",
+               "--data", data, "--steps", str(steps), "--seed", str(seed), "--output", run_dir]
+    env = dict(os.environ, EXFUSE_ROOT=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} seed {seed} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def interval(values) -> tuple[float, float]:
+    """Mean and the half-width of the two-sided 95% t interval (n - 1 degrees of freedom)."""
+    import numpy as np
+    from scipy import stats
+
+    values = np.asarray(values, np.float64)
+    if values.size < 2:
+        return float(values.mean()), float("nan")
+    half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+    return float(values.mean()), float(half)
+
+
+def table(runs: list[dict], models: list[str]) -> str:
+    lines = ["| model | parameters | seeds | val mIoU (mean ± 95% CI half-width) | per seed | train s/run |",
+             "|---|---|---|---|---|---|"]
+    for name in models:
+        mine = [r for r in runs if r["model"] == name]
+        if not mine:
+            continue
+        mean, half = interval([100 * r["val_miou"] for r in mine])
+        seconds = sum(r["train_seconds"] for r in mine) / len(mine)
+        per_seed = ", ".join(f"{100 * r['val_miou']:.1f}" for r in mine)
+        lines.append(f"| {name} | {mine[0]['params'] / 1e6:.2f} M | {len(mine)} | {mean:.1f} ± {half:.1f} | "
+                     f"{per_seed} | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="quickstart,quickstart_mobilenetv3,segformer_b0")
+    parser.add_argument("--data", default="configs/data/scenes_128.yaml")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--output", default="runs/scenes_accuracy")
+    args = parser.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in EXFUSE_MODELS and m not in PEERS]
+    if unknown:
+        print(f"error: --models: unknown {', '.join(unknown)}; expected some of "
+              f"{', '.join([*EXFUSE_MODELS, *PEERS])}", file=sys.stderr)
+        return 2
+    from exfuse_keras.machine import cpu_record
+
+    data = os.path.abspath(args.data)
+    runs = []
+    for seed in range(args.seeds):
+        for name in models:
+            run_dir = os.path.join(args.output, name, f"seed{seed}")
+            path = os.path.join(run_dir, "result.json")
+            if not os.path.isfile(path):
+                os.makedirs(run_dir, exist_ok=True)
+                started = time.perf_counter()
+                trainer = train_exfuse if name in EXFUSE_MODELS else train_peer
+                result = {"model": name, "seed": seed, "steps": args.steps, "data": args.data,
+                          **trainer(name, data, args.steps, seed, run_dir), "cpu": cpu_record(),
+                          "wall_seconds": time.perf_counter() - started}
+                with open(path, "w", encoding="utf-8") as f:
+                    json.dump(result, f, indent=2)
+            with open(path, encoding="utf-8") as f:
+                runs.append(json.load(f))
+            print(f"{name} seed {seed}: val mIoU {runs[-1]['val_miou']:.4f} "
+                  f"({runs[-1]['train_seconds']:.0f} s training)", flush=True)
+    with open(os.path.join(args.output, "results.json"), "w", encoding="utf-8") as f:
+        json.dump({"command": " ".join(["python -m exfuse_keras.bench.scenes_accuracy", *(argv or sys.argv[1:])]),
+                   "runs": runs}, f, indent=2)
+    print(table(runs, models))
+    return 0
+
+
+if __name__ == "__main__":
+    from exfuse_keras.onednn import prefer_onednn
+
+    prefer_onednn()
+    sys.exit(main())
