@@ -102,3 +102,51 @@ def test_mobilenet_settings_are_refused_on_a_resnet():
         load_config("configs/exfuse_resnet101.yaml", ["model.backbone.minimalistic=true"])
     with pytest.raises(ConfigError, match=r"model.backbone.alpha is a MobileNetV3 setting"):
         load_config("configs/exfuse_resnet101.yaml", ["model.backbone.alpha=0.5"])
+
+
+def test_the_mobile_model_exports_agree_with_keras_in_every_format(tmp_path):
+    """SavedModel and TF Serving (masks equal to the Python API's), TFLite float32, float16 and
+    dynamic range, and ONNX, each against Keras, on the quick-start-sized ExFuse-MobileNetV3 with
+    random weights: the tolerances of tests/test_export.py for the formats that keep float
+    arithmetic, and logit bounds five times what was measured for the two that round weights
+    (float16 4.0e-4 and dynamic range 7.9e-3 of the largest logit, 2-core AMD Zen 3). int8 needs a
+    trained model to be meaningful: docs/benchmarks.md."""
+    import onnxruntime
+    import tensorflow as tf
+
+    from exfuse_keras.export import tflite
+    from exfuse_keras.export.onnx import export_onnx
+    from exfuse_keras.export.saved_model import export_saved_model
+    from exfuse_keras.export.tf_serving import export_tf_serving
+    from exfuse_keras.inference import Segmenter
+    from tests.test_export import GRAPH, ONNX, TFLITE_FLOAT32
+
+    cfg = load_config("configs/quickstart_mobilenetv3.yaml")
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg)
+    rng = np.random.default_rng(3)
+    images = rng.uniform(0, 255, (2, 64, 96, 3)).astype("float32")
+    logits = model(images, training=False)["logits"].numpy()
+    scale = np.abs(logits).max()
+    segmenter = Segmenter(model, cfg)
+    expected = [segmenter.predict(image) for image in images.astype(np.uint8)]
+
+    saved = tf.saved_model.load(export_saved_model(cfg, model, str(tmp_path / "saved"), with_probabilities=True))
+    serving = tf.saved_model.load(export_tf_serving(cfg, model, str(tmp_path / "serving"), version=1,
+                                                    with_probabilities=True))
+    for loaded in (saved, serving):
+        outputs = loaded.signatures["serving_images"](images=tf.constant(images.astype(np.uint8)))
+        for k, (mask, probabilities) in enumerate(expected):
+            np.testing.assert_array_equal(outputs["mask"][k].numpy(), mask)
+            np.testing.assert_allclose(outputs["probabilities"][k].numpy(), probabilities, atol=GRAPH)
+
+    bounds = {"float32": TFLITE_FLOAT32, "float16": 2e-3, "dynamic": 0.04}
+    for quantization, bound in bounds.items():
+        runner = tflite.interpreter(tflite.convert(model, (64, 96), quantization))
+        error = max(np.abs(tflite.run(runner, image[None]) - logits[k:k + 1]).max() for k, image in enumerate(images))
+        assert error <= bound * scale, (quantization, error / scale)
+
+    session = onnxruntime.InferenceSession(export_onnx(model, str(tmp_path / "mobile.onnx")),
+                                           providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"images": images})
+    assert np.abs(got - logits).max() <= ONNX * scale
