@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import math
 import os
 import sys
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--json", metavar="PATH", help="also write every row (and the CPU) here")
     args = parser.parse_args(argv)
     from exfuse_keras.machine import cpu_description
 
@@ -107,6 +109,12 @@ def main(argv=None) -> int:
         row = measure(path, args.size, args.batch, args.steps, args.precision, args.set)
         print(format_table([row]).splitlines()[-1], f"({row['seconds']:.0f} s)", flush=True)
         rows.append(row)
+        if args.json:  # after each config, so a long run keeps what it measured
+            from exfuse_keras.machine import cpu_record
+
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"cpu": cpu_record(), "size": args.size, "batch": args.batch, "steps": args.steps,
+                           "rows": rows}, f, indent=1)
     print(format_table(rows))
     return 0 if all(r["passes"] for r in rows) else 1
 
