@@ -62,6 +62,8 @@ class BackboneConfig:
     ``minimalistic`` its variant without hard-swish, squeeze-excite and 5x5 kernels (every int8
     op then runs in TFLite's XNNPACK), ``weights`` null, ``imagenet`` or an ``.h5`` file; the
     block, width and convention fields do not apply and layer rearrangement is refused).
+    ``bn_momentum`` is every backbone BatchNorm's moving-average momentum, MobileNetV3's included
+    (keras.applications' own 0.999 lags too far behind a network trained from scratch).
 
     ``blocks`` is the number of bottleneck blocks per stage: ``[3, 4, 23, 3]`` is the standard
     101-layer arrangement and ``[8, 8, 9, 8]`` the paper's layer rearrangement (LR).

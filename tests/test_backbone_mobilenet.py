@@ -150,3 +150,19 @@ def test_the_mobile_model_exports_agree_with_keras_in_every_format(tmp_path):
                                            providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"images": images})
     assert np.abs(got - logits).max() <= ONNX * scale
+
+
+def test_every_mobile_batchnorm_takes_the_configured_momentum(tmp_path):
+    """keras.applications builds them at 0.999; model.backbone.bn_momentum (0.99 by default, as
+    the ResNets use) replaces it, and the .keras round trip keeps it."""
+    from exfuse_keras.backbones.mobilenet import keras_application
+
+    reference = keras_application(BackboneConfig(architecture="mobilenetv3_small"), None)
+    assert {l.momentum for l in reference.layers if isinstance(l, keras.layers.BatchNormalization)} == {0.999}
+    for momentum in (0.99, 0.9):
+        encoder = build_mobilenet_backbone(BackboneConfig(architecture="mobilenetv3_small", bn_momentum=momentum))
+        norms = [l for l in encoder.layers if isinstance(l, keras.layers.BatchNormalization)]
+        assert len(norms) > 30 and {l.momentum for l in norms} == {momentum}
+    encoder.save(tmp_path / "encoder.keras")
+    loaded = keras.saving.load_model(tmp_path / "encoder.keras")
+    assert {l.momentum for l in loaded.layers if isinstance(l, keras.layers.BatchNormalization)} == {0.9}

@@ -63,6 +63,13 @@ def build_mobilenet_backbone(cfg: BackboneConfig, name: str = "backbone") -> ker
         encoder(images)["res5"].shape          # images [N, 512, 512, 3] -> (N, 16, 16, 960)
     """
     application = keras_application(cfg, cfg.weights)
+    # keras.applications builds MobileNetV3's BatchNorms with momentum 0.999: moving statistics that
+    # lag thousands of steps behind a network trained from scratch, so that inference mode predicts
+    # background only after 2,000 steps (docs/benchmarks.md, "peers"). model.backbone.bn_momentum
+    # (0.99, as the ResNets use) applies to them as to every other backbone.
+    for layer in application.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = cfg.bn_momentum
     _, taps = TAPS[cfg.architecture]
     outputs = {level: application.output if layer is None else application.get_layer(layer).output
                for level, layer in taps.items()}
