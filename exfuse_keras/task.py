@@ -104,7 +104,7 @@ class ExFuseImageSegmenter(keras.Model):
         Raises:
             FileNotFoundError, ConfigError, ModelFileError: as ``inference.loading.load_run``.
         """
-        from exfuse_keras.inference.loading import load_run
+        from exfuse_keras.inference.run_files import load_network
         from exfuse_keras.saving import ModelFileError
 
         if os.path.isfile(preset) and config is None:
@@ -116,10 +116,10 @@ class ExFuseImageSegmenter(keras.Model):
                 return loaded
             raise ConfigError(f"{preset} holds the plain ExFuse network, not a task: pass config= "
                               "(the config.yaml of the run that trained it)")
-        cfg, task = load_run(preset, config, overrides)  # a run's network comes back as a task
-        if not isinstance(task, cls):
+        cfg, network = load_network(preset, config, overrides)
+        if not (isinstance(network.output, dict) and "logits" in network.output):
             raise ModelFileError(f"{preset}: its model is not an ExFuse network (no 'logits' output)")
-        return task
+        return cls.from_network(cfg, network)
 
     @classmethod
     def from_network(cls, cfg: Config, network: keras.Model) -> "ExFuseImageSegmenter":

@@ -64,6 +64,20 @@ def test_both_sizes_measured_from_a_folder_dataset(tmp_path):
     assert again is cfg and more == []
 
 
+def test_a_training_pipeline_needs_the_crop_measured_first(tmp_path):
+    from exfuse_keras.data.browse import browse_rows
+    from exfuse_keras.data.pipeline import make_dataset
+
+    root, _ = _folder(tmp_path, [(96, 128)] * 5)
+    cfg = _config(root)
+    with pytest.raises(ConfigError, match="data.crop_size is auto: .*resolve_auto_sizes"):
+        next(iter(make_dataset(cfg, "train", training=True)))
+    sized, _ = resolve_auto_sizes(cfg, progress=False)
+    images, _ = next(iter(make_dataset(sized, "train", training=True)))
+    assert tuple(images.shape[1:3]) == (sized.data.crop_size,) * 2 == (96, 96)
+    assert browse_rows(cfg, "train", 1, augmented=True)[0][0].shape == (96, 96, 3)  # browse measures it itself
+
+
 def test_the_task_compiles_with_the_measured_schedule(tmp_path):
     from exfuse_keras.task import ExFuseImageSegmenter
 

@@ -67,6 +67,9 @@ def browse_rows(cfg, split: str, count: int, augmented: bool = False) -> list[tu
     palette = cfg.data.palette if cfg.data.palette is not None else cfg.data.resolved_palette
     rows = []
     if augmented:
+        from exfuse_keras.data.sizing import resolve_auto_sizes
+
+        cfg, _ = resolve_auto_sizes(cfg, progress=False)  # data.crop_size: auto is the crop training takes
         batches = make_dataset(cfg, split, training=True, batch_size=1, repeat=True).take(count)
         pairs = [(images[0].numpy(), masks[0].numpy()) for images, masks in batches]
     else:

@@ -350,9 +350,7 @@ def augment_example(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor,
     Returns:
         (image float32 [crop, crop, 3] in 0..255, mask int32 [crop, crop]).
     """
-    from exfuse_keras.data.sizing import require_sized
-
-    crop = require_sized(data.crop_size, "data.crop_size", "augmenting (resolve_auto_sizes measures it)")
+    crop = data.crop_size
     scale_seed, crop_seed, flip_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     scale = tf.random.stateless_uniform([], scale_seed, data.scale_range[0], data.scale_range[1])
     source_size = tf.shape(image)[:2]
@@ -439,10 +437,9 @@ def make_dataset(cfg: Config, split: str, training: bool, seed: Optional[int] = 
         train = make_dataset(cfg, "train", training=True, repeat=True)   # [8, 128, 128, 3], [8, 128, 128]
         val = make_dataset(cfg, "val", training=False, batch_size=1)     # original sizes, padded to 32
     """
-    if training and cfg.data.crop_size == "auto":
-        from exfuse_keras.data.sizing import resolve_auto_sizes
-
-        cfg, _ = resolve_auto_sizes(cfg, progress=False)
+    if training and cfg.data.crop_size == "auto":  # sizing.py measures it (and imports this module)
+        raise ConfigError("data.crop_size is auto: it is measured from the data by train.py, or by "
+                          "exfuse_keras.data.sizing.resolve_auto_sizes(cfg) before a training pipeline is built")
     data = cfg.data
     seed = cfg.train.seed if seed is None else seed
     batch_size = cfg.train.batch_size if batch_size is None else batch_size
