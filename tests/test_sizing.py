@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from exfuse_keras.config import ConfigError, config_from_dict, load_config
-from exfuse_keras.data.sizing import auto_crop_size, require_sized, resolve_auto_sizes
+from exfuse_keras.data.sizing import auto_crop_size, resolve_auto_sizes
 from tests.helpers import tiny_config_dict
 
 
@@ -118,9 +118,3 @@ def test_steps_auto_on_built_in_data_is_one_pass(tmp_path):
 def test_bad_sizes_are_refused_naming_the_key(key, value, expected):
     with pytest.raises(ConfigError, match=expected):
         load_config(None, [f"{key}={value}"])
-
-
-def test_a_number_is_kept_and_auto_is_named_where_a_number_is_needed():
-    assert require_sized(512, "data.crop_size") == 512
-    with pytest.raises(ConfigError, match="data.crop_size is auto"):
-        require_sized("auto", "data.crop_size")

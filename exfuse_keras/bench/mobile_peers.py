@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 EXFUSE = {"r101": ("exfuse", "ExFuse-ResNet-101"), "mobilenetv3": ("mobilenetv3", "ExFuse-MobileNetV3-Large")}
 
 
-def _run(command: list[str], log) -> None:
+def _run(command: list[str], log) -> str:
     log(" ".join(command))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", EXFUSE_ROOT=ROOT)
     out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
@@ -38,7 +38,7 @@ def _run(command: list[str], log) -> None:
 def collect(export_rows: dict, train_rows: list, peer_latency: dict, peer_train: dict) -> list[dict]:
     """One row per model from the four measurements' JSON."""
     rows = []
-    for key, (train_name, label) in EXFUSE.items():
+    for train_name, label in EXFUSE.values():
         mine = [r for r in export_rows["rows"] if r["model"].startswith(label)]
         ms = {q: next((r["ms"] for r in mine if r["format"].startswith(f"TFLite {q}")), None)
               for q in ("float32", "int8")}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -95,12 +94,3 @@ def resolve_auto_sizes(cfg: Config, progress: bool = True) -> tuple[Config, list
     if not notes:
         return cfg, notes
     return dataclasses.replace(cfg, data=data, train=train), notes
-
-
-def require_sized(value, key: str, where: Optional[str] = None) -> int:
-    """``value`` when it is a number; a ``ConfigError`` naming ``key`` when it is still ``auto``
-    (a caller that needs the number before train.py has measured it)."""
-    if value == "auto":
-        raise ConfigError(f"{key} is auto: it is measured from the data by train.py (or "
-                          f"exfuse_keras.data.sizing.resolve_auto_sizes(cfg)){' before ' + where if where else ''}")
-    return value
