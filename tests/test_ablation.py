@@ -327,6 +327,8 @@ def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     for name in ("results.json", "table.md", "ablation.png"):
         assert (tmp_path / name).is_file(), name
+    # The tiny generated set was trained on, not a regenerated full one (scenes_128.yaml names a size).
+    assert json.loads((tmp_path / "quick_data" / "scenes_meta.json").read_text())["args"]["num_train"] == 16
     results = json.loads((tmp_path / "results.json").read_text())
     assert [row["row"] for row in results["rows"]] == ["1", "7"]
     assert len(results["runs"]) == 2 and all(0.0 <= r["val_miou"] <= 1.0 for r in results["runs"])
@@ -334,19 +336,18 @@ def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path
     assert (run / "config.yaml").is_file() and (run / "result.json").is_file()
     assert (tmp_path / "pretraining" / "ss_2-2-2-2_seed0" / "backbone.keras").is_file()
     stamp = (run / "result.json").stat().st_mtime_ns
-    second = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("finished before, skipped") == 2
+    # The reruns in process (they train nothing; a new TensorFlow start would cost more than they do).
+    from exfuse_keras.ablation.__main__ import main as ablation_main
+
+    capsys.readouterr()
+    assert ablation_main(["--quick", "--output", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("finished before, skipped") == 2
     assert (run / "result.json").stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "results.json").read_text())["runs"] == results["runs"]
     (run / "result.json").unlink()
-    partial = subprocess.run(command + ["--report-only"], capture_output=True, text=True, cwd=ROOT, env=env,
-                             timeout=900)
-    assert partial.returncode == 0, partial.stderr[-3000:]
-    assert "not finished yet" in partial.stdout and not (run / "result.json").exists()
+    assert ablation_main(["--quick", "--output", str(tmp_path), "--report-only"]) == 0
+    assert "not finished yet" in capsys.readouterr().out and not (run / "result.json").exists()
     assert [row["row"] for row in json.loads((tmp_path / "results.json").read_text())["rows"]] == ["1"]
-    from exfuse_keras.ablation.__main__ import main as ablation_main  # in process: no training, no new TF start
-
     assert ablation_main(["--quick", "--output", str(tmp_path), "--report-only", "--rows", "7"]) == 0
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == []
     assert ablation_main(["--quick", "--output", str(tmp_path), "--report-only", "--rows", "1,9"]) == 2
@@ -365,11 +366,13 @@ def test_calibration_curve_matches_the_run_it_trained(tmp_path):
 
     root = tmp_path / "data"
     generate_scenes_dataset(str(root), num_train=16, num_val=4, size=64, verbose=False)
-    sets = [f"data.root={root}", "data.crop_size=64", "data.shuffle_buffer=16", "train.warmup_steps=1",
+    sets = [f"data.root={root}", "data.synthetic.size=64", "data.synthetic.num_train=16", "data.synthetic.num_val=4",
+            "data.crop_size=64", "data.shuffle_buffer=16", "train.warmup_steps=1",
             "train.val_batch_size=4", "model.backbone.blocks=[1,1,1,1]"]
     argv = ["--steps", "4", "--every", "2", "--pretrain-steps", "0", "--output", str(tmp_path / "out")]
     argv += [arg for s in sets for arg in ("--set", s)]
     assert calibrate.main(argv) == 0
+    assert json.loads((root / "scenes_meta.json").read_text())["args"]["num_val"] == 4  # not regenerated
     record = json.loads((tmp_path / "out" / "curve.json").read_text())
     assert [p["steps"] for p in record["curve"]] == [2, 4] and record["pretraining_seconds"] == 0.0
     run = tmp_path / "out" / "run"

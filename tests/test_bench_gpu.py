@@ -62,3 +62,15 @@ def test_dry_run_reports_every_part(tmp_path):
     (export,) = report["export"]["rows"]
     assert export["error"] is None and export["serving_default_ms"] > 0 and export["network_logits_ms"] > 0
     assert set(report["seconds"]) == {"system", "resize check", "train step", "quick start", "export"}
+
+
+def test_a_time_limit_stops_the_check_with_the_report_so_far(tmp_path):
+    # The dry run has no limit of its own (a slow CPU must not skip rows); a given one still holds:
+    # the watchdog writes what finished and exits with status 3.
+    out = subprocess.run([sys.executable, "-m", "exfuse_keras.bench.gpu", "--dry-run", "--output", str(tmp_path),
+                          "--parts", "system,train step", "--time-limit", "3"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert out.returncode == 3, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["time_limit"] == 3 and report["stopped"].startswith("time limit of 3 s reached during ")
+    assert "STOPPED: time limit of 3 s" in (tmp_path / "gpu_check.md").read_text()
