@@ -45,7 +45,7 @@ compiles and trains, so a slow or busy CPU must not turn a row into "skipped".
 table, bf16 + XLA included: its gradients compile since the bilinear resizes compute in float32,
 exfuse_keras/layers/resize.py); the quick start for a few steps on a small generated dataset (no
 0.7 target); the export at 64x64.
-``--device-name`` looks MFU peaks up for another device name, ``--peak-tflops`` sets one peak
+``--precisions`` runs only some of the training step's precisions. ``--device-name`` looks MFU peaks up for another device name, ``--peak-tflops`` sets one peak
 for every precision (both to check the MFU column without that GPU).
 """
 
@@ -435,8 +435,15 @@ def main(argv=None) -> int:
     parser.add_argument("--peak-tflops", type=float, help="one peak TFLOP/s for every precision's MFU")
     parser.add_argument("--parts", default="system,resize check,train step,quick start,export",
                         help="comma-separated subset of: " + ", ".join(BUDGETS))
+    parser.add_argument("--precisions", default=None,
+                        help="comma-separated training-step precisions (default: all of the check's: "
+                             + ", ".join(PRECISIONS) + "; the dry run's float32 and mixed_bfloat16)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",")]
+    precisions = tuple(p.strip() for p in args.precisions.split(",")) if args.precisions else None
+    if precisions and not set(precisions) <= set(PRECISIONS):
+        parser.error(f"--precisions: unknown {sorted(set(precisions) - set(PRECISIONS))}; "
+                     f"choose from {', '.join(PRECISIONS)}")
     unknown = [p for p in parts if p not in BUDGETS]
     if unknown or "system" not in parts:
         parser.error(f"--parts: unknown {unknown}" if unknown else "--parts: 'system' is needed for the MFU peaks")
@@ -453,6 +460,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     sizes = DRY if args.dry_run else FULL
+    if precisions:
+        sizes = dataclasses.replace(sizes, precisions=precisions)
     report = {"dry_run": args.dry_run, "time_limit": time_limit if math.isfinite(time_limit) else None,
               "seconds": {}}
 
@@ -479,8 +488,9 @@ def main(argv=None) -> int:
                 report["resize_check"] = resize_gradient_check()
                 clock.log(f"resize check: {json.dumps(report['resize_check'])}")
             elif part == "train step":
-                if args.dry_run and not _cpu_runs_bfloat16():
-                    sizes = dataclasses.replace(sizes, precisions=("float32",))
+                if args.dry_run and "mixed_bfloat16" in sizes.precisions and not _cpu_runs_bfloat16():
+                    sizes = dataclasses.replace(sizes, precisions=tuple(p for p in sizes.precisions
+                                                                        if p != "mixed_bfloat16"))
                     clock.log("mixed_bfloat16 left out: this CPU does not run a bfloat16 convolution's gradient")
                 report["train_step"] = {"model": Path(sizes.config).stem, "size": sizes.size,
                                         "forward_gflops": None, "warmup": sizes.warmup, "steps": sizes.steps,
