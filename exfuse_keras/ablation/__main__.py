@@ -54,12 +54,13 @@ def _quick_settings(args, settings):
     from exfuse_keras.data.scenes import generate_scenes_dataset
 
     root = os.path.join(args.output, "quick_data")
-    generate_scenes_dataset(root, num_train=16, num_val=4, size=64, verbose=False)
+    tiny = {"size": 64, "num_train": 16, "num_val": 4}
+    generate_scenes_dataset(root, **tiny, verbose=False)
     # data.synthetic as well: a data config that names its generator's arguments (scenes_128.yaml's
     # size) would otherwise regenerate the full 3,500-image set over the tiny one.
-    overrides = [f"data.root={root}", "data.synthetic.size=64", "data.synthetic.num_train=16",
-                 "data.synthetic.num_val=4", "data.crop_size=64", "data.shuffle_buffer=16", "train.warmup_steps=1",
-                 "train.val_batch_size=4", *args.set]
+    overrides = [f"data.root={root}", *(f"data.synthetic.{key}={value}" for key, value in tiny.items()),
+                 "data.crop_size=64", "data.shuffle_buffer=16", "train.warmup_steps=1", "train.val_batch_size=4",
+                 *args.set]
     return dataclasses.replace(settings, seeds=1, steps=4, pretrain_steps=4, overrides=overrides)
 
 

@@ -45,8 +45,9 @@ compiles and trains, so a slow or busy CPU must not turn a row into "skipped".
 table, bf16 + XLA included: its gradients compile since the bilinear resizes compute in float32,
 exfuse_keras/layers/resize.py); the quick start for a few steps on a small generated dataset (no
 0.7 target); the export at 64x64.
-``--precisions`` runs only some of the training step's precisions. ``--device-name`` looks MFU peaks up for another device name, ``--peak-tflops`` sets one peak
-for every precision (both to check the MFU column without that GPU).
+``--precisions`` runs only some of the training step's precisions. ``--device-name`` looks MFU
+peaks up for another device name, ``--peak-tflops`` sets one peak for every precision (both to
+check the MFU column without that GPU).
 """
 
 from __future__ import annotations
