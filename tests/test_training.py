@@ -320,6 +320,22 @@ def test_users_own_fit_script_runs(tmp_path, tiny_shapes):
     assert 0.0 <= miou <= 1.0
 
 
+def test_the_task_example_runs(tmp_path, tiny_shapes):
+    """examples/image_segmenter.py, the README's Keras-task example: compile's defaults, fit, segment."""
+    from exfuse_keras.config import load_config
+
+    config = _tiny_run_config(tmp_path, tiny_shapes)
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "image_segmenter.py"), "--config", config,
+                          "--epochs", "1", "--steps", "2"], capture_output=True, text=True, timeout=600,
+                         env=_python_env(), cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = out.stdout.strip().splitlines()[-1]
+    miou = float(line.split("val mIoU ", 1)[1].split(";", 1)[0])
+    classes = [int(c) for c in line.split("[", 1)[1].rstrip("]").split(",") if c.strip()]
+    assert 0.0 <= miou <= 1.0
+    assert classes and set(classes) <= set(range(load_config(config).data.num_classes)), line
+
+
 def test_evaluate_reports_the_voc_metric_at_original_size(tmp_path, tiny_shapes):
     import tensorflow as tf
     from PIL import Image
