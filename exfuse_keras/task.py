@@ -24,7 +24,8 @@ expects of a task model:
   ``keras.Model.compile``.
 - ``fit`` and ``evaluate`` take ``(image, mask)`` batches, as ``make_dataset`` yields them: each
   output's loss derives its target from the one mask (the ECRE labels at 1/16, the SS heads'
-  class presence), so no per-output targets are needed.
+  class presence), so no per-output targets are needed. ``fit`` builds everything from the
+  data's shapes before its first step, so the step is traced once (``_build_from_data``).
 - ``predict(images)`` takes arrays of any size (padded to a multiple of 32 with ``data.mean_rgb``
   and cropped back) and returns the ``logits`` ``[N, H, W, C]`` (``[H, W, C]`` for one image);
   ``segment`` their argmax.
@@ -152,6 +153,38 @@ class ExFuseImageSegmenter(keras.Model):
             loss_weights = weights
         self.miou.reset_state()
         super().compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics, **kwargs)
+
+    def _build_from_data(self, x, y) -> None:
+        """Builds the network, compiled loss and metrics and the optimizer from the data's shapes
+        (a ``tf.data.Dataset``'s ``element_spec``, or arrays' shapes), as ``fit`` and ``evaluate``
+        start. Without a distribution strategy Keras builds them inside the first traced step,
+        and TensorFlow then traces that step twice (it created variables): a second graph of the
+        whole network, about 15 s at 64x64 on 2 CPU cores and minutes at full size. Under a
+        strategy Keras reads a batch to build them and trains without it."""
+        import tensorflow as tf
+
+        from exfuse_keras.training.compat import build_before_fit, fully_built
+
+        if self.compiled and not fully_built(self):
+            spec = None
+            if isinstance(x, tf.data.Dataset):
+                spec = x.element_spec
+            elif isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
+                spec = tuple(tf.TensorSpec((None, *v.shape[1:]), tf.as_dtype(v.dtype)) for v in (x, y))
+            if spec is not None:
+                with self.distribute_strategy.scope():
+                    build_before_fit(self, spec)
+
+    def fit(self, x=None, y=None, **kwargs):
+        """``keras.Model.fit``, built from the data's shapes first (``_build_from_data``): the
+        training step is traced once."""
+        self._build_from_data(x, y)
+        return super().fit(x, y, **kwargs)
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        """``keras.Model.evaluate``, built from the data's shapes first, as ``fit``."""
+        self._build_from_data(x, y)
+        return super().evaluate(x, y, **kwargs)
 
     def _targets(self, y):
         """One mask ``[N, H, W]`` becomes every output's target (its loss derives the rest)."""

@@ -56,6 +56,40 @@ def test_compile_defaults_give_the_networks_losses_and_one_miou(cfg, batch):
     assert np.isfinite(history.history["loss"][0])
 
 
+def test_fit_traces_its_step_once_and_trains_as_keras_fit_does(cfg, batch, monkeypatch):
+    """The task builds from the data's shapes before fit: one trace of the training step where
+    Keras' own fit, with no strategy, traces it twice; the same batches, so the same weights."""
+    import tensorflow as tf
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    traces = []
+    original = TensorFlowTrainer.train_step
+
+    def counted(self, data):
+        traces.append(self.name)
+        return original(self, data)
+
+    monkeypatch.setattr(TensorFlowTrainer, "train_step", counted)
+    images, masks = batch
+    data = tf.data.Dataset.from_tensor_slices((images, masks)).batch(2).repeat()
+    keras.utils.set_random_seed(0)
+    ours = ExFuseImageSegmenter(cfg, name="ours")
+    start = ours.get_weights()
+    ours.compile()
+    ours.fit(data, epochs=1, steps_per_epoch=2, verbose=0)
+    assert traces == ["ours"]
+    plain = ExFuseImageSegmenter(cfg, name="plain")
+    plain.set_weights(start)
+    plain.compile()
+    keras.Model.fit(plain, data, epochs=1, steps_per_epoch=2, verbose=0)
+    assert traces[1:] == ["plain", "plain"], "Keras' own fit traced once: the rebuild is no longer needed"
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(plain.get_weights(), start))
+    differ = max(float(np.abs(a - b).max()) for a, b in zip(ours.get_weights(), plain.get_weights()))
+    assert moved > 1e-3 and differ <= 1e-5 * max(1.0, moved), (moved, differ)
+    ours.fit(images, masks, batch_size=2, epochs=1, verbose=0)  # arrays too; built already, no new trace
+    assert traces.count("ours") == 1
+
+
 def test_predict_takes_any_size_and_one_image(cfg):
     task = ExFuseImageSegmenter(cfg)
     rng = np.random.default_rng(1)

@@ -29,7 +29,8 @@ import tensorflow as tf
 from keras.src.backend.tensorflow import trainer as tf_trainer
 
 
-def _fully_built(model: keras.Model) -> bool:
+def fully_built(model: keras.Model) -> bool:
+    """Whether the model's layers, compiled loss and metrics and optimizer all exist."""
     return (all(layer.built for layer in model._flatten_layers())
             and (model._compile_metrics is None or model._compile_metrics.built)
             and (model._compile_loss is None or model._compile_loss.built)
@@ -50,7 +51,7 @@ def build_before_fit(model: keras.Model, element_spec) -> None:
     original = model._maybe_symbolic_build
 
     def _maybe_symbolic_build(iterator=None, data_batch=None):
-        if _fully_built(model):
+        if fully_built(model):
             return None
         return original(iterator=iterator, data_batch=data_batch)
 
