@@ -41,6 +41,7 @@ VOC_CLASSES = (
     "sheep", "sofa", "train", "tvmonitor",
 )
 SS_LEVELS = ("res2", "res3", "res4")
+DECODER_LEVELS = ("res2", "res3", "res4", "res5")
 # Values of data.dataset; exfuse_keras/data/pipeline.py maps each to its reader. "mix" combines
 # the others (data.mix).
 DATASETS = ("voc", "train_aug", "shapes", "scenes", "folder", "coco_voc", "mix")
@@ -219,9 +220,17 @@ class ModelConfig:
     """The network. ``gcn_init_scale``: the variance scale of each Global Convolution block's
     second convolutions (``GlobalConvolution(output_scale=...)``; 1.0 is Keras's Glorot default,
     which the tiny presets were measured with; 0.1 starts a deep random model's logits near a
-    uniform guess)."""
+    uniform guess).
+
+    ``decoder_levels``: the backbone levels the decoder scores and fuses, top-down from the
+    highest listed (default all four, the paper's Fig. 2). Fewer levels are the ablation's
+    positive controls, not ExFuse: without res2 the model predicts at its lowest level's stride
+    and resizes its scores bilinearly to the input (no learned upsampling, so no detail finer
+    than that stride); without res4 and res5 no score sees the context those levels carry. ECRE
+    (the res5 upsampling) needs res5, DAP (at the input resolution) res2."""
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    decoder_levels: list[str] = field(default_factory=lambda: list(DECODER_LEVELS))
     gcn_kernel: int = 15
     gcn_init_scale: float = 0.1
     upsampling: Literal["deconv", "bilinear"] = "deconv"
@@ -246,6 +255,16 @@ class ModelConfig:
         if len(set(self.ss.levels)) != len(self.ss.levels):
             _fail(where, "model.ss.levels", "must not repeat a level", self.ss.levels)
         _positive(where, "model.ss.channels", self.ss.channels)
+        levels = self.decoder_levels
+        if not levels or any(level not in DECODER_LEVELS for level in levels) or len(set(levels)) != len(levels):
+            _fail(where, "model.decoder_levels", f"must be distinct entries of {list(DECODER_LEVELS)}, at least one",
+                  levels)
+        if self.ecre.enabled and "res5" not in levels:
+            _fail(where, "model.decoder_levels", "must hold res5 when model.ecre.enabled (ECRE upsamples res5's "
+                  "scores)", levels)
+        if self.dap.enabled and "res2" not in levels:
+            _fail(where, "model.decoder_levels", "must hold res2 when model.dap.enabled (DAP works at the input "
+                  "resolution the decoder reaches from res2)", levels)
 
 
 @dataclass

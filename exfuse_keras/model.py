@@ -121,43 +121,49 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
             seb = SemanticEmbeddingBranch(gate_init=m.seb.gate_init, name=f"seb_{level}")
             embedded[level] = seb([features[level], *higher])
 
+    levels = [level for level in STAGES if level in m.decoder_levels]  # low to high
     scores = {level: GlobalConvolution(num_classes, m.gcn_kernel, m.gcn_init_scale, name=f"gcn_{level}")(
                   embedded[level])
-              for level in STAGES}
+              for level in levels}
 
     # Decoder side, top-down from res5 (stride 32) to the input resolution.
     outputs = {}
-    s = BoundaryRefinement(num_classes, name="br_res5")(scores["res5"])
-    if m.ecre.enabled:
-        s = SubPixelUpsampling(num_classes, block_size=2, name="ecre_subpixel")(s)
-    else:
-        s = _upsample(s, num_classes, m.upsampling, name="up_res5")
-    if m.ecre.supervised:
-        outputs["ecre"] = _float32(s, "ecre")
-    for level in ("res4", "res3", "res2"):
+    top = levels[-1]
+    s = BoundaryRefinement(num_classes, name=f"br_{top}")(scores[top])
+    for higher, level in zip(reversed(levels), reversed(levels[:-1])):
+        # From `higher`'s stride to `level`'s (2x per stage), then `level`'s refined scores fused in.
+        for step in range(STAGES.index(higher) - STAGES.index(level)):
+            if higher == "res5" and step == 0 and m.ecre.enabled:
+                s = SubPixelUpsampling(num_classes, block_size=2, name="ecre_subpixel")(s)
+            else:
+                s = _upsample(s, num_classes, m.upsampling, name=f"up_{higher}" + (f"_{step}" if step else ""))
+            if higher == "res5" and step == 0 and m.ecre.supervised:
+                outputs["ecre"] = _float32(s, "ecre")
         lateral = BoundaryRefinement(num_classes, name=f"br_{level}")(scores[level])
         s = keras.layers.Add(name=f"fuse_{level}")([s, lateral])
         s = BoundaryRefinement(num_classes, name=f"br_fused_{level}")(s)
-        if level != "res2":
-            s = _upsample(s, num_classes, m.upsampling, name=f"up_{level}")
-    s = _upsample(s, num_classes, m.upsampling, name="up_stride2")
-    s = BoundaryRefinement(num_classes, name="br_stride2")(s)
-    if m.dap.enabled and m.dap.placement != "refinement" and m.upsampling == "deconv":
-        # The deconvolution to C*k^2 votes and DAP, computed as one (the same function and weights).
-        s = DenselyAdjacentUpsampling(num_classes, m.dap.kernel, name="dap")(s)
-    elif m.dap.enabled:
-        votes = num_classes * m.dap.kernel ** 2
-        s = _upsample(s, votes, m.upsampling, name="up_stride1")
-        if m.dap.placement == "refinement":
-            s = BoundaryRefinement(votes, name="br_stride1")(s)
-        s = DenselyAdjacentPrediction(m.dap.kernel, name="dap")(s)
-    if m.dap.enabled and m.dap.placement == "upsampling_br":
-        # The decoder's final refinement kept, on DAP's averaged C-channel scores: the same depth
-        # as the decoder without DAP, so that DAP's row differs from its reference by DAP alone.
-        s = BoundaryRefinement(num_classes, name="br_stride1")(s)
-    elif not m.dap.enabled:
-        s = _upsample(s, num_classes, m.upsampling, name="up_stride1")
-        s = BoundaryRefinement(num_classes, name="br_stride1")(s)
+    if levels[0] != "res2":
+        # A positive control (ModelConfig): the lowest level's scores, resized to the input.
+        s = BilinearUpsampling(2 ** (STAGES.index(levels[0]) + 2), name="predict_upsampling")(s)
+    else:
+        s = _upsample(s, num_classes, m.upsampling, name="up_stride2")
+        s = BoundaryRefinement(num_classes, name="br_stride2")(s)
+        if m.dap.enabled and m.dap.placement != "refinement" and m.upsampling == "deconv":
+            # The deconvolution to C*k^2 votes and DAP, computed as one (the same function and weights).
+            s = DenselyAdjacentUpsampling(num_classes, m.dap.kernel, name="dap")(s)
+        elif m.dap.enabled:
+            votes = num_classes * m.dap.kernel ** 2
+            s = _upsample(s, votes, m.upsampling, name="up_stride1")
+            if m.dap.placement == "refinement":
+                s = BoundaryRefinement(votes, name="br_stride1")(s)
+            s = DenselyAdjacentPrediction(m.dap.kernel, name="dap")(s)
+        if m.dap.enabled and m.dap.placement == "upsampling_br":
+            # The decoder's final refinement kept, on DAP's averaged C-channel scores: the same depth
+            # as the decoder without DAP, so that DAP's row differs from its reference by DAP alone.
+            s = BoundaryRefinement(num_classes, name="br_stride1")(s)
+        elif not m.dap.enabled:
+            s = _upsample(s, num_classes, m.upsampling, name="up_stride1")
+            s = BoundaryRefinement(num_classes, name="br_stride1")(s)
     outputs["logits"] = _float32(s, "logits")
 
     outputs.update(semantic_supervision(m, features, num_classes))

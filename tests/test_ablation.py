@@ -176,6 +176,61 @@ def test_dap_table_compares_both_placements_with_row_5():
     assert not configs["5"].dap.enabled and configs["6"].seb == configs["5"].seb
 
 
+def test_controls_compare_with_row_1_and_keep_their_switches_under_the_cpu_preset():
+    from exfuse_keras.ablation.rows import TABLE_CONTROLS
+    from exfuse_keras.ablation.sweep import SweepSettings, row_config
+
+    assert [r.key for r in rows_for("controls")] == ["1", "1-blind", "1-stride8"]
+    assert [r.reference for r in TABLE_CONTROLS] == [None, "1", "1"]
+    settings = SweepSettings(preset="cpu", data=os.path.join(ROOT, "configs", "data", "scenes_128.yaml"), seeds=1,
+                             steps=4000, output="unused")
+    models = {r.key: row_config(r, settings, 0).model for r in TABLE_CONTROLS}
+    assert models["1"].gcn_kernel == 7 and models["1-stride8"].gcn_kernel == 7
+    assert models["1-blind"].gcn_kernel == 1, "the preset's k = 7 must not replace the control's switch"
+    assert models["1-blind"].decoder_levels == ["res2"]
+    assert models["1-stride8"].decoder_levels == ["res3", "res4", "res5"]
+    assert models["1"].decoder_levels == ["res2", "res3", "res4", "res5"]
+    for key in ("1-blind", "1-stride8"):  # everything else is row 1's
+        assert models[key].backbone == models["1"].backbone and models[key].seb == models["1"].seb
+
+
+def test_controls_report_each_class_group_paired_by_seed():
+    """The group's mean IoU per run, the control minus row 1 per seed, its t interval: against numpy and scipy."""
+    from scipy import stats
+
+    from exfuse_keras.ablation.rows import TABLE_CONTROLS
+    from exfuse_keras.data.scenes import SCENES_CLASSES
+
+    rng = np.random.default_rng(3)
+    iou = {(r.run_name, s): rng.uniform(0.2, 0.9, len(SCENES_CLASSES)) for r in TABLE_CONTROLS for s in range(3)}
+    iou[("control_context_blind", 2)][SCENES_CLASSES.index("wire")] = np.nan  # a class a run never scored
+    results = {key: {"row": key[0], "seed": key[1], "val_miou": float(np.nanmean(v)), "val_boundary_miou": 0.1,
+                     "per_class_iou": [None if np.isnan(x) else float(x) for x in v], "cpu": {"kind": "Zen 3"}}
+               for key, v in iou.items()}
+    summary = report.summarize(TABLE_CONTROLS, results, 3, list(SCENES_CLASSES))
+    blind = next(s for s in summary if s["row"] == "1-blind")
+    for group, members in report.CONTROL_GROUPS.items():
+        index = [SCENES_CLASSES.index(c) for c in members]
+        deltas = [np.nanmean(iou[("control_context_blind", s)][index]) - np.nanmean(iou[("row1_gcn_baseline", s)][index])
+                  for s in range(3)]
+        got = blind["class_groups"][group]
+        assert got["mean"] == pytest.approx(np.mean(deltas), abs=1e-12)
+        half = stats.t.ppf(0.975, 2) * np.std(deltas, ddof=1) / np.sqrt(3)
+        assert got["ci"] == pytest.approx([np.mean(deltas) - half, np.mean(deltas) + half], abs=1e-12)
+    # The contrast: per run, context's mean IoU minus the look-alikes'; then paired as a group is.
+    group = lambda run, names: np.nanmean(iou[run][[SCENES_CLASSES.index(c) for c in names]])  # noqa: E731
+    contrast = [(group(("control_context_blind", s), ("nucleus", "boxed")) - group(("control_context_blind", s),
+                                                                                  ("disc", "square")))
+                - (group(("row1_gcn_baseline", s), ("nucleus", "boxed")) - group(("row1_gcn_baseline", s),
+                                                                               ("disc", "square")))
+                for s in range(3)]
+    assert blind["class_groups"]["context − look-alikes"]["mean"] == pytest.approx(np.mean(contrast), abs=1e-12)
+    assert "class_groups" not in next(s for s in summary if s["row"] == "1")
+    table = report.format_table(summary)
+    assert "### Positive controls by class group" in table and "| 1-stride8 − #1 |" in table
+    assert report.summarize(TABLE_CONTROLS, results, 3, ["bg", "a"])[1]["class_groups"] == {}  # not scenes
+
+
 # The experimental recurrent SEB ------------------------------------------------------------------
 
 def _levels(rng, batch=2, height=32, width=40, channels=(8, 16, 32, 64)):

@@ -59,9 +59,12 @@ def test_shipped_config_builds_with_matching_outputs(path):
     # A switched-off module leaves no layers behind.
     assert any(n.startswith(("seb_", "recurrent_seb")) for n in names) == cfg.model.seb.enabled
     assert ("ecre_subpixel" in names) == cfg.model.ecre.enabled
-    assert ("up_res5" in names) == (not cfg.model.ecre.enabled)
+    levels = cfg.model.decoder_levels
+    assert ("up_res5" in names) == (not cfg.model.ecre.enabled and "res5" in levels and len(levels) > 1)
     assert ("dap" in names) == cfg.model.dap.enabled
-    assert ("br_stride1" in names) == (not cfg.model.dap.enabled or cfg.model.dap.placement != "upsampling")
+    assert ("br_stride1" in names) == ("res2" in levels and (not cfg.model.dap.enabled
+                                                            or cfg.model.dap.placement != "upsampling"))
+    assert {n for n in names if n.startswith("gcn_")} == {f"gcn_{level}" for level in levels}
     assert sum(n.startswith("ss_head_") for n in names) == len(cfg.model.ss.levels)
     # An eager call: predict() would trace the whole full-size graph first (7.4 s against 1.7 s for
     # ExFuse-R101 on a 2-core Zen 3).
@@ -190,3 +193,87 @@ def test_summary_parts_and_command(tiny_config, capsys):
     printed = capsys.readouterr().out
     assert "backbone" in printed and "GFLOPs @ 64x64" in printed
     assert summary_main(["--config", os.path.join(ROOT, "configs/quickstart.yaml"), "--size", "60"]) == 2
+
+
+# -- the ablation's positive controls: model.decoder_levels ---------------------------------------
+
+def _control(**model):
+    values = tiny_config_dict(seb={"enabled": False}, ecre={"enabled": False, "supervised": False},
+                              dap={"enabled": False}, ss={"levels": []}, **model)
+    return config_from_dict(values)
+
+
+def _numpy_bilinear(x, factor):
+    """Bilinear upsampling by ``factor`` with half-pixel centres (tf.image.resize's), in numpy."""
+    def axis_weights(n):
+        src = np.clip((np.arange(n * factor) + 0.5) / factor - 0.5, 0, n - 1)
+        low = np.floor(src).astype(int)
+        high = np.minimum(low + 1, n - 1)
+        return low, high, src - low
+
+    out = x
+    for axis in (1, 2):
+        low, high, w = axis_weights(x.shape[axis])
+        shape = [1] * out.ndim
+        shape[axis] = -1
+        w = w.reshape(shape)
+        out = np.take(out, low, axis=axis) * (1 - w) + np.take(out, high, axis=axis) * w
+    return out
+
+
+def test_the_stride_8_control_resizes_its_stride_8_scores_to_the_input(rng, tmp_path):
+    cfg = _control(decoder_levels=["res3", "res4", "res5"])
+    model = build_model(cfg)
+    names = {layer.name for layer in model.layers}
+    assert {"gcn_res3", "gcn_res4", "gcn_res5", "predict_upsampling"} <= names
+    assert not names & {"gcn_res2", "br_res2", "up_stride2", "br_stride1"}
+    images = rng.uniform(0, 255, (2, 64, 96, 3)).astype("float32")
+    coarse = keras.Model(model.input, model.get_layer("br_fused_res3").output)(images, training=False).numpy()
+    assert coarse.shape == (2, 8, 12, 5)
+    logits = model(images, training=False)["logits"].numpy()
+    np.testing.assert_allclose(logits, _numpy_bilinear(coarse, 8), rtol=1e-5, atol=1e-5)
+    path = str(tmp_path / "stride8.keras")
+    model.save(path)
+    again = keras.models.load_model(path, compile=False)
+    np.testing.assert_allclose(again(images, training=False)["logits"].numpy(), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_the_context_control_sees_less_of_the_image_than_the_baseline():
+    """res2 alone with a 1x1 GCN: the centre's scores depend on a smaller window than the GCN
+    baseline's, and pixels outside it (changed at random) leave them exactly as they were."""
+    keras.utils.set_random_seed(0)
+    blind = build_model(_control(decoder_levels=["res2"], gcn_kernel=1))
+    assert [layer.name for layer in blind.layers if layer.name.startswith("gcn_")] == ["gcn_res2"]
+    keras.utils.set_random_seed(0)
+    baseline = build_model(_control())
+    from exfuse_keras.ablation.window import centre_window
+
+    radius, image = centre_window(blind, 128)
+    baseline_radius, _ = centre_window(baseline, 128)
+    assert radius < baseline_radius, (radius, baseline_radius)
+    changed = image.copy()
+    outside = np.ones(image.shape[1:3], bool)
+    outside[64 - radius - 1:64 + radius + 2, 64 - radius - 1:64 + radius + 2] = False
+    changed[0][outside] = np.random.default_rng(1).uniform(0, 255, (int(outside.sum()), 3))
+    before = blind(image, training=False)["logits"].numpy()[0, 64, 64]
+    after = blind(changed, training=False)["logits"].numpy()[0, 64, 64]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+    moved = baseline(changed, training=False)["logits"].numpy()[0, 64, 64] - \
+        baseline(image, training=False)["logits"].numpy()[0, 64, 64]
+    assert np.abs(moved).max() > 1e-4
+
+
+@pytest.mark.parametrize("levels, switch, expected", [
+    ([], {}, "at least one"), (["res6"], {}, "distinct entries"), (["res2", "res2"], {}, "distinct entries"),
+    (["res2", "res3", "res4"], {"ecre": {"enabled": True, "supervised": False}}, "must hold res5"),
+    (["res3", "res4", "res5"], {"dap": {"enabled": True}}, "must hold res2"),
+])
+def test_decoder_levels_are_refused_in_one_line(levels, switch, expected):
+    from exfuse_keras.config import ConfigError
+
+    values = tiny_config_dict(seb={"enabled": False}, ecre={"enabled": False, "supervised": False},
+                              dap={"enabled": False}, ss={"levels": []}, decoder_levels=levels)
+    values["model"].update(switch)
+    with pytest.raises(ConfigError, match="model.decoder_levels") as err:
+        config_from_dict(values)
+    assert expected in str(err.value) and "\n" not in str(err.value)

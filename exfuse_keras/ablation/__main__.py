@@ -15,9 +15,9 @@ def parse_args(argv=None):
 
     parser = argparse.ArgumentParser(prog="python -m exfuse_keras.ablation",
                                      description="The paper's Table 3 and Table 4 ablations as one sweep.")
-    parser.add_argument("--table", default="all", choices=("3", "4", "dap", "ecre", "all"),
+    parser.add_argument("--table", default="all", choices=("3", "4", "dap", "ecre", "controls", "all"),
                         help="which table's rows (all: Tables 3 and 4; dap: where DAP's votes come from; ecre: how "
-                             "ECRE's auxiliary target is built)")
+                             "ECRE's auxiliary target is built; controls: the benchmark's positive controls)")
     parser.add_argument("--rows", default=None, metavar="KEY[,KEY...]",
                         help="only these rows of --table, by their key (e.g. 5,6 for the DAP pair; the table's "
                              "rows and keys are in docs/ablation.md)")
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    summary = report.summarize(rows, results, settings.seeds)
+    summary = report.summarize(rows, results, settings.seeds, load_config(settings.data).data.class_names)
     record = {**dataclasses.asdict(settings), "table": args.table, "quick": args.quick,
               "command": " ".join(["python -m exfuse_keras.ablation", *(argv if argv is not None else sys.argv[1:])]),
               "sweep_seconds_this_call": time.perf_counter() - started}

@@ -108,9 +108,48 @@ def _pairs(results: dict, row, reference, seeds: int, key: str) -> list:
     return out
 
 
-def summarize(rows: Sequence, results: dict, seeds: int) -> list[dict]:
+# The positive controls' class groups (the scenes benchmark's, exfuse_keras/data/scenes.py): the
+# context control should cost the first and not the second, the resolution control the third.
+# The distances that decide a context class and its look-alike overlap on scenes (a nucleus's
+# pixels are a background gap farther from their ring than a disc's from its outline), so a
+# window-limited model loses on both: the contrast of a group with the look-alikes is the
+# control's specific cost.
+CONTROL_GROUPS = {"context (nucleus, boxed)": ("nucleus", "boxed"),
+                  "their look-alikes (disc, square)": ("disc", "square"),
+                  "thin (wheel, wire, grid)": ("wheel", "wire", "grid")}
+CONTROL_CONTRASTS = {"context − look-alikes": ("context (nucleus, boxed)", "their look-alikes (disc, square)"),
+                     "thin − look-alikes": ("thin (wheel, wire, grid)", "their look-alikes (disc, square)")}
+
+
+def class_group_score(run: dict, class_names: Sequence[str], group: Sequence[str]) -> Optional[float]:
+    """The mean IoU of a run over the classes of ``group`` (those it scored), or None."""
+    iou = run.get("per_class_iou") or []
+    values = [iou[class_names.index(c)] for c in group if c in class_names and class_names.index(c) < len(iou)]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _control_groups(row, reference, results: dict, seeds: int, class_names: list) -> dict:
+    """``{group or contrast: paired_increment}`` of a control over its reference (own sd)."""
+    if not all(c in class_names for members in CONTROL_GROUPS.values() for c in members):
+        return {}
+
+    def scores(run):
+        out = {g: class_group_score(run, class_names, members) for g, members in CONTROL_GROUPS.items()}
+        for name, (a, b) in CONTROL_CONTRASTS.items():
+            out[name] = None if out[a] is None or out[b] is None else out[a] - out[b]
+        return out
+
+    scored = {key: {**run, **scores(run)} for key, run in results.items()}  # the run's CPU kind pairs them
+    return {g: paired_increment(_pairs(scored, row, reference, seeds, g))
+            for g in [*CONTROL_GROUPS, *CONTROL_CONTRASTS]}
+
+
+def summarize(rows: Sequence, results: dict, seeds: int, class_names: Optional[Sequence[str]] = None) -> list[dict]:
     """One dict per row with runs: modules, cost, scores over seeds, and its increment over its
-    reference row (``paired_increment``, the detectable effect pooled over all the rows given)."""
+    reference row (``paired_increment``, the detectable effect pooled over all the rows given).
+    A positive control's row (table ``controls``) also gets ``class_groups``: the paired increment
+    of each ``CONTROL_GROUPS`` group's mean IoU (own sd), when ``class_names`` holds the groups."""
     by_key = {(r.table, r.key): r for r in rows}
     references = {r.key: by_key.get((r.table, r.reference)) for r in rows if r.reference}
     # Pooled over the paper's rows: an experimental row (row 8 diverged on one seed) says nothing of
@@ -152,6 +191,8 @@ def summarize(rows: Sequence, results: dict, seeds: int) -> list[dict]:
             "delta_miou": delta, "delta_boundary_miou": delta_boundary,
             "paper_miou": row.paper_miou, "paper_delta": paper_delta,
         })
+        if row.table == "controls" and reference is not None and class_names:
+            summary[-1]["class_groups"] = _control_groups(row, reference, results, seeds, list(class_names))
     return summary
 
 
@@ -178,7 +219,8 @@ def format_increment(d: dict, which: str = "ci") -> str:
     return f"{100 * d['mean']:+.2f} {_interval(d[which])}"
 
 
-TABLE_TITLES = {"3": "Table 3", "4": "Table 4", "dap": "Where DAP's votes come from", "ecre": "ECRE's target"}
+TABLE_TITLES = {"3": "Table 3", "4": "Table 4", "dap": "Where DAP's votes come from", "ecre": "ECRE's target",
+                "controls": "Positive controls"}
 
 
 def format_verdicts(summary: Sequence[dict]) -> str:
@@ -215,7 +257,7 @@ def format_verdicts(summary: Sequence[dict]) -> str:
 def format_table(summary: Sequence[dict]) -> str:
     """table.md: the verdict table, then one Markdown table per table of rows, in points (x100)."""
     lines = ["### Verdicts", "", format_verdicts(summary)]
-    for table in ("3", "4", "dap", "ecre"):
+    for table in ("3", "4", "dap", "ecre", "controls"):
         rows = [s for s in summary if s["table"] == table]
         if not rows:
             continue
@@ -238,6 +280,19 @@ def format_table(summary: Sequence[dict]) -> str:
                 f"{'–' if d is None else '#' + str(s['delta_vs'])} | {'–' if d is None else format_increment(d)} | "
                 f"{'–' if db is None else format_increment(db)} | {paper} | {paper_delta} |")
         lines.append("")
+    controls = [s for s in summary if s.get("class_groups")]
+    if controls:
+        groups = [*CONTROL_GROUPS, *CONTROL_CONTRASTS]
+        lines += ["### Positive controls by class group", "",
+                  "| control | " + " | ".join(f"Δ IoU {g} [95% CI]" for g in groups) + " |",
+                  "|---" * (len(groups) + 1) + "|"]
+        for s in controls:
+            cells = [format_increment(s["class_groups"][g]) if g in s["class_groups"] else "–" for g in groups]
+            lines.append(f"| {s['row']} − #{s['delta_vs']} | " + " | ".join(cells) + " |")
+        lines += ["", "The group's mean IoU × 100 (a contrast: the first group's minus the second's), the control "
+                  "minus row 1, paired by seed; 95% CI: t with n − 1 degrees of freedom. A context control that "
+                  "works costs the context classes more than their look-alikes (context − look-alikes < 0); a "
+                  "resolution control the thin classes more (thin − look-alikes < 0).", ""]
     lines.append("Scores are val mIoU × 100, mean ± sample std over the seeds. Boundary mIoU: Boundary IoU (Cheng et "
                  "al., CVPR 2021) in a band of 2% of the image diagonal. Paper: PASCAL VOC 2012 val, single scale.")
     return "\n".join(lines) + "\n"

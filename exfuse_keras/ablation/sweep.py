@@ -68,7 +68,8 @@ def row_config(row: Row, settings: SweepSettings, seed: int) -> Config:
     budget = [f"train.epochs={epochs}", f"train.steps_per_epoch={max(1, settings.steps // epochs)}",
               f"train.seed={seed}", "train.budget_mode=stop",
               f"train.max_train_seconds={settings.max_seconds if settings.max_seconds else 'null'}"]
-    return load_config_stack([path, settings.data], preset_overrides(settings.preset, stacked.model.backbone.blocks)
+    return load_config_stack([path, settings.data], preset_overrides(settings.preset, stacked.model.backbone.blocks,
+                                                                  stacked.model.gcn_kernel)
                              + budget + list(settings.overrides))
 
 
