@@ -310,13 +310,18 @@ def test_multi_worker_sync_batch_norm_matches_one_process(tmp_path):
     assert diff <= TOLERANCES["sync_bn_weight_rel_to_update"] * update, (diff, update)
 
 
-def test_users_own_fit_script_runs(tmp_path, tiny_shapes):
-    config = _tiny_run_config(tmp_path, tiny_shapes)
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "fit_with_the_api.py"), "--config", config,
+def _run_example(name: str, config: str) -> str:
+    """examples/<name> on ``config`` for one epoch of 2 steps; its last printed line."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), "--config", config,
                           "--epochs", "1", "--steps", "2"], capture_output=True, text=True, timeout=600,
                          env=_python_env(), cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
-    miou = float(out.stdout.strip().splitlines()[-1].rsplit(" ", 1)[-1])
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_users_own_fit_script_runs(tmp_path, tiny_shapes):
+    line = _run_example("fit_with_the_api.py", _tiny_run_config(tmp_path, tiny_shapes))
+    miou = float(line.rsplit(" ", 1)[-1])
     assert 0.0 <= miou <= 1.0
 
 
@@ -325,11 +330,7 @@ def test_the_task_example_runs(tmp_path, tiny_shapes):
     from exfuse_keras.config import load_config
 
     config = _tiny_run_config(tmp_path, tiny_shapes)
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "image_segmenter.py"), "--config", config,
-                          "--epochs", "1", "--steps", "2"], capture_output=True, text=True, timeout=600,
-                         env=_python_env(), cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-3000:]
-    line = out.stdout.strip().splitlines()[-1]
+    line = _run_example("image_segmenter.py", config)
     miou = float(line.split("val mIoU ", 1)[1].split(";", 1)[0])
     classes = [int(c) for c in line.split("[", 1)[1].rstrip("]").split(",") if c.strip()]
     assert 0.0 <= miou <= 1.0
