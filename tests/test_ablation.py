@@ -32,7 +32,7 @@ def test_rows_have_their_configs_and_the_paper_numbers():
     assert TABLE4[0].run_name == TABLE3[2].run_name
     with pytest.raises(ValueError, match="--table"):
         rows_for("5")
-    assert [r.key for r in rows_for("dap")] == ["5", "6", "6-noBR"]
+    assert [r.key for r in rows_for("dap")] == ["5", "6", "6-noBR", "6-noBR*"]
     assert [r.key for r in rows_for("ecre")] == ["3", "4", "4-soft", "4-upsampled"]
     targets = [load_config(os.path.join(CONFIG_DIR, r.config)).train.ecre_target for r in rows_for("ecre")[1:]]
     assert targets == ["nearest", "soft", "upsampled"]
@@ -172,7 +172,8 @@ def test_dap_table_compares_both_placements_with_row_5():
 
     configs = {r.key: load_config(os.path.join(CONFIG_DIR, r.config)).model for r in TABLE_DAP}
     assert configs["6"].dap.placement == "upsampling_br" and configs["6-noBR"].dap.placement == "upsampling"
-    assert [r.reference for r in TABLE_DAP] == [None, "5", "5"]
+    assert [r.reference for r in TABLE_DAP] == [None, "5", "5", "6"]
+    assert TABLE_DAP[3].run_name == TABLE_DAP[2].run_name  # the placements' own pair: 6-noBR's runs again
     assert not configs["5"].dap.enabled and configs["6"].seb == configs["5"].seb
 
 
@@ -211,8 +212,8 @@ def test_controls_report_each_class_group_paired_by_seed():
     blind = next(s for s in summary if s["row"] == "1-blind")
     for group, members in report.CONTROL_GROUPS.items():
         index = [SCENES_CLASSES.index(c) for c in members]
-        deltas = [np.nanmean(iou[("control_context_blind", s)][index]) - np.nanmean(iou[("row1_gcn_baseline", s)][index])
-                  for s in range(3)]
+        deltas = [np.nanmean(iou[("control_context_blind", s)][index])
+                  - np.nanmean(iou[("row1_gcn_baseline", s)][index]) for s in range(3)]
         got = blind["class_groups"][group]
         assert got["mean"] == pytest.approx(np.mean(deltas), abs=1e-12)
         half = stats.t.ppf(0.975, 2) * np.std(deltas, ddof=1) / np.sqrt(3)

@@ -85,6 +85,10 @@ TABLE_DAP = (
         reference="5", claim="DAP, final BR kept"),
     Row("6-noBR", "dap", "#5 + DAP in place of the final BR", "dap_without_final_br.yaml", None, True,
         experimental=True, reference="5", claim="DAP replacing the final BR"),
+    # The two placements against each other, paired by seed: the same runs as 6-noBR, nothing new
+    # to train; it decides model.dap.placement's default.
+    Row("6-noBR*", "dap", "#6 without its final BR (6-noBR's runs, against #6)", "dap_without_final_br.yaml",
+        None, True, experimental=True, reference="6", claim="the final BR after DAP, removed"),
 )
 # How ECRE's auxiliary target is built (train.ecre_target; the paper says "labels at that
 # resolution"), each on Table 3's row 4 against row 3. Run at train.ecre_loss_weight 1 and 0.1
