@@ -159,8 +159,8 @@ class ExFuseImageSegmenter(keras.Model):
         (a ``tf.data.Dataset``'s ``element_spec``, or arrays' shapes), as ``fit`` and ``evaluate``
         start. Without a distribution strategy Keras builds them inside the first traced step,
         and TensorFlow then traces that step twice (it created variables): a second graph of the
-        whole network, about 15 s at 64x64 on 2 CPU cores and minutes at full size. Under a
-        strategy Keras reads a batch to build them and trains without it."""
+        whole network (about 15 s for the quick-start-size model at 64x64 on 2 CPU cores). Under
+        a strategy Keras reads a batch to build them and trains without it."""
         import tensorflow as tf
 
         from exfuse_keras.training.compat import build_before_fit, fully_built

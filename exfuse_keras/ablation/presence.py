@@ -74,8 +74,9 @@ def pretrain_presence(cfg: Config, run_dir: str, verbose: int = 2) -> dict:
                                                               for n in names}, loss_weights=weights)
     data = make_dataset(cfg, "train", training=True, repeat=True).map(
         lambda image, mask: (image, {n: presence_targets(mask, num_classes) for n in names}))
-    # Built from the data's spec: fit's own build would read (and skip) a batch, and its train
-    # step would then be traced twice (about 15 s a model at 64x64 on 2 cores).
+    # Built from the data's spec: without a strategy, fit would build the optimizer inside its
+    # first traced step, and TensorFlow would trace that step twice (about 15 s a model at 64x64
+    # on 2 cores).
     build_before_fit(model, data.element_spec)
     started = time.perf_counter()
     history = model.fit(data, epochs=cfg.train.epochs, steps_per_epoch=cfg.train.steps_per_epoch, verbose=verbose)
