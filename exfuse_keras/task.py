@@ -159,7 +159,7 @@ class ExFuseImageSegmenter(keras.Model):
         (a ``tf.data.Dataset``'s ``element_spec``, or arrays' shapes), as ``fit`` and ``evaluate``
         start. Without a distribution strategy Keras builds them inside the first traced step,
         and TensorFlow then traces that step twice (it created variables): a second graph of the
-        whole network (about 15 s for the quick-start-size model at 64x64 on 2 CPU cores). Under
+        whole network (about 15 s for the ablation's small models at 64x64 on 2 CPU cores). Under
         a strategy Keras reads a batch to build them and trains without it."""
         import tensorflow as tf
 
