@@ -94,7 +94,7 @@ def train(cfg, precision, jit, kind, initial, images, masks, steps):
     # same dtype question; the logits' dtype is the layers' policy either way.
     logits = model(images[:1], training=False)["logits"]
     return {"loss": [float(v) for v in history.history["loss"]], "optimizer": type(model.optimizer).__name__,
-            "logits_dtype": str(logits.dtype), "fit_seconds": seconds}, trainable
+            "logits_dtype": keras.backend.standardize_dtype(logits.dtype), "fit_seconds": seconds}, trainable
 
 
 def main():
