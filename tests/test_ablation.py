@@ -365,6 +365,59 @@ def test_a_sweep_continues_from_committed_results(tmp_path):
         committed_runs(str(tmp_path / "bad.json"))
 
 
+def test_a_runs_design_is_its_method_not_its_budget_or_seed():
+    """Rows 6 and 6-noBR differ by the DAP placement alone (their YAML files); the seed, the budget
+    and the pretrained weights' path are not part of a design."""
+    from exfuse_keras.ablation.rows import TABLE_DAP
+    from exfuse_keras.ablation.sweep import SweepSettings, design_record, row_config
+
+    settings = SweepSettings(data=SCENES, steps=1200)
+    row6, no_br = (design_record(row_config(row, settings, 0)) for row in TABLE_DAP[1:3])
+    assert {k for k in row6 if row6[k] != no_br[k]} == {"model.dap.placement"}
+    assert (row6["model.dap.placement"], no_br["model.dap.placement"]) == ("upsampling_br", "upsampling")
+    seed1 = row_config(TABLE_DAP[1], SweepSettings(data=SCENES, steps=4000), 1)
+    assert seed1.train.seed == 1 and design_record(seed1) == row6
+    assert not any(k.startswith(("train.seed", "train.epochs", "model.backbone.weights")) for k in row6)
+    assert row6["model.backbone.blocks"] == [2, 2, 2, 2] and row6["train.ecre_target"] == "nearest"
+
+
+def test_a_committed_run_of_another_design_is_trained_anew(tmp_path):
+    """A committed run whose recorded design differs from its row's config now (the published
+    Xeon sweep's rows 6-8 ran DAP in place of the final BR) is not reused; one without a design
+    record, or with the same, is; a local run folder of another design is refused."""
+    from exfuse_keras.ablation.sweep import SweepSettings, budget_record, committed_runs, finished, run_dir
+
+    settings = SweepSettings(data=SCENES, steps=1200, output=str(tmp_path / "new"),
+                             committed=str(tmp_path / "results.json"))
+    old = {"model.dap.placement": "upsampling"}
+    runs = [{"row": TABLE3[5].run_name, "seed": 0, "val_miou": 0.5, "settings": budget_record(settings), "design": old},
+            {"row": TABLE3[5].run_name, "seed": 1, "val_miou": 0.6, "settings": budget_record(settings),
+             "design": {"model.dap.placement": "upsampling_br", "model.some_future_key": 3}},
+            {"row": TABLE3[4].run_name, "seed": 0, "val_miou": 0.4, "settings": budget_record(settings), "design": old}]
+    (tmp_path / "results.json").write_text(json.dumps({"settings": {}, "rows": [], "runs": runs}))
+    committed, said = committed_runs(settings.committed), []
+    assert finished(TABLE3[5], settings, 0, committed, said.append) is None
+    assert "another design than row6_seb_dap.yaml now (model.dap.placement='upsampling' (now 'upsampling_br'))" in said[0]
+    assert finished(TABLE3[5], settings, 1, committed)["val_miou"] == 0.6
+    assert finished(TABLE3[4], settings, 0, committed)["val_miou"] == 0.4  # row 5's placement is the default's
+    directory = run_dir(TABLE3[5], settings, 0)
+    os.makedirs(directory)
+    with open(os.path.join(directory, "result.json"), "w", encoding="utf-8") as f:
+        json.dump(runs[0], f)
+    with pytest.raises(ConfigError, match="another design than row6_seb_dap.yaml now"):
+        finished(TABLE3[5], settings, 0, committed)
+
+
+def test_the_published_xeon_sweep_reuses_rows_1_to_5_and_table_4_and_retrains_rows_6_to_8():
+    from exfuse_keras.ablation.sweep import SweepSettings, committed_runs, finished
+
+    path = os.path.join(ROOT, "docs", "results", "ablation4000_xeon.json")
+    settings = SweepSettings(data="configs/data/scenes_128.yaml", steps=4000, seeds=2, output="unused", committed=path)
+    committed = committed_runs(path)
+    reused = {row.key for row in rows_for("all") if finished(row, settings, 0, committed) is not None}
+    assert reused == {"1", "2", "3", "4", "5", "baseline", "deconv+sup", "subpixel", "ECRE"}
+
+
 def test_a_finished_pretraining_of_another_length_is_refused(tmp_path):
     from exfuse_keras.ablation.presence import pretrain_presence
 

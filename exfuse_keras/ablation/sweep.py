@@ -25,6 +25,10 @@ from exfuse_keras.config import Config, ConfigError, load_config, load_config_st
 from exfuse_keras.machine import cpu_record
 
 RESULT_FILE = "result.json"
+# Train keys that are the run's budget, seed or bookkeeping (recorded in the settings, or not a
+# property of the method): left out of a run's design record.
+_NOT_DESIGN = ("train.seed", "train.epochs", "train.steps_per_epoch", "train.max_train_seconds",
+               "train.budget_mode", "train.init.", "train.val_batch_size", "model.backbone.weights")
 # Validation (and backup) points per run: the budget is split into this many epochs.
 EPOCHS_PER_RUN = 4
 
@@ -97,6 +101,32 @@ def budget_record(settings: SweepSettings) -> dict:
             "overrides": list(settings.overrides)}
 
 
+def _flatten(prefix: str, value) -> dict:
+    if isinstance(value, dict):
+        flat = {}
+        for key, item in value.items():
+            flat.update(_flatten(f"{prefix}.{key}", item))
+        return flat
+    return {prefix: value}
+
+
+def design_record(cfg: Config) -> dict:
+    """The run's method as dotted config keys: every ``model.*`` and ``train.*`` value but the
+    budget, the seed and the backbone's weights file (``_NOT_DESIGN``). Two runs of one row are the
+    same design when the keys both record agree; a key one of them lacks (a field added to the
+    config since) is not compared."""
+    flat = {**_flatten("model", dataclasses.asdict(cfg.model)), **_flatten("train", dataclasses.asdict(cfg.train))}
+    return {key: value for key, value in flat.items() if not key.startswith(_NOT_DESIGN)}
+
+
+def design_differences(result: dict, design: dict) -> list:
+    """``key=old (now new)`` for each design key ``result`` recorded with another value than
+    ``design`` (the row's config now); empty for a run of the same design, or one that recorded none."""
+    had = result.get("design") or {}
+    return [f"{key}={had[key]!r} (now {design[key]!r})" for key in sorted(had)
+            if key in design and had[key] != design[key]]
+
+
 def committed_runs(path: Optional[str]) -> dict:
     """``{(run name, seed): result}`` of a results.json (``{}`` for None); a ConfigError naming the
     file when it is missing or not a sweep's results."""
@@ -110,18 +140,33 @@ def committed_runs(path: Optional[str]) -> dict:
         raise ConfigError(f"--committed {path}: not a sweep's results.json ({err})") from None
 
 
-def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[dict] = None) -> Optional[dict]:
+def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[dict] = None,
+             log=lambda message: None) -> Optional[dict]:
     """The run's result.json (or its entry in ``committed``, ``committed_runs``), or None if it has
     not finished; a ConfigError if it was trained with other settings than this sweep's (reusing
-    it would mix budgets in one table)."""
+    it would mix budgets in one table), or a run folder of another design than the row's config
+    now (``design_record``). A committed run of another design is not reused (None, said to ``log``)."""
     path = os.path.join(run_dir(row, settings, seed), RESULT_FILE)
-    if os.path.isfile(path):
+    local = os.path.isfile(path)
+    if local:
         with open(path, encoding="utf-8") as f:
             result = json.load(f)
     elif committed and (row.run_name, seed) in committed:
         path, result = f"{settings.committed} ({row.run_name}, seed {seed})", committed[(row.run_name, seed)]
     else:
         return None
+    if local and "design" not in result and os.path.isfile(os.path.join(run_dir(row, settings, seed), "config.yaml")):
+        # A run written before designs were recorded: its own config.yaml says what it was.
+        result["design"] = design_record(load_config(os.path.join(run_dir(row, settings, seed), "config.yaml")))
+    changed = design_differences(result, design_record(row_config(row, settings, seed)))
+    if changed and not local:
+        # The row's config has changed since that run (e.g. row 6's DAP placement): it is another
+        # design, so it neither counts as this row's run nor pairs with its runs; train it anew.
+        log(f"{path} is another design than {row.config} now ({', '.join(changed)}): not reused")
+        return None
+    if changed:
+        raise ConfigError(f"{path} was trained as another design than {row.config} now ({', '.join(changed)}); "
+                          "give this sweep its own --output")
     wanted = budget_record(settings)
     # A result written before the settings were recorded carries only the steps it ran.
     had = result.get("settings") or {"steps": wanted["steps"] if result.get("stopped_by_time_budget")
@@ -200,7 +245,7 @@ def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> d
               "pretraining_seconds": pretraining["seconds"] if pretraining else None,
               "params": params, "gflops": gflops, "eval_size": cfg.data.crop_size,
               "val_miou_curve": validation_curve(directory, cfg.train.steps_per_epoch), "cpu": cpu_record(),
-              "settings": budget_record(settings)}
+              "settings": budget_record(settings), "design": design_record(cfg)}
     with open(os.path.join(directory, RESULT_FILE), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     return result
@@ -222,7 +267,7 @@ def run_sweep(rows: Sequence[Row], settings: SweepSettings, verbose: int = 2, lo
     committed = committed_runs(settings.committed)
     results, spent, trained = {}, 0.0, 0
     for index, (row, seed) in enumerate(runs, 1):
-        done = finished(row, settings, seed, committed)
+        done = finished(row, settings, seed, committed, log)
         tag = f"[{index}/{len(runs)}] {row.run_name} seed {seed}"
         if done is not None:
             log(f"{tag}: finished before, skipped (val mIoU {done['val_miou']:.4f})")
