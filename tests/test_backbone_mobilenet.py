@@ -97,6 +97,22 @@ def test_the_minimalistic_mobile_model_runs_every_int8_op_in_xnnpack():
     assert sum(r["kernel"] == "XNNPACK" for r in rows) >= len(rows) - 1
 
 
+def test_the_benchmarks_minimalistic_model_has_no_hard_swish_and_no_squeeze_excite():
+    """bench's ``mobilenetv3_min`` (the 28 ms int8 row of docs/benchmarks.md) is the shipped mobile
+    config with keras.applications' minimalistic backbone; the default one has both."""
+    from exfuse_keras.bench.models import benchmark_models
+
+    def parts(model):
+        layers = list(model._flatten_layers(include_self=False, recursive=True))
+        hard = sum("hard" in str(getattr(layer, "activation", "")) for layer in layers)
+        return hard, sum("squeeze_excite" in layer.name for layer in layers)
+
+    (_, cfg, model), (_, cfg_min, model_min) = benchmark_models("no-run", ["mobilenetv3", "mobilenetv3_min"])
+    assert cfg_min.model.backbone.minimalistic and cfg_min.model.backbone.weights is None
+    assert cfg_min.model.backbone.architecture == cfg.model.backbone.architecture == "mobilenetv3_large"
+    assert min(parts(model)) > 0 and parts(model_min) == (0, 0)
+
+
 def test_mobilenet_settings_are_refused_on_a_resnet():
     with pytest.raises(ConfigError, match=r"model.backbone.minimalistic is a MobileNetV3 setting"):
         load_config("configs/exfuse_resnet101.yaml", ["model.backbone.minimalistic=true"])

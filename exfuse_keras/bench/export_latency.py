@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/quickstart", help="the quick-start run folder")
     parser.add_argument("--models", default="quickstart,r101,mobilenetv3",
-                        help="comma-separated: quickstart, r101, mobilenetv3")
+                        help="comma-separated: quickstart, r101, mobilenetv3, mobilenetv3_min")
     parser.add_argument("--size", type=int, default=512, help="image side (a multiple of 32)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per format (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")

@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 
+from exfuse_keras.bench.models import MODELS
+
 
 def _schema():
     from ai_edge_litert import schema_py_generated as schema
@@ -184,13 +186,13 @@ def _convert(args) -> bytes:
     for _, _, model in benchmark_models(args.run, [args.model]):
         return tflite.convert(model, (args.size, args.size), args.quantization,
                               representative=lambda: iter(calibration))
-    raise ValueError(f"--model {args.model!r}: expected quickstart, r101 or mobilenetv3")
+    raise ValueError(f"--model {args.model!r}: expected one of {', '.join(MODELS)}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", nargs="?", help="a .tflite file (or convert one with --model)")
-    parser.add_argument("--model", choices=("quickstart", "r101", "mobilenetv3"),
+    parser.add_argument("--model", choices=MODELS,
                         help="convert this benchmark model instead")
     parser.add_argument("--run", default="runs/quickstart", help="the quick-start run folder (--model quickstart)")
     parser.add_argument("--size", type=int, default=512, help="--model: image side (a multiple of 32)")
