@@ -363,6 +363,21 @@ def test_a_sweep_continues_from_committed_results(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ConfigError, match="bad.json: not a sweep's results.json"):
         committed_runs(str(tmp_path / "bad.json"))
+    # Several files (--committed twice): the union; the same run in both is fine, a different
+    # score for it is refused naming both files.
+    second = {"row": TABLE3[1].run_name, "seed": 0, "val_miou": 0.4, "settings": budget_record(settings)}
+    (tmp_path / "more.json").write_text(json.dumps({"runs": [run, second]}))
+    both = committed_runs([settings.committed, str(tmp_path / "more.json")])
+    assert sorted(both) == [(TABLE3[0].run_name, 1), (TABLE3[1].run_name, 0)]
+    assert both.sources[(TABLE3[1].run_name, 0)].endswith("more.json")
+    several = SweepSettings(data=SCENES, steps=1200, output=str(tmp_path / "new"),
+                            committed=[settings.committed, str(tmp_path / "more.json")])
+    assert finished(TABLE3[1], several, 0, both)["val_miou"] == 0.4
+    from exfuse_keras.ablation.__main__ import parse_args
+    assert parse_args(["--committed", "a.json", "--committed", "b.json"]).committed == ["a.json", "b.json"]
+    (tmp_path / "other.json").write_text(json.dumps({"runs": [dict(run, val_miou=0.31)]}))
+    with pytest.raises(ConfigError, match=r"other.json: row1_gcn_baseline seed 1 scored 0.31 there and 0.3 in .*results.json"):
+        committed_runs([settings.committed, str(tmp_path / "other.json")])
 
 
 def test_a_runs_design_is_its_method_not_its_budget_or_seed():

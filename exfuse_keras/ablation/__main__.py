@@ -39,9 +39,9 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=SweepSettings.output, help="the sweep's folder")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every run")
-    parser.add_argument("--committed", default=None, metavar="RESULTS_JSON",
-                        help="a results.json of earlier calls (e.g. committed under docs/results/): its runs count "
-                             "as finished, so the sweep continues where it stopped on another machine")
+    parser.add_argument("--committed", action="append", default=None, metavar="RESULTS_JSON",
+                        help="a results.json of earlier calls (e.g. committed under docs/results/; repeatable): its "
+                             "runs count as finished, so the sweep continues where it stopped on another machine")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the report of the runs finished so far (e.g. of a running sweep)")
     parser.add_argument("--quick", action="store_true",

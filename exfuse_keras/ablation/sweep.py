@@ -17,7 +17,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from exfuse_keras.ablation.presence import pretrain_presence, pretraining_config
 from exfuse_keras.ablation.rows import CONFIG_DIR, Row, modules_on, preset_overrides
@@ -48,8 +48,9 @@ class SweepSettings:
             ``config`` (the rows' ``model.backbone.weights`` as given, e.g. ImageNet SS weights).
         pretrain_steps: steps of each presence pretraining.
         overrides: extra ``key=value`` overrides for every run.
-        committed: a results.json of earlier calls (e.g. one committed under docs/): its runs
-            count as finished, so a sweep continues on another machine where the last stopped.
+        committed: results.json files of earlier calls (e.g. committed under docs/; one path or a
+            list): their runs count as finished, so a sweep continues on another machine where the
+            last stopped.
     """
 
     data: str
@@ -61,7 +62,7 @@ class SweepSettings:
     pretrain: str = "presence"
     pretrain_steps: int = 1000
     overrides: Sequence[str] = ()
-    committed: Optional[str] = None
+    committed: Union[str, Sequence[str], None] = None
 
 
 def row_config(row: Row, settings: SweepSettings, seed: int) -> Config:
@@ -127,17 +128,33 @@ def design_differences(result: dict, design: dict) -> list:
             if key in design and had[key] != design[key]]
 
 
-def committed_runs(path: Optional[str]) -> dict:
-    """``{(run name, seed): result}`` of a results.json (``{}`` for None); a ConfigError naming the
-    file when it is missing or not a sweep's results."""
-    if path is None:
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            runs = json.load(f)["runs"]
-        return {(r["row"], int(r["seed"])): r for r in runs}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"--committed {path}: not a sweep's results.json ({err})") from None
+class CommittedRuns(dict):
+    """``{(run name, seed): result}`` of committed results files, with ``sources``: the file each
+    came from."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources = {}
+
+
+def committed_runs(paths) -> CommittedRuns:
+    """The runs of one results.json or several (``--committed`` given more than once; None: none);
+    a ConfigError naming the file when one is missing or not a sweep's results, or when two files
+    hold the same (row, seed) with different scores."""
+    runs = CommittedRuns()
+    for path in [paths] if isinstance(paths, str) else list(paths or ()):
+        try:
+            with open(path, encoding="utf-8") as f:
+                entries = {(r["row"], int(r["seed"])): r for r in json.load(f)["runs"]}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"--committed {path}: not a sweep's results.json ({err})") from None
+        for key, result in entries.items():
+            if key in runs and runs[key].get("val_miou") != result.get("val_miou"):
+                raise ConfigError(f"--committed {path}: {key[0]} seed {key[1]} scored {result.get('val_miou')} "
+                                  f"there and {runs[key].get('val_miou')} in {runs.sources[key]}; give one of them")
+            runs.setdefault(key, result)
+            runs.sources.setdefault(key, path)
+    return runs
 
 
 def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[dict] = None,
@@ -152,7 +169,8 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
         with open(path, encoding="utf-8") as f:
             result = json.load(f)
     elif committed and (row.run_name, seed) in committed:
-        path, result = f"{settings.committed} ({row.run_name}, seed {seed})", committed[(row.run_name, seed)]
+        source = getattr(committed, "sources", {}).get((row.run_name, seed), settings.committed)
+        path, result = f"{source} ({row.run_name}, seed {seed})", committed[(row.run_name, seed)]
     else:
         return None
     if local and "design" not in result and os.path.isfile(os.path.join(run_dir(row, settings, seed), "config.yaml")):
