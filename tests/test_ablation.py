@@ -433,6 +433,29 @@ def test_the_published_xeon_sweep_reuses_rows_1_to_5_and_table_4_and_retrains_ro
     assert reused == {"1", "2", "3", "4", "5", "baseline", "deconv+sup", "subpixel", "ECRE"}
 
 
+def test_learning_curves_are_the_mean_over_seeds_at_common_steps(tmp_path):
+    """Table 4's baseline shares row 3's runs and appears once; a run without a curve (a
+    transcribed sweep) leaves its row out; a seed missing a validation point drops that step."""
+    from PIL import Image
+
+    rows = rows_for("ecre")
+    curves = {0: [[1000, 0.20], [2000, 0.40], [3000, 0.45]], 1: [[1000, 0.30], [2000, 0.50]]}
+    results = {(rows[0].run_name, s): {"val_miou_curve": c} for s, c in curves.items()}
+    results[(rows[1].run_name, 0)] = {"val_miou": 0.4}
+    results[(rows[2].run_name, 0)] = {"val_miou_curve": [[1000, 0.1], [2000, 0.6]]}
+    got = report.mean_curves(rows + (TABLE4[0],), results, seeds=2)
+    assert list(got) == ["3", "4-soft"]
+    np.testing.assert_allclose(np.array(got["3"]), [[1000, np.mean([20, 30])], [2000, np.mean([40, 50])]])
+    assert got["4-soft"] == [(1000, 10.0), (2000, 60.0)]
+    assert report.plot_curves(str(tmp_path / "curves.png"), rows, results, seeds=2)
+    image = np.asarray(Image.open(tmp_path / "curves.png").convert("RGB"))
+    for colour in report.CURVE_COLOURS[:2]:
+        assert (image == colour).all(axis=-1).sum() > 100, colour
+    assert not (image == report.CURVE_COLOURS[2]).all(axis=-1).any()
+    assert not report.plot_curves(str(tmp_path / "none.png"), rows, {(rows[1].run_name, 0): {}}, seeds=1)
+    assert not (tmp_path / "none.png").exists()
+
+
 def test_a_finished_pretraining_of_another_length_is_refused(tmp_path):
     from exfuse_keras.ablation.presence import pretrain_presence
 
@@ -449,7 +472,7 @@ def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
     first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
-    for name in ("results.json", "table.md", "ablation.png"):
+    for name in ("results.json", "table.md", "ablation.png", "curves.png"):
         assert (tmp_path / name).is_file(), name
     # The tiny generated set was trained on, not a regenerated full one (scenes_128.yaml names a size).
     assert json.loads((tmp_path / "quick_data" / "scenes_meta.json").read_text())["args"]["num_train"] == 16

@@ -110,8 +110,9 @@ def main(argv=None) -> int:
     with open(os.path.join(args.output, "table.md"), "w", encoding="utf-8") as f:
         f.write(table)
     report.plot_deltas(os.path.join(args.output, "ablation.png"), summary)
+    curves = report.plot_curves(os.path.join(args.output, "curves.png"), rows, results, settings.seeds)
     print(table)
-    print(f"wrote {args.output}/results.json, table.md and ablation.png")
+    print(f"wrote {args.output}/results.json, table.md, ablation.png" + (" and curves.png" if curves else ""))
     return 0
 
 

@@ -353,3 +353,68 @@ def plot_deltas(path: str, summary: Sequence[dict]) -> None:
             paper = s["paper_delta"]
             draw.rectangle([min(x0, x(paper)), y + 23, max(x0, x(paper)), y + 35], fill=(160, 160, 160))
     image.save(path)
+
+
+def mean_curves(rows: Sequence, results: dict, seeds: int) -> dict:
+    """``{row key: [(steps, val mIoU x 100 averaged over seeds), ...]}`` from each run's
+    ``val_miou_curve``, at the steps every seed of the row validated at; rows whose runs recorded
+    no curve (transcribed sweeps) are left out. Rows sharing runs appear once."""
+    curves, seen = {}, set()
+    for row in rows:
+        if row.run_name in seen:
+            continue
+        seen.add(row.run_name)
+        runs = [results[(row.run_name, s)] for s in range(seeds) if (row.run_name, s) in results]
+        per_seed = [dict((int(step), float(v)) for step, v in r.get("val_miou_curve") or []) for r in runs]
+        if not per_seed or not all(per_seed):
+            continue
+        steps = sorted(set.intersection(*(set(c) for c in per_seed)))
+        if steps:
+            curves[row.key] = [(step, 100 * float(np.mean([c[step] for c in per_seed]))) for step in steps]
+    return curves
+
+
+CURVE_COLOURS = ((49, 110, 180), (214, 96, 40), (60, 150, 70), (170, 50, 150), (120, 120, 120), (200, 160, 20),
+                 (30, 160, 170), (150, 80, 40), (90, 90, 200), (200, 60, 80))
+
+
+def plot_curves(path: str, rows: Sequence, results: dict, seeds: int) -> bool:
+    """A line chart of each row's val mIoU over training (``mean_curves``), one colour a row, the
+    number of seeds in the legend; returns False (and writes nothing) when no run has a curve."""
+    curves = mean_curves(rows, results, seeds)
+    if not curves:
+        return False
+    font = ImageFont.load_default()
+    left, top, plot_w, plot_h, legend_w = 60, 40, 560, 320, 260
+    image = Image.new("RGB", (left + plot_w + legend_w, top + plot_h + 50), "white")
+    draw = ImageDraw.Draw(image)
+    last = max(step for curve in curves.values() for step, _ in curve)
+    high = max(10.0, 10 * math.ceil(max(v for curve in curves.values() for _, v in curve) / 10))
+
+    def xy(step, value):
+        return left + plot_w * step / last, top + plot_h * (1 - value / high)
+
+    draw.text((10, 8), "Val mIoU (x 100) over training, mean over seeds", fill="black", font=font)
+    for tick in np.linspace(0, high, 6):
+        y = xy(0, tick)[1]
+        draw.line([(left, y), (left + plot_w, y)], fill=(225, 225, 225))
+        draw.text((10, y - 6), f"{tick:.0f}", fill="black", font=font)
+    for step in sorted({s for curve in curves.values() for s, _ in curve}):
+        draw.text((xy(step, 0)[0] - 14, top + plot_h + 6), f"{step:,}", fill="black", font=font)
+    draw.text((left + plot_w / 2 - 20, top + plot_h + 24), "steps", fill="black", font=font)
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
+    by_key = {row.key: row for row in rows}
+    for i, (key, curve) in enumerate(curves.items()):
+        colour = CURVE_COLOURS[i % len(CURVE_COLOURS)]
+        points = [xy(0, 0)] + [xy(step, value) for step, value in curve]
+        draw.line(points, fill=colour, width=3)
+        for point in points[1:]:
+            draw.ellipse([point[0] - 3, point[1] - 3, point[0] + 3, point[1] + 3], fill=colour)
+        n = sum((by_key[key].run_name, s) in results for s in range(seeds))
+        label = f"#{key} {by_key[key].label}"
+        label = label if len(label) <= 34 else label[:33] + "…"
+        y = top + 16 * i
+        draw.rectangle([left + plot_w + 12, y + 2, left + plot_w + 28, y + 10], fill=colour)
+        draw.text((left + plot_w + 34, y), f"{label} ({n} seed{'s' if n != 1 else ''})", fill="black", font=font)
+    image.save(path)
+    return True
