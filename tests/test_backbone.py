@@ -136,3 +136,78 @@ def test_zero_init_residual_makes_each_fresh_block_its_shortcut(rng):
     spread = {zero: float(np.std(model(images, training=True)["res4"])) for zero, model in deep.items()}
     # res4: 23 blocks, whose residual branches each add about unit variance when not zeroed.
     assert spread[True] < 1.5 and spread[False] > 3 * spread[True], spread
+
+
+# ResNeXt's grouped convolution ----------------------------------------------------------------
+
+def test_block_diagonal_mask_pairs_the_channels_of_each_group():
+    from exfuse_keras.layers.grouped import block_diagonal_mask
+
+    mask = block_diagonal_mask(8, 12, 4)
+    expected = np.zeros((8, 12), np.float32)
+    for g in range(4):
+        expected[2 * g:2 * g + 2, 3 * g:3 * g + 3] = 1
+    np.testing.assert_array_equal(mask, expected)
+
+
+@pytest.mark.parametrize("strides,padding,size", [(1, "same", (9, 7)), (2, "valid", (10, 13))])
+def test_grouped_conv_trains_as_keras_grouped_convolution(strides, padding, size):
+    """Training on a CPU takes the dense block-diagonal form: its outputs and both gradients equal
+    Keras' grouped convolution's (XLA) with the same weights; inference is Keras' own call."""
+    import tensorflow as tf
+
+    from exfuse_keras.layers.grouped import GroupedConv2D
+
+    x = tf.random.stateless_normal([2, *size, 16], seed=[1, 2])
+    kwargs = dict(filters=12, kernel_size=3, strides=strides, padding=padding, groups=4, use_bias=True,
+                  bias_initializer="glorot_uniform")
+    ours, keras_conv = GroupedConv2D(**kwargs), keras.layers.Conv2D(**kwargs)
+    keras_conv.build(x.shape)
+    ours.build(x.shape)
+    ours.set_weights(keras_conv.get_weights())
+    found = {}
+    for name, layer in (("ours", ours), ("keras", keras_conv)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.sin(y))
+        found[name] = [np.asarray(t) for t in (y, *tape.gradient(loss, [x, layer.kernel, layer.bias]))]
+    for a, b in zip(found["ours"], found["keras"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+    np.testing.assert_array_equal(np.asarray(ours(x, training=False)), np.asarray(keras_conv(x)))
+
+
+def test_grouped_conv_round_trips_and_exports_a_grouped_tflite_convolution(tmp_path):
+    """A .keras file keeps the class and its outputs; TFLite gets the grouped CONV_2D (filter
+    [C_out, 3, 3, C_in / groups]), not the dense training form, and computes Keras' outputs."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from exfuse_keras.layers.grouped import GroupedConv2D
+
+    inputs = keras.Input((12, 12, 16), batch_size=1)
+    model = keras.Model(inputs, GroupedConv2D(16, 3, padding="same", groups=4, name="grouped")(inputs))
+    x = np.random.default_rng(0).normal(size=(1, 12, 12, 16)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert type(loaded.get_layer("grouped")) is GroupedConv2D
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+    interpreter = Interpreter(model_content=tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    interpreter.allocate_tensors()
+    shapes = [tuple(t["shape"]) for t in interpreter.get_tensor_details() if len(t["shape"]) == 4]
+    assert (16, 3, 3, 4) in shapes and (16, 3, 3, 16) not in shapes
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, np.asarray(model(x)), rtol=1e-4, atol=1e-4 * np.abs(got).max())
+
+
+def test_resnext_uses_the_grouped_layer_only_where_it_groups():
+    cfg = BackboneConfig(blocks=[1, 1, 1, 1], cardinality=4, base_width=4, base_channels=64, stem_channels=8,
+                         weights=None)
+    from exfuse_keras.layers.grouped import GroupedConv2D
+
+    grouped = [layer.name for layer in build_backbone(cfg).layers if isinstance(layer, GroupedConv2D)]
+    assert grouped == [f"conv{s}_block1_2_conv" for s in range(2, 6)]
+    plain = build_backbone(dataclasses.replace(cfg, cardinality=1))
+    assert not any(isinstance(layer, GroupedConv2D) for layer in plain.layers)

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import exfuse_keras.layers
 from exfuse_keras.layers import (BilinearUpsampling, BilinearUpsamplingInitializer, BoundaryRefinement,
-                                 DenselyAdjacentPrediction, DenselyAdjacentUpsampling, GlobalConvolution,
+                                 DenselyAdjacentPrediction, DenselyAdjacentUpsampling, GlobalConvolution, GroupedConv2D,
                                  InputNormalization, RecurrentSemanticEmbedding,
                                  ResizeToMatch, SemanticEmbeddingBranch, SemanticSupervisionHead,
                                  SubPixelUpsampling, SyncBatchNormalization)
@@ -303,6 +303,8 @@ LAYER_TESTS = [
     (SemanticSupervisionHead, {"num_classes": 4, "num_downsamples": 3, "channels": 8}, (2, 16, 16, 6), (2, 4),
      11, 6, {}),
     (SyncBatchNormalization, {"epsilon": 1e-5}, (2, 5, 3, 4), (2, 5, 3, 4), 2, 2, {"mixed_output_dtype": "float16"}),
+    (GroupedConv2D, {"filters": 8, "kernel_size": 3, "padding": "same", "groups": 2}, (2, 5, 7, 4), (2, 5, 7, 8), 2, 0,
+     {}),
 ]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import keras
 
 from exfuse_keras.config import BackboneConfig
+from exfuse_keras.layers.grouped import GroupedConv2D
 from exfuse_keras.layers.normalization import SyncBatchNormalization
 
 STAGES = ("res2", "res3", "res4", "res5")
@@ -37,9 +38,12 @@ def _norm(cfg: BackboneConfig, name: str, gamma_initializer: str = "ones") -> ke
     return layer
 
 
-def _conv(cfg, filters, kernel_size, strides, name, groups=1):
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, groups=groups,
-                               use_bias=cfg.convention == "keras", name=name)
+def _conv(cfg, filters, kernel_size, strides, name, groups=1, padding="valid"):
+    """A bias-free (torchvision) or biased (keras) convolution; grouped ones are ``GroupedConv2D``,
+    which trains on CPUs where Keras' grouped convolution's gradient does not."""
+    layer = GroupedConv2D if groups > 1 else keras.layers.Conv2D
+    return layer(filters, kernel_size, strides=strides, groups=groups, padding=padding,
+                 use_bias=cfg.convention == "keras", name=name)
 
 
 def bottleneck_block(x, cfg: BackboneConfig, width: int, out_channels: int, strides: int, name: str):
@@ -58,8 +62,7 @@ def bottleneck_block(x, cfg: BackboneConfig, width: int, out_channels: int, stri
     y = keras.layers.Activation("relu", name=f"{name}_1_relu")(y)
     mid_strides = 1 if keras_style else strides
     if mid_strides == 1:
-        y = keras.layers.Conv2D(width, 3, padding="same", groups=cfg.cardinality, use_bias=keras_style,
-                                name=f"{name}_2_conv")(y)
+        y = _conv(cfg, width, 3, 1, f"{name}_2_conv", groups=cfg.cardinality, padding="same")(y)
     else:
         # Symmetric padding like torchvision; 'same' would pad only bottom/right for even sizes.
         y = keras.layers.ZeroPadding2D(1, name=f"{name}_2_pad")(y)

@@ -4,6 +4,7 @@ from exfuse_keras.layers.dap import DenselyAdjacentPrediction, DenselyAdjacentUp
 from exfuse_keras.layers.ecre import SubPixelUpsampling
 from exfuse_keras.layers.fusion import RecurrentSemanticEmbedding
 from exfuse_keras.layers.gcn import BoundaryRefinement, GlobalConvolution
+from exfuse_keras.layers.grouped import GroupedConv2D
 from exfuse_keras.layers.initializers import BilinearUpsamplingInitializer
 from exfuse_keras.layers.normalization import SyncBatchNormalization
 from exfuse_keras.layers.preprocessing import InputNormalization
@@ -13,7 +14,8 @@ from exfuse_keras.layers.supervision import SemanticSupervisionHead
 
 __all__ = [
     "BilinearUpsampling", "BilinearUpsamplingInitializer", "BoundaryRefinement",
-    "DenselyAdjacentPrediction", "DenselyAdjacentUpsampling", "GlobalConvolution", "InputNormalization",
+    "DenselyAdjacentPrediction", "DenselyAdjacentUpsampling", "GlobalConvolution", "GroupedConv2D",
+    "InputNormalization",
     "RecurrentSemanticEmbedding", "ResizeToMatch",
     "SemanticEmbeddingBranch", "SemanticSupervisionHead", "SubPixelUpsampling", "SyncBatchNormalization",
 ]
