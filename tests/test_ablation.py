@@ -33,9 +33,14 @@ def test_rows_have_their_configs_and_the_paper_numbers():
     with pytest.raises(ValueError, match="--table"):
         rows_for("5")
     assert [r.key for r in rows_for("dap")] == ["5", "6", "6-noBR", "6-noBR*"]
-    assert [r.key for r in rows_for("ecre")] == ["3", "4", "4-soft", "4-upsampled"]
+    assert [r.key for r in rows_for("ecre")] == ["3", "4", "4-soft", "4-upsampled", "4-soft*", "4-upsampled*"]
     targets = [load_config(os.path.join(CONFIG_DIR, r.config)).train.ecre_target for r in rows_for("ecre")[1:]]
-    assert targets == ["nearest", "soft", "upsampled"]
+    assert targets == ["nearest", "soft", "upsampled", "soft", "upsampled"]
+    # The starred rows reuse their targets' runs and pair them with today's nearest target.
+    ecre = {r.key: r for r in rows_for("ecre")}
+    assert [ecre[k].run_name for k in ("4-soft*", "4-upsampled*")] == [ecre["4-soft"].run_name,
+                                                                      ecre["4-upsampled"].run_name]
+    assert ecre["4-soft*"].reference == ecre["4-upsampled*"].reference == "4"
 
 
 def test_modules_of_each_row():

@@ -101,6 +101,13 @@ TABLE_ECRE = (
         experimental=True, reference="3", claim="ECRE, soft target"),
     Row("4-upsampled", "ecre", "#3 + ECRE, logits upsampled to the labels", "ecre_upsampled_target.yaml", None,
         True, experimental=True, reference="3", claim="ECRE, upsampled logits"),
+    # Each other target against today's nearest one, paired by seed: the same runs, nothing new to
+    # train; they decide train.ecre_target's default.
+    Row("4-soft*", "ecre", "#4 with the soft target (4-soft's runs, against #4)", "ecre_soft_target.yaml", None,
+        True, experimental=True, reference="4", claim="soft target, against nearest"),
+    Row("4-upsampled*", "ecre", "#4 with upsampled logits (4-upsampled's runs, against #4)",
+        "ecre_upsampled_target.yaml", None, True, experimental=True, reference="4",
+        claim="upsampled logits, against nearest"),
 )
 # Positive controls (not the paper's): does the benchmark test what it claims? Each against Table
 # 3's row 1. A model that cannot see a context object's surroundings should lose on the context
