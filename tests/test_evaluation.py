@@ -265,8 +265,14 @@ def test_quickstart_multiscale_flip_miou_is_reported_beside_it(quickstart_scores
     assert tta["protocol"] == {"scales": list(PAPER_SCALES), "flip": True, "sliding_window": None}
     assert single["images"] == tta["images"] == 60
     assert np.isfinite(tta["miou"]) and 0.0 < tta["miou"] <= 1.0
-    assert tta["miou"] >= single["miou"] - 0.05
     assert tta["confusion_matrix"].sum() == single["confusion_matrix"].sum()  # the same labelled pixels
+    # The views change the decisions; the protocol's degenerate case is single scale exactly.
+    assert not np.array_equal(tta["confusion_matrix"], single["confusion_matrix"])
+    one_view = evaluate(cfg, model, "val", progress=False, protocol=EvalConfig([1.0], flip=False), max_images=60)
+    np.testing.assert_array_equal(one_view["confusion_matrix"], single["confusion_matrix"])
+    # Whether the views help is a property of a trained model, not of this 600-step fixture (on a
+    # 2-core Xeon its views at 1.5x and 1.75x scored 0.15 and 0.14 against 0.20 at 1x): the full
+    # recipe's model is checked in tests/test_quickstart.py (make test-slow).
 
 
 def test_evaluate_cli_writes_the_report_and_the_confusion_picture(quickstart_run, tmp_path, capsys):
