@@ -149,6 +149,26 @@ def test_increments_are_against_the_papers_reference_rows_and_paired_by_seed():
     assert "| DAP | #6 − #5 | +0.6 |" in table and "0.00 (" not in table and "p = " not in table
 
 
+def test_a_comparison_two_tables_share_enters_the_pool_once():
+    """Tables 3 and 4: Table 4's ECRE row is #4 - #3 again; the pooled sd (numpy, over the eight
+    distinct comparisons of the paper's rows, 2 df each; row 8 is ours) is what the intervals use."""
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    names = sorted({r.run_name for r in rows_for("all")})
+    results = {(name, s): {"seed": s, "val_miou": float(rng.uniform(0.3, 0.6)), "cpu": {"kind": "X"}}
+               for name in names for s in range(3)}
+    summary = {(s["table"], s["row"]): s for s in report.summarize(rows_for("all"), results, 3)}
+    distinct = [("row2_ss", "row1_gcn_baseline"), ("row3_ss_lr", "row2_ss"), ("row4_ecre", "row3_ss_lr"),
+                ("row5_seb", "row3_ss_lr"), ("row6_seb_dap", "row5_seb"), ("row7_exfuse", "row6_seb_dap"),
+                ("table4_deconv_supervised", "row3_ss_lr"), ("table4_subpixel_only", "row3_ss_lr")]
+    diffs = [np.array([results[(a, s)]["val_miou"] - results[(b, s)]["val_miou"] for s in range(3)]) for a, b in distinct]
+    sd = np.sqrt(sum(((d - d.mean()) ** 2).sum() for d in diffs) / 16)
+    half = stats.t.ppf(0.975, 16) * sd / np.sqrt(3)
+    assert summary[("3", "2")]["delta_miou"]["pooled_half_width"] == pytest.approx(half, rel=1e-9)
+    assert summary[("4", "ECRE")]["delta_miou"]["pooled_half_width"] == pytest.approx(half, rel=1e-9)
+
+
 def test_runs_on_different_cpu_kinds_are_not_paired():
     rows = rows_for("3")
     kinds = {(rows[1].run_name, 2): "Intel Emerald Rapids"}  # row 2's seed 2 ran elsewhere

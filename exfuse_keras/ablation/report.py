@@ -154,7 +154,13 @@ def summarize(rows: Sequence, results: dict, seeds: int, class_names: Optional[S
     references = {r.key: by_key.get((r.table, r.reference)) for r in rows if r.reference}
     # Pooled over the paper's rows: an experimental row (row 8 diverged on one seed) says nothing of
     # the noise of the others.
-    pooled_rows = [r for r in rows if r.reference and references[r.key] is not None and not r.experimental]
+    # A comparison that two tables share (Table 4's ECRE row is Table 3's #4 - #3) counts once.
+    pooled_rows, compared = [], set()
+    for r in rows:
+        if r.reference and references[r.key] is not None and not r.experimental:
+            if (r.run_name, references[r.key].run_name) not in compared:
+                compared.add((r.run_name, references[r.key].run_name))
+                pooled_rows.append(r)
     pooled = pooled_sd([_pairs(results, r, references[r.key], seeds, "val_miou") for r in pooled_rows])
     pooled_boundary = pooled_sd([_pairs(results, r, references[r.key], seeds, "val_boundary_miou")
                                  for r in pooled_rows])
