@@ -417,8 +417,8 @@ def plot_curves(path: str, rows: Sequence, results: dict, seeds: int) -> bool:
         for point in points[1:]:
             draw.ellipse([point[0] - 3, point[1] - 3, point[0] + 3, point[1] + 3], fill=colour)
         n = sum((by_key[key].run_name, s) in results for s in range(seeds))
-        label = f"#{key} {by_key[key].label}"
-        label = label if len(label) <= 34 else label[:33] + "…"
+        label = f"#{key}: {by_key[key].claim or by_key[key].label}"
+        label = label if len(label) <= 36 else label[:35] + "."
         y = top + 16 * i
         draw.rectangle([left + plot_w + 12, y + 2, left + plot_w + 28, y + 10], fill=colour)
         draw.text((left + plot_w + 34, y), f"{label} ({n} seed{'s' if n != 1 else ''})", fill="black", font=font)
