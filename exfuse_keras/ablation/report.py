@@ -1,4 +1,5 @@
-"""The sweep's outputs: results.json, table.md, a plot of each module's increment next to the paper's, and the rows' learning curves.
+"""The sweep's outputs: results.json, table.md, a plot of each module's increment next to the
+paper's, and the rows' learning curves.
 
 Each row's claim is an increment over the row the paper compares it with (``Row.reference``:
 SS = #2 - #1, LR = #3 - #2, ECRE = #4 - #3, SEB = #5 - #3, DAP = #6 - #5, ECRE again =
