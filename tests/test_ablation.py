@@ -360,9 +360,12 @@ def test_a_finished_run_is_reused_only_by_a_sweep_with_its_settings(tmp_path):
     assert finished(row, settings, 1) is None
     with pytest.raises(ConfigError, match=r"result.json was trained with steps=1200 \(this sweep: 3000\)"):
         finished(row, SweepSettings(data=SCENES, steps=3000, output=str(tmp_path)), 0)
-    with pytest.raises(ConfigError, match=r"overrides=\[\] \(this sweep: \['train.learning_rate=0.1'\]\)"):
+    with pytest.raises(ConfigError, match=r"another design than row1_gcn_baseline.yaml now \(train.learning_rate="
+                                          r"[0-9.]+ \(now 0.1\)\); give this sweep its own --output"):
         finished(row, SweepSettings(data=SCENES, steps=1200, output=str(tmp_path),
                                     overrides=["train.learning_rate=0.1"]), 0)
+    with pytest.raises(ConfigError, match=r"overrides=\[\] \(this sweep: \['data.crop_size=96'\]\)"):
+        finished(row, SweepSettings(data=SCENES, steps=1200, output=str(tmp_path), overrides=["data.crop_size=96"]), 0)
     with open(path, "w", encoding="utf-8") as f:  # a result from before settings were recorded: its steps
         json.dump({"val_miou": 0.5, "steps_run": 1200, "stopped_by_time_budget": False}, f)
     assert finished(row, settings, 0) is not None
@@ -418,7 +421,42 @@ def test_a_runs_design_is_its_method_not_its_budget_or_seed():
     seed1 = row_config(TABLE_DAP[1], SweepSettings(data=SCENES, steps=4000), 1)
     assert seed1.train.seed == 1 and design_record(seed1) == row6
     assert not any(k.startswith(("train.seed", "train.epochs", "model.backbone.weights")) for k in row6)
-    assert row6["model.backbone.blocks"] == [2, 2, 2, 2] and row6["train.ecre_target"] == "nearest"
+    assert row6["model.backbone.blocks"] == [2, 2, 2, 2] and "train.ecre_target" not in row6  # no ECRE output
+
+
+def test_a_weight_sweep_reuses_the_rows_that_setting_does_not_touch(tmp_path):
+    """With ``--set train.ecre_loss_weight=0.1`` row 3 (no ECRE output) is still row 3: its committed
+    runs at the default weight are reused; row 4's are another design and trained anew. A
+    ``data.*`` override stays part of the budget."""
+    from exfuse_keras.ablation.rows import TABLE_ECRE
+    from exfuse_keras.ablation.sweep import SweepSettings, budget_record, committed_runs, finished
+
+    default = SweepSettings(data=SCENES, steps=1200, output=str(tmp_path / "w1"))
+    runs = [{"row": row.run_name, "seed": 0, "val_miou": v, "settings": budget_record(default),
+             "design": design} for row, v, design in
+            ((TABLE_ECRE[0], 0.5, _design(TABLE_ECRE[0], default)), (TABLE_ECRE[1], 0.45, _design(TABLE_ECRE[1], default)))]
+    runs += [{"row": row.run_name, "seed": 1, "val_miou": 0.4, "settings": budget_record(default)}  # no design record
+             for row in TABLE_ECRE[:2]]
+    (tmp_path / "results.json").write_text(json.dumps({"settings": {}, "rows": [], "runs": runs}))
+    light = SweepSettings(data=SCENES, steps=1200, output=str(tmp_path / "w01"), committed=str(tmp_path / "results.json"),
+                          overrides=["train.ecre_loss_weight=0.1"])
+    committed, said = committed_runs(light.committed), []
+    assert finished(TABLE_ECRE[0], light, 0, committed, said.append)["val_miou"] == 0.5
+    assert finished(TABLE_ECRE[1], light, 0, committed, said.append) is None
+    assert said == [f"{tmp_path / 'results.json'} (row4_ecre, seed 0) is another design than row4_ecre.yaml now "
+                    "(train.ecre_loss_weight=1.0 (now 0.1)): not reused"]
+    assert "train.ecre_loss_weight" not in _design(TABLE_ECRE[0], light)
+    assert finished(TABLE_ECRE[0], light, 1, committed)["val_miou"] == 0.4  # the overrides it recorded were []
+    assert finished(TABLE_ECRE[1], light, 1, committed) is None
+    other_data = SweepSettings(data=SCENES, steps=1200, output=str(tmp_path / "crop"), committed=light.committed,
+                               overrides=["data.crop_size=96"])
+    with pytest.raises(ConfigError, match=r"overrides=\[\] \(this sweep: \['data.crop_size=96'\]\)"):
+        finished(TABLE_ECRE[0], other_data, 0, committed_runs(light.committed))
+
+
+def _design(row, settings):
+    from exfuse_keras.ablation.sweep import design_record, row_config
+    return design_record(row_config(row, settings, 0))
 
 
 def test_a_committed_run_of_another_design_is_trained_anew(tmp_path):

@@ -99,7 +99,17 @@ def budget_record(settings: SweepSettings) -> dict:
     return {"data": os.path.normpath(settings.data), "preset": settings.preset, "steps": settings.steps,
             "max_seconds": settings.max_seconds, "pretrain": settings.pretrain,
             "pretrain_steps": settings.pretrain_steps if settings.pretrain == "presence" else None,
-            "overrides": list(settings.overrides)}
+            "overrides": budget_overrides(settings.overrides)}
+
+
+def budget_overrides(overrides: Sequence[str]) -> list:
+    """The ``--set`` overrides a budget record holds: all but the ``model.*`` and ``train.*`` keys
+    of a design, which the runs' design records compare instead (so an ECRE-weight sweep reuses
+    row 3's runs, whose design that weight does not touch)."""
+    def is_design(override: str) -> bool:
+        key = override.split("=", 1)[0].strip()
+        return key.startswith(("model.", "train.")) and not key.startswith(_NOT_DESIGN)
+    return [override for override in overrides if not is_design(override)]
 
 
 def _flatten(prefix: str, value) -> dict:
@@ -117,7 +127,20 @@ def design_record(cfg: Config) -> dict:
     same design when the keys both record agree; a key one of them lacks (a field added to the
     config since) is not compared."""
     flat = {**_flatten("model", dataclasses.asdict(cfg.model)), **_flatten("train", dataclasses.asdict(cfg.train))}
-    return {key: value for key, value in flat.items() if not key.startswith(_NOT_DESIGN)}
+    idle = _idle_settings(cfg)
+    return {key: value for key, value in flat.items() if not key.startswith(_NOT_DESIGN) and key not in idle}
+
+
+def _idle_settings(cfg: Config) -> tuple:
+    """Keys that change nothing in this model: the auxiliary losses' weights and targets when the
+    model has no such output. Row 3 trained with ``train.ecre_loss_weight: 0.1`` is row 3, so a
+    sweep of ECRE's weight pairs its rows with row 3's runs at the default weight."""
+    idle = ()
+    if not (cfg.model.ecre.supervised and "res5" in cfg.model.decoder_levels):  # no "ecre" output
+        idle += ("train.ecre_loss_weight", "train.ecre_target")
+    if not cfg.model.ss.levels:
+        idle += ("train.ss_loss_weight",)
+    return idle
 
 
 def design_differences(result: dict, design: dict) -> list:
@@ -176,6 +199,10 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
     if local and "design" not in result and os.path.isfile(os.path.join(run_dir(row, settings, seed), "config.yaml")):
         # A run written before designs were recorded: its own config.yaml says what it was.
         result["design"] = design_record(load_config(os.path.join(run_dir(row, settings, seed), "config.yaml")))
+    if "design" not in result and "overrides" in (result.get("settings") or {}):
+        # A run that recorded no design was the row's config with the overrides it recorded.
+        then = dataclasses.replace(settings, overrides=list(result["settings"]["overrides"] or []))
+        result = dict(result, design=design_record(row_config(row, then, seed)))
     changed = design_differences(result, design_record(row_config(row, settings, seed)))
     if changed and not local:
         # The row's config has changed since that run (e.g. row 6's DAP placement): it is another
@@ -187,8 +214,10 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
                           "give this sweep its own --output")
     wanted = budget_record(settings)
     # A result written before the settings were recorded carries only the steps it ran.
-    had = result.get("settings") or {"steps": wanted["steps"] if result.get("stopped_by_time_budget")
-                                     else result.get("steps_run")}
+    had = dict(result.get("settings") or {"steps": wanted["steps"] if result.get("stopped_by_time_budget")
+                                          else result.get("steps_run")})
+    if "overrides" in had:
+        had["overrides"] = budget_overrides(had["overrides"] or [])
     differ = [f"{key}={had[key]!r} (this sweep: {wanted[key]!r})" for key in had if had[key] != wanted.get(key)]
     if differ:
         raise ConfigError(f"{path} was trained with {', '.join(differ)}; give this sweep its own --output, "
