@@ -169,6 +169,41 @@ def test_a_comparison_two_tables_share_enters_the_pool_once():
     assert summary[("4", "ECRE")]["delta_miou"]["pooled_half_width"] == pytest.approx(half, rel=1e-9)
 
 
+def test_an_experimental_rows_verdict_needs_both_intervals():
+    """Two seeds 0.2 points apart: their own interval excludes 0, the pooled one (sd 1.65 points,
+    6 df) does not; a paper row is judged by the pool, an experimental row by both."""
+    from scipy import stats
+
+    d = [-0.022, -0.024]
+    paper, ours = report.paired_increment(d, (0.0165, 6)), report.paired_increment(d, (0.0165, 6), both=True)
+    own_high = np.mean(d) + stats.t.ppf(0.975, 1) * np.std(d, ddof=1) / np.sqrt(2)
+    pooled_half = stats.t.ppf(0.975, 6) * 0.0165 / np.sqrt(2)
+    assert own_high < 0 and np.mean(d) + pooled_half > 0  # the case: own excludes 0, pooled does not
+    assert paper["verdict"] == ours["verdict"] == f"inconclusive at ± {100 * pooled_half:.1f}"
+    wide = report.paired_increment([-0.01, -0.06], (0.005, 6), both=True)  # pooled excludes 0, own does not
+    assert report.paired_increment([-0.01, -0.06], (0.005, 6))["verdict"] == "hurts"
+    assert wide["verdict"] == f"inconclusive at ± {100 * stats.t.ppf(0.975, 1) * np.std([-0.01, -0.06], ddof=1) / np.sqrt(2):.1f}"
+    assert report.paired_increment([-0.05, -0.052], (0.005, 6), both=True)["verdict"] == "hurts"
+
+
+def test_several_tables_in_one_report_share_one_pool():
+    """``--table all,ecre``: the ECRE screen's rows (experimental) get the pooled interval of Tables
+    3 and 4's comparisons; ECRE's own #4 - #3 is the comparison Table 3 holds, counted once."""
+    rows = rows_for("all,ecre")
+    assert rows[:len(rows_for("all"))] == rows_for("all") and rows[len(rows_for("all")):] == rows_for("ecre")
+    assert rows_for("3,3") == rows_for("3")
+    with pytest.raises(ValueError, match="comma list of them\\), got 'five'"):
+        rows_for("3,five")
+    rng = np.random.default_rng(4)
+    results = {(r.run_name, s): {"seed": s, "val_miou": float(rng.uniform(0.3, 0.6)), "cpu": {"kind": "X"}}
+               for r in rows for s in range(3)}
+    both = {(s["table"], s["row"]): s for s in report.summarize(rows, results, 3)}
+    alone = {(s["table"], s["row"]): s for s in report.summarize(rows_for("all"), results, 3)}
+    assert both[("3", "2")]["delta_miou"]["pooled_half_width"] == alone[("3", "2")]["delta_miou"]["pooled_half_width"]
+    assert both[("ecre", "4-soft")]["delta_miou"]["pooled_half_width"] == pytest.approx(
+        alone[("3", "2")]["delta_miou"]["pooled_half_width"])
+
+
 def test_runs_on_different_cpu_kinds_are_not_paired():
     rows = rows_for("3")
     kinds = {(rows[1].run_name, 2): "Intel Emerald Rapids"}  # row 2's seed 2 ran elsewhere

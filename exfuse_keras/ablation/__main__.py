@@ -15,9 +15,10 @@ def parse_args(argv=None):
 
     parser = argparse.ArgumentParser(prog="python -m exfuse_keras.ablation",
                                      description="The paper's Table 3 and Table 4 ablations as one sweep.")
-    parser.add_argument("--table", default="all", choices=("3", "4", "dap", "ecre", "controls", "all"),
+    parser.add_argument("--table", default="all", metavar="{3,4,dap,ecre,controls,all}[,...]",
                         help="which table's rows (all: Tables 3 and 4; dap: where DAP's votes come from; ecre: how "
-                             "ECRE's auxiliary target is built; controls: the benchmark's positive controls)")
+                             "ECRE's auxiliary target is built; controls: the benchmark's positive controls); a "
+                             "comma list reports several tables with one pooled noise estimate")
     parser.add_argument("--rows", default=None, metavar="KEY[,KEY...]",
                         help="only these rows of --table, by their key (e.g. 5,6 for the DAP pair; the table's "
                              "rows and keys are in docs/ablation.md)")
@@ -83,7 +84,11 @@ def main(argv=None) -> int:
     settings = SweepSettings(data=args.data, preset=args.config_set, steps=args.steps, seeds=args.seeds,
                              output=args.output, max_seconds=args.max_seconds, pretrain=pretrain,
                              pretrain_steps=args.pretrain_steps, overrides=list(args.set), committed=args.committed)
-    rows = rows_for(args.table)
+    try:
+        rows = rows_for(args.table)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.quick:
         settings, rows = _quick_settings(args, settings), QUICK_ROWS
     if args.rows:

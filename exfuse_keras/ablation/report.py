@@ -19,8 +19,12 @@ pretraining), and two runs are paired only when they ran on the same kind of CPU
   n_i - 1; experimental rows are left out of the pool);
 - a verdict: ``helps`` or ``hurts`` when the pooled interval excludes 0, else ``inconclusive at
   +- h`` (h its half-width); the row's own interval when no pool exists. One pair gives no
-  verdict. Experimental rows get their own interval only (their noise is not the benchmark's:
-  row 8 diverged on one seed).
+  verdict. An experimental row's verdict needs both intervals, pooled and own, to exclude 0
+  (its noise need not be the benchmark's: row 8 diverged on one seed; and with 2 seeds its own
+  sd alone can call two differences 0.2 apart significant).
+
+Several tables in one report (``--table all,ecre``) share one pool, so a screen of experimental
+rows is judged with the whole sweep's noise estimate.
 """
 
 from __future__ import annotations
@@ -60,12 +64,13 @@ def detectable_effect(sd: Optional[float], df: int, n: int) -> Optional[float]:
     return float((stats.t.ppf(1 - (1 - CONFIDENCE) / 2, df) + stats.t.ppf(POWER, df)) * sd / math.sqrt(n))
 
 
-def paired_increment(deltas, pooled: tuple = (None, 0)) -> dict:
+def paired_increment(deltas, pooled: tuple = (None, 0), both: bool = False) -> dict:
     """The statistics of one increment from its paired per-seed differences (module docstring).
 
     Returns ``{"n", "mean", "std", "ci": [low, high] or None, "half_width", "p", "mde", "verdict"}``;
     ``p`` is the two-sided paired t-test's (None below 2 pairs), ``mde`` the detectable effect
-    with ``pooled`` = ``pooled_sd(...)``.
+    with ``pooled`` = ``pooled_sd(...)``. ``both``: the verdict needs both intervals, pooled and
+    own, to exclude 0 (an experimental row's).
     """
     from scipy import stats
 
@@ -84,13 +89,14 @@ def paired_increment(deltas, pooled: tuple = (None, 0)) -> dict:
     half = float(stats.t.ppf(quantile, n - 1) * std / math.sqrt(n))
     result.update(ci=[mean - half, mean + half], half_width=half)
     result["p"] = float(stats.ttest_1samp(deltas, 0.0).pvalue) if std > 0 else (0.0 if mean != 0 else 1.0)
-    basis = result["pooled_ci"] or result["ci"]
-    if basis[0] > 0:
+    bases = [ci for ci in (result["pooled_ci"], result["ci"]) if ci is not None]
+    bases = bases if both else bases[:1]
+    if all(low > 0 for low, _ in bases):
         result["verdict"] = "helps"
-    elif basis[1] < 0:
+    elif all(high < 0 for _, high in bases):
         result["verdict"] = "hurts"
     else:
-        result["verdict"] = f"inconclusive at ± {100 * (basis[1] - basis[0]) / 2:.1f}"
+        result["verdict"] = f"inconclusive at ± {100 * max(high - low for low, high in bases) / 2:.1f}"
     return result
 
 
@@ -179,11 +185,10 @@ def summarize(rows: Sequence, results: dict, seeds: int, class_names: Optional[S
             paper_delta = round(row.paper_miou - reference.paper_miou, 1)
         delta = delta_boundary = None
         if reference is not None:
-            own = (None, 0)
-            delta = paired_increment(_pairs(results, row, reference, seeds, "val_miou"),
-                                     own if row.experimental else pooled)
+            delta = paired_increment(_pairs(results, row, reference, seeds, "val_miou"), pooled,
+                                     both=row.experimental)
             delta_boundary = paired_increment(_pairs(results, row, reference, seeds, "val_boundary_miou"),
-                                              own if row.experimental else pooled_boundary)
+                                              pooled_boundary, both=row.experimental)
         summary.append({
             "table": row.table, "row": row.key, "label": row.label, "config": row.config, "claim": row.claim,
             "modules": runs[0].get("modules", "?"), "experimental": row.experimental,
@@ -257,7 +262,7 @@ def format_verdicts(summary: Sequence[dict]) -> str:
                  "paper's rows' paired differences (experimental rows left out); own sd: t with n − 1 degrees of "
                  "freedom on this row's differences alone. Detectable: the true Δ a paired t-test (α = 0.05, "
                  "two-sided) finds with 80% power at this n and the pooled sd. Verdict: helps / hurts when the "
-                 "pooled interval excludes 0.")
+                 "pooled interval excludes 0 (an experimental row's: when both intervals do).")
     return "\n".join(lines) + "\n"
 
 

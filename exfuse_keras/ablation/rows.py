@@ -141,12 +141,15 @@ _CPU_OVERRIDES = (
 
 def rows_for(table: str) -> tuple:
     """The rows of ``table`` (``"3"``, ``"4"``, ``"dap"``, ``"ecre"``, ``"controls"`` or ``"all"``: Tables 3
-    and 4), in order."""
-    if table == "all":
-        return TABLE3 + TABLE4
-    if table not in TABLES:
-        raise ValueError(f"--table must be 3, 4, dap, ecre, controls or all, got {table!r}")
-    return TABLES[table]
+    and 4), in order; several tables as a comma list (``"all,ecre"``), so that one report pools the
+    seed noise of all their comparisons."""
+    rows = []
+    for name in (part.strip() for part in table.split(",")):
+        if name != "all" and name not in TABLES:
+            raise ValueError(f"--table must be 3, 4, dap, ecre, controls or all (or a comma list of them), "
+                             f"got {name!r}")
+        rows += [row for row in (TABLE3 + TABLE4 if name == "all" else TABLES[name]) if row not in rows]
+    return tuple(rows)
 
 
 def scaled_blocks(blocks) -> list:
