@@ -531,6 +531,25 @@ def test_the_published_xeon_sweep_reuses_rows_1_to_5_and_table_4_and_retrains_ro
     assert reused == {"1", "2", "3", "4", "5", "baseline", "deconv+sup", "subpixel", "ECRE"}
 
 
+def test_the_published_verdict_table_is_what_the_committed_runs_regenerate(tmp_path):
+    """docs/ablation.md's verdict table, line for line, is the report of the committed results
+    (the command the page names, run without training)."""
+    from exfuse_keras.ablation.sweep import SweepSettings, run_sweep
+
+    committed = [os.path.join(ROOT, "docs", "results", name) for name in ("ablation4000_xeon.json",
+                                                                          "ablation_ecre_xeon.json")]
+    settings = SweepSettings(data="configs/data/scenes_128.yaml", steps=4000, seeds=3, output=str(tmp_path),
+                             committed=committed)
+    rows = rows_for("all,ecre")
+    results = run_sweep(rows, settings, verbose=0, report_only=True)
+    verdicts = report.format_verdicts(report.summarize(rows, results, 3)).splitlines()
+    with open(os.path.join(ROOT, "docs", "ablation.md"), encoding="utf-8") as f:
+        page = f.read().splitlines()
+    first = page.index(verdicts[0])
+    assert page[first:first + len(verdicts)] == verdicts
+    assert any("#4-soft* − #4" in line for line in verdicts)
+
+
 def test_learning_curves_are_the_mean_over_seeds_at_common_steps(tmp_path):
     """Table 4's baseline shares row 3's runs and appears once; a run without a curve (a
     transcribed sweep) leaves its row out; a seed missing a validation point drops that step."""
