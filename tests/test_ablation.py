@@ -1,6 +1,7 @@
 """The ablation study: its rows and presets, the report's statistics, the experimental recurrent
 SEB, and ``python -m exfuse_keras.ablation --quick`` end to end (written, then skipped on rerun)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -483,6 +484,17 @@ def test_a_weight_sweep_reuses_the_rows_that_setting_does_not_touch(tmp_path):
     assert "train.ecre_loss_weight" not in _design(TABLE_ECRE[0], light)
     assert finished(TABLE_ECRE[0], light, 1, committed)["val_miou"] == 0.4  # the overrides it recorded were []
     assert finished(TABLE_ECRE[1], light, 1, committed) is None
+    # The weight-0.1 sweep's own results beside the weight-1 ones: both row 4 runs of seed 0 kept,
+    # each found by the sweep of its design.
+    light_run = {"row": TABLE_ECRE[1].run_name, "seed": 0, "val_miou": 0.49, "settings": budget_record(light),
+                 "design": _design(TABLE_ECRE[1], light)}
+    (tmp_path / "light.json").write_text(json.dumps({"settings": {}, "rows": [], "runs": [light_run]}))
+    both = committed_runs([str(tmp_path / "results.json"), str(tmp_path / "light.json")])
+    assert finished(TABLE_ECRE[1], light, 0, both)["val_miou"] == 0.49
+    assert finished(TABLE_ECRE[1], dataclasses.replace(light, overrides=[]), 0, both)["val_miou"] == 0.45
+    (tmp_path / "twice.json").write_text(json.dumps({"runs": [dict(light_run, val_miou=0.48)]}))
+    with pytest.raises(ConfigError, match="row4_ecre seed 0 scored 0.48 there and 0.49 in .*light.json"):
+        committed_runs([str(tmp_path / "light.json"), str(tmp_path / "twice.json")])
     other_data = SweepSettings(data=SCENES, steps=1200, output=str(tmp_path / "crop"), committed=light.committed,
                                overrides=["data.crop_size=96"])
     with pytest.raises(ConfigError, match=r"overrides=\[\] \(this sweep: \['data.crop_size=96'\]\)"):

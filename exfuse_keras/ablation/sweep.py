@@ -153,17 +153,25 @@ def design_differences(result: dict, design: dict) -> list:
 
 class CommittedRuns(dict):
     """``{(run name, seed): result}`` of committed results files, with ``sources``: the file each
-    came from."""
+    came from, and ``others``: ``{(run name, seed): [(result, file), ...]}``, runs of the same row
+    and seed trained as another design (ECRE's row 4 at loss weights 1 and 0.1)."""
 
     def __init__(self):
         super().__init__()
         self.sources = {}
+        self.others = {}
+
+    def candidates(self, key) -> list:
+        """``[(result, file), ...]`` committed for ``key``, the first file's first."""
+        return [(self[key], self.sources.get(key))] + self.others.get(key, []) if key in self else []
 
 
 def committed_runs(paths) -> CommittedRuns:
     """The runs of one results.json or several (``--committed`` given more than once; None: none);
     a ConfigError naming the file when one is missing or not a sweep's results, or when two files
-    hold the same (row, seed) with different scores."""
+    hold the same (row, seed) with different scores and the same design record (or both none):
+    two runs of one row and seed that recorded different designs are both kept (``finished``
+    picks the one of the row's design now)."""
     runs = CommittedRuns()
     for path in [paths] if isinstance(paths, str) else list(paths or ()):
         try:
@@ -172,11 +180,15 @@ def committed_runs(paths) -> CommittedRuns:
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"--committed {path}: not a sweep's results.json ({err})") from None
         for key, result in entries.items():
-            if key in runs and runs[key].get("val_miou") != result.get("val_miou"):
+            if key not in runs:
+                runs[key], runs.sources[key] = result, path
+                continue
+            same = [(had, source) for had, source in runs.candidates(key) if had.get("design") == result.get("design")]
+            if same and same[0][0].get("val_miou") != result.get("val_miou"):
                 raise ConfigError(f"--committed {path}: {key[0]} seed {key[1]} scored {result.get('val_miou')} "
-                                  f"there and {runs[key].get('val_miou')} in {runs.sources[key]}; give one of them")
-            runs.setdefault(key, result)
-            runs.sources.setdefault(key, path)
+                                  f"there and {same[0][0].get('val_miou')} in {same[0][1]}; give one of them")
+            if not same:
+                runs.others.setdefault(key, []).append((result, path))
     return runs
 
 
@@ -188,26 +200,24 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
     now (``design_record``). A committed run of another design is not reused (None, said to ``log``)."""
     path = os.path.join(run_dir(row, settings, seed), RESULT_FILE)
     local = os.path.isfile(path)
+    design = design_record(row_config(row, settings, seed))
     if local:
         with open(path, encoding="utf-8") as f:
-            result = json.load(f)
+            result = _with_design(json.load(f), row, settings, seed)
+        changed = design_differences(result, design)
     elif committed and (row.run_name, seed) in committed:
-        source = getattr(committed, "sources", {}).get((row.run_name, seed), settings.committed)
-        path, result = f"{source} ({row.run_name}, seed {seed})", committed[(row.run_name, seed)]
+        candidates = (committed.candidates((row.run_name, seed)) if isinstance(committed, CommittedRuns)
+                      else [(committed[(row.run_name, seed)], settings.committed)])
+        tried = [(f"{source} ({row.run_name}, seed {seed})", _with_design(result, row, settings, seed))
+                 for result, source in candidates]
+        differences = [design_differences(result, design) for _, result in tried]
+        if all(differences):
+            # The row's config has changed since those runs (e.g. row 6's DAP placement): another
+            # design neither counts as this row's run nor pairs with its runs; train it anew.
+            log(f"{tried[0][0]} is another design than {row.config} now ({', '.join(differences[0])}): not reused")
+            return None
+        (path, result), changed = tried[differences.index([])], []
     else:
-        return None
-    if local and "design" not in result and os.path.isfile(os.path.join(run_dir(row, settings, seed), "config.yaml")):
-        # A run written before designs were recorded: its own config.yaml says what it was.
-        result["design"] = design_record(load_config(os.path.join(run_dir(row, settings, seed), "config.yaml")))
-    if "design" not in result and "overrides" in (result.get("settings") or {}):
-        # A run that recorded no design was the row's config with the overrides it recorded.
-        then = dataclasses.replace(settings, overrides=list(result["settings"]["overrides"] or []))
-        result = dict(result, design=design_record(row_config(row, then, seed)))
-    changed = design_differences(result, design_record(row_config(row, settings, seed)))
-    if changed and not local:
-        # The row's config has changed since that run (e.g. row 6's DAP placement): it is another
-        # design, so it neither counts as this row's run nor pairs with its runs; train it anew.
-        log(f"{path} is another design than {row.config} now ({', '.join(changed)}): not reused")
         return None
     if changed:
         raise ConfigError(f"{path} was trained as another design than {row.config} now ({', '.join(changed)}); "
@@ -222,6 +232,20 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
     if differ:
         raise ConfigError(f"{path} was trained with {', '.join(differ)}; give this sweep its own --output, "
                           "or the finished runs' settings to resume them")
+    return result
+
+
+def _with_design(result: dict, row: Row, settings: SweepSettings, seed: int) -> dict:
+    """``result`` with its design record; a run that recorded none gets the one its run folder's
+    config.yaml says, or else the row's config with the overrides it recorded."""
+    if "design" in result:
+        return result
+    saved = os.path.join(run_dir(row, settings, seed), "config.yaml")
+    if os.path.isfile(os.path.join(run_dir(row, settings, seed), RESULT_FILE)) and os.path.isfile(saved):
+        return dict(result, design=design_record(load_config(saved)))  # written before designs were recorded
+    if "overrides" in (result.get("settings") or {}):
+        then = dataclasses.replace(settings, overrides=list(result["settings"]["overrides"] or []))
+        return dict(result, design=design_record(row_config(row, then, seed)))
     return result
 
 
