@@ -501,6 +501,51 @@ def test_a_weight_sweep_reuses_the_rows_that_setting_does_not_touch(tmp_path):
         finished(TABLE_ECRE[0], other_data, 0, committed_runs(light.committed))
 
 
+def test_committed_runs_of_one_design_are_checked_against_each_other_and_the_sweep(tmp_path):
+    """Two committed runs of one row, seed and design that scored differently are refused, not
+    picked from; a run whose record lacks a key this sweep overrides is not reused (it may not
+    have had it); a run recorded before idle settings were left out (row 3 with
+    ``train.ecre_loss_weight: 1.0`` in its record) is still row 3 under weight 0.1; of two runs
+    of one design, the one of this budget is taken."""
+    from exfuse_keras.ablation.rows import TABLE_ECRE
+    from exfuse_keras.ablation.sweep import SweepSettings, budget_record, committed_runs, finished
+
+    settings = SweepSettings(data=SCENES, steps=1200, output=str(tmp_path / "out"))
+    row3 = {"row": TABLE_ECRE[0].run_name, "seed": 0, "settings": budget_record(settings)}
+    files = {"a": [dict(row3, val_miou=0.5)], "b": [dict(row3, val_miou=0.6, design=_design(TABLE_ECRE[0], settings))]}
+    for name, runs in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({"runs": runs}))
+    both = committed_runs([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    with pytest.raises(ConfigError, match=r"a.json \(row3_ss_lr, seed 0\) and .*b.json .* scored 0.5, 0.6"):
+        finished(TABLE_ECRE[0], settings, 0, both)
+    partial = dict(row3, val_miou=0.5, design={"model.dap.placement": "upsampling"})
+    (tmp_path / "c.json").write_text(json.dumps({"runs": [partial]}))
+    lr = dataclasses.replace(settings, overrides=["train.learning_rate=0.02"])
+    said = []
+    assert finished(TABLE_ECRE[0], lr, 0, committed_runs(str(tmp_path / "c.json")), said.append) is None
+    assert "train.learning_rate=not recorded (now 0.02)" in said[0]
+    old = dict(_design(TABLE_ECRE[0], settings), **{"train.ecre_loss_weight": 1.0, "train.ecre_target": "nearest"})
+    (tmp_path / "d.json").write_text(json.dumps({"runs": [dict(row3, val_miou=0.5, design=old)]}))
+    light = dataclasses.replace(settings, overrides=["train.ecre_loss_weight=0.1"])
+    assert finished(TABLE_ECRE[0], light, 0, committed_runs(str(tmp_path / "d.json")))["val_miou"] == 0.5
+    longer = dict(row3, val_miou=0.7, settings=budget_record(dataclasses.replace(settings, steps=4000)))
+    (tmp_path / "e.json").write_text(json.dumps({"runs": [longer]}))
+    two_budgets = committed_runs([str(tmp_path / "e.json"), str(tmp_path / "a.json")])
+    assert finished(TABLE_ECRE[0], settings, 0, two_budgets)["val_miou"] == 0.5
+    with pytest.raises(ConfigError, match="e.json .* was trained with steps=4000"):
+        finished(TABLE_ECRE[0], settings, 0, committed_runs(str(tmp_path / "e.json")))
+
+
+def test_curves_of_two_tables_keep_rows_of_one_key_apart():
+    from exfuse_keras.ablation.rows import Row
+
+    other = Row("3", "ecre", "another row 3", "ecre_soft_target.yaml", None, True)
+    rows = rows_for("3")[:3] + (other,)
+    assert list(report.curve_rows(rows)) == ["1", "2", "3", "3 (ECRE's target)"]
+    results = {(r.run_name, 0): {"val_miou_curve": [[1000, 0.1 * (i + 1)]]} for i, r in enumerate(rows)}
+    assert report.mean_curves(rows, results, 1)["3 (ECRE's target)"] == [(1000, pytest.approx(40.0))]
+
+
 def _design(row, settings):
     from exfuse_keras.ablation.sweep import design_record, row_config
     return design_record(row_config(row, settings, 0))
@@ -533,8 +578,10 @@ def test_a_committed_run_of_another_design_is_trained_anew(tmp_path):
         finished(TABLE3[5], settings, 0, committed)
 
 
-def test_the_published_xeon_sweep_reuses_rows_1_to_5_and_table_4_and_retrains_rows_6_to_8():
+def test_the_published_xeon_sweep_reuses_rows_1_to_5_and_table_4_and_retrains_rows_6_to_8(monkeypatch):
     from exfuse_keras.ablation.sweep import SweepSettings, committed_runs, finished
+
+    monkeypatch.chdir(ROOT)
 
     path = os.path.join(ROOT, "docs", "results", "ablation4000_xeon.json")
     settings = SweepSettings(data="configs/data/scenes_128.yaml", steps=4000, seeds=2, output="unused", committed=path)
@@ -543,10 +590,12 @@ def test_the_published_xeon_sweep_reuses_rows_1_to_5_and_table_4_and_retrains_ro
     assert reused == {"1", "2", "3", "4", "5", "baseline", "deconv+sup", "subpixel", "ECRE"}
 
 
-def test_the_published_verdict_table_is_what_the_committed_runs_regenerate(tmp_path):
+def test_the_published_verdict_table_is_what_the_committed_runs_regenerate(tmp_path, monkeypatch):
     """docs/ablation.md's verdict table, line for line, is the report of the committed results
     (the command the page names, run without training)."""
     from exfuse_keras.ablation.sweep import SweepSettings, run_sweep
+
+    monkeypatch.chdir(ROOT)  # the page's command runs from the repository root
 
     committed = [os.path.join(ROOT, "docs", "results", name) for name in ("ablation4000_xeon.json",
                                                                           "ablation_ecre_xeon.json")]

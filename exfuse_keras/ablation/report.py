@@ -158,25 +158,27 @@ def summarize(rows: Sequence, results: dict, seeds: int, class_names: Optional[S
     A positive control's row (table ``controls``) also gets ``class_groups``: the paired increment
     of each ``CONTROL_GROUPS`` group's mean IoU (own sd), when ``class_names`` holds the groups."""
     by_key = {(r.table, r.key): r for r in rows}
-    references = {r.key: by_key.get((r.table, r.reference)) for r in rows if r.reference}
+    # Keyed by (table, key): "3" is a row of Table 3 and of the ECRE screen.
+    references = {(r.table, r.key): by_key.get((r.table, r.reference)) for r in rows if r.reference}
     # Pooled over the paper's rows: an experimental row (row 8 diverged on one seed) says nothing of
     # the noise of the others.
     # A comparison that two tables share (Table 4's ECRE row is Table 3's #4 - #3) counts once.
     pooled_rows, compared = [], set()
     for r in rows:
-        if r.reference and references[r.key] is not None and not r.experimental:
-            if (r.run_name, references[r.key].run_name) not in compared:
-                compared.add((r.run_name, references[r.key].run_name))
+        reference = references.get((r.table, r.key))
+        if reference is not None and not r.experimental:
+            if (r.run_name, reference.run_name) not in compared:
+                compared.add((r.run_name, reference.run_name))
                 pooled_rows.append(r)
-    pooled = pooled_sd([_pairs(results, r, references[r.key], seeds, "val_miou") for r in pooled_rows])
-    pooled_boundary = pooled_sd([_pairs(results, r, references[r.key], seeds, "val_boundary_miou")
+    pooled = pooled_sd([_pairs(results, r, references[(r.table, r.key)], seeds, "val_miou") for r in pooled_rows])
+    pooled_boundary = pooled_sd([_pairs(results, r, references[(r.table, r.key)], seeds, "val_boundary_miou")
                                  for r in pooled_rows])
     summary = []
     for row in rows:
         runs = [results[(row.run_name, s)] for s in range(seeds) if (row.run_name, s) in results]
         if not runs:
             continue
-        reference = references.get(row.key) if row.reference else None
+        reference = references.get((row.table, row.key))
         miou, miou_std = _mean_std([r["val_miou"] for r in runs])
         boundary = [r.get("val_boundary_miou") for r in runs]
         biou, biou_std = _mean_std(boundary) if None not in boundary else (None, None)
@@ -371,19 +373,28 @@ def mean_curves(rows: Sequence, results: dict, seeds: int) -> dict:
     """``{row key: [(steps, val mIoU x 100 averaged over seeds), ...]}`` from each run's
     ``val_miou_curve``, at the steps every seed of the row validated at; rows whose runs recorded
     no curve (transcribed sweeps) are left out. Rows sharing runs appear once."""
-    curves, seen = {}, set()
-    for row in rows:
-        if row.run_name in seen:
-            continue
-        seen.add(row.run_name)
+    curves = {}
+    for key, row in curve_rows(rows).items():
         runs = [results[(row.run_name, s)] for s in range(seeds) if (row.run_name, s) in results]
         per_seed = [dict((int(step), float(v)) for step, v in r.get("val_miou_curve") or []) for r in runs]
         if not per_seed or not all(per_seed):
             continue
         steps = sorted(set.intersection(*(set(c) for c in per_seed)))
         if steps:
-            curves[row.key] = [(step, 100 * float(np.mean([c[step] for c in per_seed]))) for step in steps]
+            curves[key] = [(step, 100 * float(np.mean([c[step] for c in per_seed]))) for step in steps]
     return curves
+
+
+def curve_rows(rows: Sequence) -> dict:
+    """``{key: row}``, one row per run (the first that names it), keyed by the row's key, or by
+    ``"key (table)"`` where an earlier row of another run has that key (several tables)."""
+    keyed, seen = {}, set()
+    for row in rows:
+        if row.run_name in seen:
+            continue
+        seen.add(row.run_name)
+        keyed[row.key if row.key not in keyed else f"{row.key} ({TABLE_TITLES[row.table]})"] = row
+    return keyed
 
 
 CURVE_COLOURS = ((49, 110, 180), (214, 96, 40), (60, 150, 70), (170, 50, 150), (120, 120, 120), (200, 160, 20),
@@ -415,7 +426,7 @@ def plot_curves(path: str, rows: Sequence, results: dict, seeds: int) -> bool:
         draw.text((xy(step, 0)[0] - 14, top + plot_h + 6), f"{step:,}", fill="black", font=font)
     draw.text((left + plot_w / 2 - 20, top + plot_h + 24), "steps", fill="black", font=font)
     draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
-    by_key = {row.key: row for row in rows}
+    by_key = curve_rows(rows)
     for i, (key, curve) in enumerate(curves.items()):
         colour = CURVE_COLOURS[i % len(CURVE_COLOURS)]
         points = [xy(0, 0)] + [xy(step, value) for step, value in curve]

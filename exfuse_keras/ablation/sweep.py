@@ -154,7 +154,7 @@ def design_differences(result: dict, design: dict) -> list:
 class CommittedRuns(dict):
     """``{(run name, seed): result}`` of committed results files, with ``sources``: the file each
     came from, and ``others``: ``{(run name, seed): [(result, file), ...]}``, runs of the same row
-    and seed trained as another design (ECRE's row 4 at loss weights 1 and 0.1)."""
+    and seed trained as another design or budget (ECRE's row 4 at loss weights 1 and 0.1)."""
 
     def __init__(self):
         super().__init__()
@@ -169,9 +169,9 @@ class CommittedRuns(dict):
 def committed_runs(paths) -> CommittedRuns:
     """The runs of one results.json or several (``--committed`` given more than once; None: none);
     a ConfigError naming the file when one is missing or not a sweep's results, or when two files
-    hold the same (row, seed) with different scores and the same design record (or both none):
-    two runs of one row and seed that recorded different designs are both kept (``finished``
-    picks the one of the row's design now)."""
+    hold the same (row, seed) with different scores and the same design and budget records (or
+    both none): two runs of one row and seed that recorded different ones are both kept
+    (``finished`` picks the one of the row's design and the sweep's budget now)."""
     runs = CommittedRuns()
     for path in [paths] if isinstance(paths, str) else list(paths or ()):
         try:
@@ -183,7 +183,8 @@ def committed_runs(paths) -> CommittedRuns:
             if key not in runs:
                 runs[key], runs.sources[key] = result, path
                 continue
-            same = [(had, source) for had, source in runs.candidates(key) if had.get("design") == result.get("design")]
+            same = [(had, source) for had, source in runs.candidates(key)
+                    if (had.get("design"), had.get("settings")) == (result.get("design"), result.get("settings"))]
             if same and same[0][0].get("val_miou") != result.get("val_miou"):
                 raise ConfigError(f"--committed {path}: {key[0]} seed {key[1]} scored {result.get('val_miou')} "
                                   f"there and {same[0][0].get('val_miou')} in {same[0][1]}; give one of them")
@@ -197,56 +198,84 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
     """The run's result.json (or its entry in ``committed``, ``committed_runs``), or None if it has
     not finished; a ConfigError if it was trained with other settings than this sweep's (reusing
     it would mix budgets in one table), or a run folder of another design than the row's config
-    now (``design_record``). A committed run of another design is not reused (None, said to ``log``)."""
+    now (``design_record``). A committed run of another design is not reused (None, said to
+    ``log``); of several committed runs of this design, the one of this budget is, and a
+    ConfigError says so when they scored differently."""
     path = os.path.join(run_dir(row, settings, seed), RESULT_FILE)
-    local = os.path.isfile(path)
     design = design_record(row_config(row, settings, seed))
-    if local:
+    if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
-            result = _with_design(json.load(f), row, settings, seed)
-        changed = design_differences(result, design)
-    elif committed and (row.run_name, seed) in committed:
-        candidates = (committed.candidates((row.run_name, seed)) if isinstance(committed, CommittedRuns)
-                      else [(committed[(row.run_name, seed)], settings.committed)])
-        tried = [(f"{source} ({row.run_name}, seed {seed})", _with_design(result, row, settings, seed))
-                 for result, source in candidates]
-        differences = [design_differences(result, design) for _, result in tried]
-        if all(differences):
-            # The row's config has changed since those runs (e.g. row 6's DAP placement): another
-            # design neither counts as this row's run nor pairs with its runs; train it anew.
-            log(f"{tried[0][0]} is another design than {row.config} now ({', '.join(differences[0])}): not reused")
-            return None
-        (path, result), changed = tried[differences.index([])], []
-    else:
+            result = json.load(f)
+        saved = os.path.join(run_dir(row, settings, seed), "config.yaml")
+        if "design" not in result and os.path.isfile(saved):
+            result["design"] = design_record(load_config(saved))  # written before designs were recorded
+        changed = _design_changes(result, row, settings, seed, design)
+        if changed:
+            raise ConfigError(f"{path} was trained as another design than {row.config} now ({', '.join(changed)}); "
+                              "give this sweep its own --output")
+        differ = _budget_differences(result, settings)
+        if differ:
+            raise ConfigError(f"{path} was trained with {', '.join(differ)}; give this sweep its own --output, "
+                              "or the finished runs' settings to resume them")
+        return result
+    if not committed or (row.run_name, seed) not in committed:
         return None
-    if changed:
-        raise ConfigError(f"{path} was trained as another design than {row.config} now ({', '.join(changed)}); "
-                          "give this sweep its own --output")
+    candidates = (committed.candidates((row.run_name, seed)) if isinstance(committed, CommittedRuns)
+                  else [(committed[(row.run_name, seed)], settings.committed)])
+    same, other = [], None
+    for result, source in candidates:
+        label = f"{source} ({row.run_name}, seed {seed})"
+        changed = _design_changes(result, row, settings, seed, design)
+        if changed:
+            other = other or (label, changed)
+        else:
+            same.append((label, result))
+    if not same:
+        # The row's config has changed since those runs (e.g. row 6's DAP placement): another
+        # design neither counts as this row's run nor pairs with its runs; train it anew.
+        log(f"{other[0]} is another design than {row.config} now ({', '.join(other[1])}): not reused")
+        return None
+    fitting = [(label, result) for label, result in same if not _budget_differences(result, settings)]
+    if len({result.get("val_miou") for _, result in fitting}) > 1:
+        raise ConfigError(f"{' and '.join(label for label, _ in fitting)} are runs of one design and budget that "
+                          f"scored {', '.join(str(result.get('val_miou')) for _, result in fitting)}; give one of them")
+    if not fitting:
+        label, result = same[0]
+        raise ConfigError(f"{label} was trained with {', '.join(_budget_differences(result, settings))}; give this "
+                          "sweep its own --output, or the finished runs' settings to resume them")
+    return fitting[0][1]
+
+
+def _design_changes(result: dict, row: Row, settings: SweepSettings, seed: int, design: dict) -> list:
+    """``key=old (now new)`` for each way ``result``'s design differs from ``design`` (the row's
+    config now, ``design_record``). A run that recorded no design was the row's config with the
+    overrides it recorded (compared, not written into the result); a ``model.*``/``train.*``
+    override of this sweep that the run's record lacks is a difference too (the run may not have
+    had it)."""
+    recorded = result.get("design")
+    if recorded is None and "overrides" in (result.get("settings") or {}):
+        then = dataclasses.replace(settings, overrides=list(result["settings"]["overrides"] or []))
+        recorded = design_record(row_config(row, then, seed))
+    changed = design_differences({"design": recorded or {}}, design)
+    for override in settings.overrides:
+        key = override.split("=", 1)[0].strip()
+        if not key.startswith(("model.", "train.")) or key.startswith(_NOT_DESIGN):
+            continue
+        for name in (name for name in design if name == key or name.startswith(key + ".")):
+            if recorded is None or name not in recorded:
+                changed.append(f"{name}=not recorded (now {design[name]!r})")
+    return changed
+
+
+def _budget_differences(result: dict, settings: SweepSettings) -> list:
+    """``key=old (this sweep: new)`` for each budget setting ``result`` was trained with otherwise."""
     wanted = budget_record(settings)
     # A result written before the settings were recorded carries only the steps it ran.
     had = dict(result.get("settings") or {"steps": wanted["steps"] if result.get("stopped_by_time_budget")
                                           else result.get("steps_run")})
     if "overrides" in had:
         had["overrides"] = budget_overrides(had["overrides"] or [])
-    differ = [f"{key}={had[key]!r} (this sweep: {wanted[key]!r})" for key in had if had[key] != wanted.get(key)]
-    if differ:
-        raise ConfigError(f"{path} was trained with {', '.join(differ)}; give this sweep its own --output, "
-                          "or the finished runs' settings to resume them")
-    return result
-
-
-def _with_design(result: dict, row: Row, settings: SweepSettings, seed: int) -> dict:
-    """``result`` with its design record; a run that recorded none gets the one its run folder's
-    config.yaml says, or else the row's config with the overrides it recorded."""
-    if "design" in result:
-        return result
-    saved = os.path.join(run_dir(row, settings, seed), "config.yaml")
-    if os.path.isfile(os.path.join(run_dir(row, settings, seed), RESULT_FILE)) and os.path.isfile(saved):
-        return dict(result, design=design_record(load_config(saved)))  # written before designs were recorded
-    if "overrides" in (result.get("settings") or {}):
-        then = dataclasses.replace(settings, overrides=list(result["settings"]["overrides"] or []))
-        return dict(result, design=design_record(row_config(row, then, seed)))
-    return result
+    return [f"{key}={had[key]!r} (this sweep: {wanted[key]!r})" for key in had if had[key] != wanted.get(key)]
 
 
 def with_backbone_weights(cfg: Config, weights: Optional[str]) -> Config:
