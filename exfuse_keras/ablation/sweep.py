@@ -106,10 +106,13 @@ def budget_overrides(overrides: Sequence[str]) -> list:
     """The ``--set`` overrides a budget record holds: all but the ``model.*`` and ``train.*`` keys
     of a design, which the runs' design records compare instead (so an ECRE-weight sweep reuses
     row 3's runs, whose design that weight does not touch)."""
-    def is_design(override: str) -> bool:
-        key = override.split("=", 1)[0].strip()
-        return key.startswith(("model.", "train.")) and not key.startswith(_NOT_DESIGN)
-    return [override for override in overrides if not is_design(override)]
+    return [override for override in overrides if _design_key(override) is None]
+
+
+def _design_key(override: str) -> Optional[str]:
+    """The dotted key of a ``key=value`` override when it sets part of a run's design, else None."""
+    key = override.split("=", 1)[0].strip()
+    return key if key.startswith(("model.", "train.")) and not key.startswith(_NOT_DESIGN) else None
 
 
 def _flatten(prefix: str, value) -> dict:
@@ -257,10 +260,7 @@ def _design_changes(result: dict, row: Row, settings: SweepSettings, seed: int, 
         then = dataclasses.replace(settings, overrides=list(result["settings"]["overrides"] or []))
         recorded = design_record(row_config(row, then, seed))
     changed = design_differences({"design": recorded or {}}, design)
-    for override in settings.overrides:
-        key = override.split("=", 1)[0].strip()
-        if not key.startswith(("model.", "train.")) or key.startswith(_NOT_DESIGN):
-            continue
+    for key in filter(None, map(_design_key, settings.overrides)):
         for name in (name for name in design if name == key or name.startswith(key + ".")):
             if recorded is None or name not in recorded:
                 changed.append(f"{name}=not recorded (now {design[name]!r})")
