@@ -293,6 +293,76 @@ def test_controls_report_each_class_group_paired_by_seed():
     assert report.summarize(TABLE_CONTROLS, results, 3, ["bg", "a"])[1]["class_groups"] == {}  # not scenes
 
 
+def test_pair_accuracies_tell_a_lost_context_from_a_lost_shape():
+    """Context and shape accuracy from a confusion matrix, against a per-class loop over the
+    pixels' labels; a model that calls nucleus and disc at random but never square keeps its
+    shape accuracy and halves its context accuracy."""
+    from exfuse_keras.data.scenes import SCENES_CLASSES
+
+    names = list(SCENES_CLASSES)
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, len(names), 20000)
+    called = np.where(rng.uniform(size=truth.size) < 0.6, truth, rng.integers(0, len(names), truth.size))
+    matrix = np.zeros((len(names), len(names)), np.int64)
+    np.add.at(matrix, (truth, called), 1)
+    pairs = {"nucleus": "disc", "disc": "nucleus", "boxed": "square", "square": "boxed"}
+    context, shape = [], []
+    for own, partner in pairs.items():
+        mine = called[truth == names.index(own)]
+        in_pair = np.isin(mine, [names.index(own), names.index(partner)])
+        in_four = np.isin(mine, [names.index(c) for c in pairs])
+        context.append(np.mean(mine[in_pair] == names.index(own)))
+        shape.append(in_pair.sum() / in_four.sum())
+    got = report.pair_accuracies(matrix.tolist(), names)
+    assert got["context accuracy"] == pytest.approx(np.mean(context), abs=1e-12)
+    assert got["shape accuracy"] == pytest.approx(np.mean(shape), abs=1e-12)
+
+    blind = np.eye(len(names)) * 100
+    for a, b in (("nucleus", "disc"), ("boxed", "square")):
+        i, j = names.index(a), names.index(b)
+        blind[[i, i, j, j], [i, j, i, j]] = 50
+    got = report.pair_accuracies(blind, names)
+    assert got == {"context accuracy": 0.5, "shape accuracy": 1.0}
+    assert report.pair_accuracies(blind, ["background", "disc"]) is None  # not scenes
+    blind[:, names.index("boxed")] = 0
+    blind[:, names.index("square")] = 0
+    assert report.pair_accuracies(blind, names) is None  # a pair never called: no share to take
+
+
+def test_controls_report_pair_accuracies_paired_by_seed_when_runs_recorded_them():
+    from scipy import stats
+
+    from exfuse_keras.ablation.rows import TABLE_CONTROLS
+    from exfuse_keras.data.scenes import SCENES_CLASSES
+
+    rng = np.random.default_rng(8)
+    results = {}
+    for r in TABLE_CONTROLS:
+        for s in range(3):
+            matrix = rng.integers(1, 50, (12, 12)) + np.eye(12, dtype=np.int64) * 400
+            results[(r.run_name, s)] = {"row": r.run_name, "seed": s, "val_miou": 0.5, "val_boundary_miou": 0.1,
+                                        "per_class_iou": [0.5] * 12, "cpu": {"kind": "Zen 3"},
+                                        "confusion_matrix": matrix.tolist()}
+    summary = report.summarize(TABLE_CONTROLS, results, 3, list(SCENES_CLASSES))
+    blind = next(s for s in summary if s["row"] == "1-blind")
+
+    def contrast(key):
+        got = report.pair_accuracies(results[key]["confusion_matrix"], list(SCENES_CLASSES))
+        return got["context accuracy"] - got["shape accuracy"]
+
+    deltas = [contrast(("control_context_blind", s)) - contrast(("row1_gcn_baseline", s)) for s in range(3)]
+    got = blind["class_groups"][report.PAIR_CONTRAST]
+    half = stats.t.ppf(0.975, 2) * np.std(deltas, ddof=1) / np.sqrt(3)
+    assert got["mean"] == pytest.approx(np.mean(deltas), abs=1e-12)
+    assert got["ci"] == pytest.approx([np.mean(deltas) - half, np.mean(deltas) + half], abs=1e-12)
+    assert "### Positive controls: context and shape errors" in report.format_table(summary)
+    for run in results.values():  # runs from before matrices were recorded: no accuracies, no table
+        del run["confusion_matrix"]
+    summary = report.summarize(TABLE_CONTROLS, results, 3, list(SCENES_CLASSES))
+    assert report.PAIR_CONTRAST not in next(s for s in summary if s["row"] == "1-blind")["class_groups"]
+    assert "context and shape errors" not in report.format_table(summary)
+
+
 # The experimental recurrent SEB ------------------------------------------------------------------
 
 def _levels(rng, batch=2, height=32, width=40, channels=(8, 16, 32, 64)):
@@ -669,6 +739,19 @@ def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path
     assert capsys.readouterr().out.count("finished before, skipped") == 2
     assert (run / "result.json").stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "results.json").read_text())["runs"] == results["runs"]
+    # Each run records its val confusion matrix: every val pixel once (4 images of 64², no void),
+    # and the mIoU it gives (numpy, over the classes present or predicted) is the run's.
+    matrix = np.array(json.loads((run / "result.json").read_text())["confusion_matrix"], np.float64)
+    assert matrix.shape == (12, 12) and matrix.sum() == 4 * 64 * 64
+    union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
+    result7 = json.loads((run / "result.json").read_text())
+    assert np.mean(np.diag(matrix)[union > 0] / union[union > 0]) == pytest.approx(result7["val_miou"], abs=1e-9)
+    # A run from before matrices were recorded gains it from its last.keras, the same one.
+    del result7["confusion_matrix"]
+    (run / "result.json").write_text(json.dumps(result7))
+    assert ablation_main(["--quick", "--output", str(tmp_path), "--add-confusion"]) == 0
+    assert "row7_exfuse seed 0: confusion matrix added" in capsys.readouterr().out
+    assert np.array_equal(json.loads((run / "result.json").read_text())["confusion_matrix"], matrix)
     (run / "result.json").unlink()
     assert ablation_main(["--quick", "--output", str(tmp_path), "--report-only"]) == 0
     assert "not finished yet" in capsys.readouterr().out and not (run / "result.json").exists()

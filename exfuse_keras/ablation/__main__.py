@@ -45,6 +45,10 @@ def parse_args(argv=None):
                              "runs count as finished, so the sweep continues where it stopped on another machine")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the report of the runs finished so far (e.g. of a running sweep)")
+    parser.add_argument("--add-confusion", action="store_true",
+                        help="train nothing: add the val confusion matrix (the controls' context and shape accuracy "
+                             "need it) to each finished run folder whose result.json lacks it, from its last.keras; "
+                             "then write the report")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 2 rows, 1 seed, a few steps on a tiny generated scenes set")
     return parser.parse_args(argv)
@@ -68,7 +72,7 @@ def _quick_settings(args, settings):
 def main(argv=None) -> int:
     from exfuse_keras.ablation import report
     from exfuse_keras.ablation.rows import QUICK_ROWS, rows_for
-    from exfuse_keras.ablation.sweep import SweepSettings, run_sweep
+    from exfuse_keras.ablation.sweep import SweepSettings, add_confusion_matrix, run_sweep
     from exfuse_keras.config import ConfigError, load_config
 
     args = parse_args(argv)
@@ -102,7 +106,13 @@ def main(argv=None) -> int:
     os.makedirs(args.output, exist_ok=True)
     started = time.perf_counter()
     try:
-        results = run_sweep(rows, settings, verbose=0 if args.quick else 2, report_only=args.report_only)
+        if args.add_confusion:
+            for seed in range(settings.seeds):
+                for row in rows:
+                    if add_confusion_matrix(row, settings, seed) is not None:
+                        print(f"{row.run_name} seed {seed}: confusion matrix added", flush=True)
+        results = run_sweep(rows, settings, verbose=0 if args.quick else 2,
+                            report_only=args.report_only or args.add_confusion)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

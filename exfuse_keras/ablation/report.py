@@ -136,8 +136,51 @@ def class_group_score(run: dict, class_names: Sequence[str], group: Sequence[str
     return float(np.mean(values)) if values else None
 
 
+# What a context-blind model cannot do, read from the confusion matrix rather than from IoU: a
+# nucleus pixel called a disc (or back) is an error only the outline around it can avoid, a
+# nucleus pixel called a square an error of shape. Shape and context errors both lower IoU, so
+# IoU cannot tell a model that lost context from one that lost shape; these two can.
+PAIR_ACCURACIES = ("context accuracy", "shape accuracy")
+PAIR_CONTRAST = "context − shape accuracy"
+
+
+def pair_accuracies(confusion, class_names: Sequence[str]) -> Optional[dict]:
+    """How well a model tells each context class from its look-alike, and both from the other shape.
+
+    Over the four classes of ``scenes.LOOK_ALIKES`` (nucleus and disc, boxed and square), each
+    class weighted equally, from the confusion matrix (rows = ground truth):
+
+    - context accuracy: of a class's pixels called its own class or its pair's other member, the
+      share called its own class (a chance guess between the two scores 0.5);
+    - shape accuracy: of its pixels called any of the four classes, the share called a member of
+      its own pair (a disc or nucleus pixel called disc or nucleus, not square or boxed).
+
+    A model that lost context and kept shape loses context accuracy only; one that lost shape
+    loses both. None when the classes are not all there or one of them was never called.
+    """
+    from exfuse_keras.data.scenes import LOOK_ALIKES
+
+    pairs = [(c, a) for c, a in LOOK_ALIKES.items()] + [(a, c) for c, a in LOOK_ALIKES.items()]
+    if confusion is None or not all(c in class_names for pair in pairs for c in pair):
+        return None
+    matrix = np.asarray(confusion, dtype=np.float64)
+    index = {c: class_names.index(c) for pair in pairs for c in pair}
+    four = [index[c] for c in index]
+    context, shape = [], []
+    for own, partner in pairs:
+        row = matrix[index[own]]
+        in_pair, in_four = row[index[own]] + row[index[partner]], row[four].sum()
+        if in_pair == 0:
+            return None
+        context.append(row[index[own]] / in_pair)
+        shape.append(in_pair / in_four)
+    return {"context accuracy": float(np.mean(context)), "shape accuracy": float(np.mean(shape))}
+
+
 def _control_groups(row, reference, results: dict, seeds: int, class_names: list) -> dict:
-    """``{group or contrast: paired_increment}`` of a control over its reference (own sd)."""
+    """``{group or contrast: paired_increment}`` of a control over its reference (own sd): the
+    ``CONTROL_GROUPS``' mean IoU and their contrasts, and where the runs recorded a confusion
+    matrix the ``PAIR_ACCURACIES`` and their contrast."""
     if not all(c in class_names for members in CONTROL_GROUPS.values() for c in members):
         return {}
 
@@ -145,11 +188,17 @@ def _control_groups(row, reference, results: dict, seeds: int, class_names: list
         out = {g: class_group_score(run, class_names, members) for g, members in CONTROL_GROUPS.items()}
         for name, (a, b) in CONTROL_CONTRASTS.items():
             out[name] = None if out[a] is None or out[b] is None else out[a] - out[b]
+        accuracies = pair_accuracies(run.get("confusion_matrix"), class_names) or dict.fromkeys(PAIR_ACCURACIES)
+        out.update(accuracies)
+        out[PAIR_CONTRAST] = (None if None in accuracies.values()
+                              else accuracies["context accuracy"] - accuracies["shape accuracy"])
         return out
 
     scored = {key: {**run, **scores(run)} for key, run in results.items()}  # the run's CPU kind pairs them
-    return {g: paired_increment(_pairs(scored, row, reference, seeds, g))
-            for g in [*CONTROL_GROUPS, *CONTROL_CONTRASTS]}
+    measures = [*CONTROL_GROUPS, *CONTROL_CONTRASTS, *PAIR_ACCURACIES, PAIR_CONTRAST]
+    increments = {g: paired_increment(_pairs(scored, row, reference, seeds, g)) for g in measures}
+    # Runs from before confusion matrices were recorded have no pair accuracies: left out, not "0 seeds".
+    return {g: d for g, d in increments.items() if d["n"] or g not in (*PAIR_ACCURACIES, PAIR_CONTRAST)}
 
 
 def summarize(rows: Sequence, results: dict, seeds: int, class_names: Optional[Sequence[str]] = None) -> list[dict]:
@@ -307,6 +356,21 @@ def format_table(summary: Sequence[dict]) -> str:
                   "minus row 1, paired by seed; 95% CI: t with n − 1 degrees of freedom. A context control that "
                   "works costs the context classes more than their look-alikes (context − look-alikes < 0); a "
                   "resolution control the thin classes more (thin − look-alikes < 0).", ""]
+        accuracies = [*PAIR_ACCURACIES, PAIR_CONTRAST]
+        scored = [s for s in controls if any(g in s["class_groups"] for g in accuracies)]
+        if scored:
+            lines += ["### Positive controls: context and shape errors", "",
+                      "| control | " + " | ".join(f"Δ {g} [95% CI]" for g in accuracies) + " |",
+                      "|---" * (len(accuracies) + 1) + "|"]
+            for s in scored:
+                cells = [format_increment(s["class_groups"][g]) if g in s["class_groups"] else "–" for g in accuracies]
+                lines.append(f"| {s['row']} − #{s['delta_vs']} | " + " | ".join(cells) + " |")
+            lines += ["", "From the val confusion matrix, over nucleus, disc, boxed and square, each class weighted "
+                      "equally (× 100): context accuracy, of the pixels called the class or its pair's other member "
+                      "(nucleus and disc, boxed and square), the share called the class; shape accuracy, of the "
+                      "pixels called any of the four, the share called a member of the class's own pair. A context "
+                      "control that works loses context accuracy more than shape accuracy "
+                      "(context − shape accuracy < 0).", ""]
     lines.append("Scores are val mIoU × 100, mean ± sample std over the seeds. Boundary mIoU: Boundary IoU (Cheng et "
                  "al., CVPR 2021) in a band of 2% of the image diagonal. Paper: PASCAL VOC 2012 val, single scale.")
     return "\n".join(lines) + "\n"

@@ -340,6 +340,7 @@ def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> d
     result = {"row": row.run_name, "seed": seed, "modules": row_modules(row),
               "val_miou": scores["miou"], "val_boundary_miou": scores["boundary_miou"],
               "per_class_iou": [None if v != v else float(v) for v in scores["iou"]],
+              "confusion_matrix": scores["confusion_matrix"].tolist(),
               "train_seconds": trained["train_seconds"], "steps_run": trained["steps_run"],
               "stopped_by_time_budget": trained["stopped_by_time_budget"],
               "pretraining_seconds": pretraining["seconds"] if pretraining else None,
@@ -348,6 +349,39 @@ def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> d
               "settings": budget_record(settings), "design": design_record(cfg)}
     with open(os.path.join(directory, RESULT_FILE), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
+    return result
+
+
+def add_confusion_matrix(row: Row, settings: SweepSettings, seed: int) -> Optional[dict]:
+    """Adds the val confusion matrix to a finished run folder's result.json that lacks it (runs
+    from before it was recorded), from the run's last.keras, the model its scores came from.
+
+    Returns the updated result, or None when the folder has no result.json or already holds a
+    matrix. A ConfigError when last.keras is missing or scores another val mIoU than the result
+    (by more than 1e-4: not the model that was scored).
+    """
+    import keras
+
+    import exfuse_keras.layers  # noqa: F401  (registers the custom layers for loading)
+    from exfuse_keras.atomic import atomic_write
+    from exfuse_keras.evaluation.evaluate import evaluate
+
+    directory = run_dir(row, settings, seed)
+    path = os.path.join(directory, RESULT_FILE)
+    result = finished(row, settings, seed)
+    if result is None or "confusion_matrix" in result:
+        return None
+    weights = os.path.join(directory, "last.keras")
+    if not os.path.isfile(weights):
+        raise ConfigError(f"{weights}: missing, so {path} cannot gain its confusion matrix")
+    model = keras.models.load_model(weights, compile=False)
+    scores = evaluate(row_config(row, settings, seed), model, "val", progress=False)
+    keras.backend.clear_session()
+    if abs(scores["miou"] - result["val_miou"]) > 1e-4:
+        raise ConfigError(f"{weights} scores val mIoU {scores['miou']:.6f}, its {RESULT_FILE} {result['val_miou']:.6f}: "
+                          "not the model that was scored")
+    result["confusion_matrix"] = scores["confusion_matrix"].tolist()
+    atomic_write(path, json.dumps(result, indent=2))
     return result
 
 

@@ -45,6 +45,8 @@ SCENES_CLASSES = ("background", "disc", "square", "triangle", "cross", "ring", "
                   "wheel", "wire", "grid")
 # Classes told apart only by their surroundings, and classes made of 1-3 px parts.
 CONTEXT_CLASSES = ("nucleus", "boxed")
+# Each context class and its look-alike: the same shape, told apart only by the outline around it.
+LOOK_ALIKES = {"nucleus": "disc", "boxed": "square"}
 THIN_CLASSES = ("wheel", "wire", "grid")
 # Bumped whenever rendering changes, so cached datasets from an older renderer are regenerated.
 GENERATOR_VERSION = 3
