@@ -344,11 +344,16 @@ class SyntheticConfig:
     num_train: Optional[int] = None
     num_val: Optional[int] = None
     seed: Optional[int] = None
+    # scenes only: how large plain discs and squares are drawn, "independent" or "matched"
+    # (exfuse_keras/data/scenes.py, LOOK_ALIKE_SIZES).
+    look_alike_sizes: Optional[str] = None
 
     def validate(self, where: str) -> None:
         for key in ("size", "num_train", "num_val"):
             if getattr(self, key) is not None:
                 _positive(where, f"data.synthetic.{key}", getattr(self, key))
+        if self.look_alike_sizes is not None and self.look_alike_sizes not in ("independent", "matched"):
+            _fail(where, "data.synthetic.look_alike_sizes", "must be independent or matched", self.look_alike_sizes)
 
     def arguments(self) -> dict:
         """The generator's keyword arguments that are set."""
@@ -491,6 +496,9 @@ class DataConfig:
         self.folder.validate(where)
         self.imagenet.validate(where)
         self.synthetic.validate(where)
+        if self.synthetic.look_alike_sizes is not None and self.dataset != "scenes":
+            _fail(where, "data.synthetic.look_alike_sizes", "is an option of the scenes benchmark only",
+                  self.synthetic.look_alike_sizes)
         self._validate_mix(where)
 
     def mix_entry(self, component: MixComponent) -> "DataConfig":

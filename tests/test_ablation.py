@@ -789,3 +789,40 @@ def test_calibration_curve_matches_the_run_it_trained(tmp_path):
     assert record["curve"][-1]["val_miou"] == pytest.approx(evaluate(cfg, model, "val", progress=False)["miou"],
                                                             abs=1e-4)
     assert calibrate.main(["--steps", "5", "--every", "2"]) == 2
+
+
+def test_context_by_size_renders_the_val_objects_again_and_scores_them(tmp_path):
+    """by_size: the val scenes rendered again from the meta file's seed give the masks on disk
+    (the matched variant too); a perfect prediction scores every object's own class, one that calls
+    every nucleus a disc none of the nuclei; the bins' context accuracy against a hand count."""
+    from exfuse_keras.ablation import by_size
+    from exfuse_keras.data.scenes import SCENES_CLASSES, generate_scenes_dataset
+    from exfuse_keras.data.synthetic import load_pairs
+
+    names = list(SCENES_CLASSES)
+    meta = generate_scenes_dataset(tmp_path, num_train=1, num_val=6, size=96, verbose=False,
+                                   look_alike_sizes="matched")
+    counted = []
+    for k, (_, mask) in enumerate(load_pairs(tmp_path, "val")):
+        objects, rendered = by_size.scene_objects(meta, k)
+        np.testing.assert_array_equal(rendered, mask)
+        for name, radius, visible in objects:
+            assert (mask[visible] == names.index(name)).all() and 0 < radius < 96
+        perfect = by_size.object_counts(mask, objects, names)
+        assert [c[2] for c in perfect] == [int(v.sum()) for _, _, v in objects] and all(c[3] == 0 for c in perfect)
+        swapped = np.where(mask == names.index("nucleus"), names.index("disc"), mask)
+        for (name, _, visible), c in zip(objects, by_size.object_counts(swapped, objects, names)):
+            assert (c[2], c[3]) == ((0, int(visible.sum())) if name == "nucleus" else (int(visible.sum()), 0))
+        counted += objects
+    assert {name for name, _, _ in counted} >= {"nucleus", "disc"}
+
+    # Hand counts: the first bin (0-5.76 px at 96²) holds a nucleus/disc pair (3 objects each) and one
+    # square, whose pair is short of objects; the boxed object falls in the 19.2-28.8 px bin.
+    counts = [("nucleus", 4.0, 30, 10), ("nucleus", 5.0, 10, 10), ("nucleus", 5.5, 0, 0), ("disc", 3.0, 8, 2),
+              ("disc", 4.5, 2, 8), ("disc", 5.7, 5, 5), ("square", 4.0, 9, 1), ("boxed", 25.0, 1, 1)]
+    bins = by_size.context_by_size(counts, 96, min_objects=3)
+    first = bins[0]
+    assert first["bin"] == pytest.approx([0.0, 0.06 * 96])
+    assert first["objects"] == {"nucleus": 3, "boxed": 0, "disc": 3, "square": 1}
+    assert first["context accuracy"] == pytest.approx(np.mean([40 / 60, 15 / 30]))  # squares: no pair
+    assert all(b["context accuracy"] is None for b in bins[1:])

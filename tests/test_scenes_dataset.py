@@ -124,3 +124,42 @@ def test_pipeline_generates_what_data_synthetic_asks_for(tmp_path):
     prepare_builder(data(5))
     assert num_examples(data(5), "train") == 5 and num_examples(data(5), "val") == 2
     assert next(load_pairs(tmp_path / "scenes", "train"))[0].shape == (64, 64, 3)
+
+
+def test_matched_look_alikes_are_drawn_as_the_object_inside_an_outline(tmp_path):
+    """look_alike_sizes="matched": a plain disc (square) is exactly the inner part a ringed disc
+    (boxed square) of the same radius and random state would draw; the default keeps the object's
+    own radius, and only the matched variant is recorded in the meta file's args."""
+    from exfuse_keras.data.scenes import object_parts
+
+    for kind, outlined in (("disc", "ringed_disc"), ("square", "boxed_square")):
+        for k in range(5):
+            plain = object_parts(kind, 96, 40.0, 50.0, 20.0, np.random.default_rng(k), "matched")
+            inner = object_parts(outlined, 96, 40.0, 50.0, 20.0, np.random.default_rng(k))[1][1]
+            assert len(plain) == 1 and plain[0][0] == SCENES_CLASSES.index(kind)
+            np.testing.assert_array_equal(plain[0][1], inner)
+            independent = object_parts(kind, 96, 40.0, 50.0, 20.0, np.random.default_rng(k))[0][1]
+            assert independent.sum() > 1.5 * inner.sum()  # the confound the variant removes
+    default = generate_scenes_dataset(tmp_path / "a", num_train=2, num_val=2, size=64, verbose=False)
+    matched = generate_scenes_dataset(tmp_path / "b", num_train=2, num_val=2, size=64, verbose=False,
+                                      look_alike_sizes="matched")
+    assert "look_alike_sizes" not in default["args"] and matched["args"]["look_alike_sizes"] == "matched"
+    with pytest.raises(ValueError, match="look_alike_sizes must be one of independent, matched"):
+        generate_scenes_dataset(tmp_path / "c", num_train=2, num_val=2, size=64, look_alike_sizes="big")
+
+
+def test_render_reports_each_object_and_its_visible_parts():
+    """``objects``: the visible parts, painted in drawing order, give the mask back; the image and
+    mask are those rendered without asking for objects."""
+    for k in range(6):
+        image, mask = render_scene(np.random.default_rng([0, 1, k]), SIZE)
+        objects = []
+        again, mask_again = render_scene(np.random.default_rng([0, 1, k]), SIZE, objects)
+        np.testing.assert_array_equal(image, again)
+        np.testing.assert_array_equal(mask, mask_again)
+        painted = np.zeros_like(mask)
+        for record in objects:
+            for (cls, part), visible in zip(record["parts"], record["visible"]):
+                assert not (visible & ~part).any()
+                painted[visible] = cls
+        np.testing.assert_array_equal(painted, mask)

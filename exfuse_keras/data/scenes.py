@@ -34,6 +34,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -48,6 +49,12 @@ CONTEXT_CLASSES = ("nucleus", "boxed")
 # Each context class and its look-alike: the same shape, told apart only by the outline around it.
 LOOK_ALIKES = {"nucleus": "disc", "boxed": "square"}
 THIN_CLASSES = ("wheel", "wire", "grid")
+# How large a plain disc or square (a context class's look-alike) is drawn. "independent": at the
+# object's radius, like every shape, so it is about twice the size of the disc inside a nucleus
+# or the square inside a boxed outline, and size alone tells most of them apart
+# (docs/ablation.md, positive controls). "matched": the size of the object inside a ringed disc
+# or boxed square of that radius, so only the outline around it tells them apart.
+LOOK_ALIKE_SIZES = ("independent", "matched")
 # Bumped whenever rendering changes, so cached datasets from an older renderer are regenerated.
 GENERATOR_VERSION = 3
 META_FILENAME = "scenes_meta.json"
@@ -162,12 +169,18 @@ def _thin_width(rng) -> int:
     return int(rng.integers(1, 4))
 
 
-def object_parts(kind: str, size: int, cx: float, cy: float, radius: float, rng) -> list:
+def object_parts(kind: str, size: int, cx: float, cy: float, radius: float, rng,
+                 look_alike_sizes: str = "independent") -> list:
     """The parts one object kind paints, each ``(class id, boolean [size, size] mask)``.
 
     A ringed disc and a boxed square have two parts (the outline and the object inside it,
     with a gap between them that stays whatever lies below); every other kind has one.
+    ``look_alike_sizes="matched"`` draws a plain disc or square the size of the object inside a
+    ringed disc or boxed square of the same ``radius`` (``LOOK_ALIKE_SIZES``).
     """
+    if kind in ("disc", "square") and look_alike_sizes == "matched":
+        ringed = object_parts("ringed_disc" if kind == "disc" else "boxed_square", size, cx, cy, radius, rng)
+        return [(_class_id(kind), ringed[1][1])]
     if kind == "disc":
         return [(_class_id("disc"), _disc(size, cx, cy, radius))]
     if kind == "square":
@@ -225,7 +238,8 @@ def object_parts(kind: str, size: int, cx: float, cy: float, radius: float, rng)
     raise ValueError(f"unknown object kind {kind!r}")
 
 
-def render_scene(rng: np.random.Generator, size: int) -> tuple:
+def render_scene(rng: np.random.Generator, size: int, objects: Optional[list] = None,
+                 look_alike_sizes: str = "independent") -> tuple:
     """Renders one scene and its exact label mask.
 
     Objects are drawn largest first; a placement is rejected when it would hide more than half
@@ -235,6 +249,11 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple:
     Args:
         rng: all randomness comes from it.
         size (int): image side in pixels.
+        objects (list | None): if given, one dict per object drawn is appended to it:
+            ``{"kind", "radius" (px), "parts": [(class id, bool [size, size] mask of the part as
+            drawn)], "visible": [bool [size, size], ...] (each part's pixels no later object
+            hides)}``. The image and mask are the same either way (no extra random draws).
+        look_alike_sizes (str): how large a plain disc or square is drawn (``LOOK_ALIKE_SIZES``).
 
     Returns:
         (image uint8 [size, size, 3], mask uint8 [size, size] of class ids).
@@ -242,7 +261,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple:
     image = texture(rng, size, _BACKGROUND_TEXTURE_P, _BACKGROUND_CONTRAST)
     mask = np.zeros((size, size), dtype=np.uint8)
     instances = np.full((size, size), -1, dtype=np.int64)
-    areas = []
+    areas, drawn = [], []
     n_objects = int(rng.integers(2, 6))
     kinds = rng.choice(len(_KINDS), size=n_objects, p=_KIND_WEIGHTS / _KIND_WEIGHTS.sum())
     radii = np.sort(rng.uniform(_MIN_RADIUS, _MAX_RADIUS, size=n_objects))[::-1] * size
@@ -250,7 +269,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple:
         kind = _KINDS[kind_index]
         for _ in range(_PLACEMENT_TRIES):
             cx, cy = rng.uniform(0.6 * radius, size - 0.6 * radius, size=2)
-            parts = object_parts(kind, size, cx, cy, radius, rng)
+            parts = object_parts(kind, size, cx, cy, radius, rng, look_alike_sizes)
             union = np.logical_or.reduce([m for _, m in parts])
             if keeps_earlier_visible(instances, areas, union, _MIN_VISIBLE):
                 break
@@ -260,14 +279,20 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple:
             paint_contrasting(rng, image, part, lambda: texture(rng, size), _MIN_CONTRAST, _COLOUR_TRIES)
             mask[part] = cls
         instances[union] = len(areas)
+        if objects is not None:
+            drawn.append({"kind": kind, "radius": float(radius), "parts": parts, "index": len(areas)})
         areas.append(int(np.count_nonzero(union)))
+    for record in drawn:
+        own = instances == record.pop("index")
+        record["visible"] = [part & own for _, part in record["parts"]]
+        objects.append(record)
     image += rng.normal(0.0, rng.uniform(0.0, 6.0), size=image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
 
 
 def generate_scenes_dataset(root, num_train: int = DEFAULTS["num_train"], num_val: int = DEFAULTS["num_val"],
                             size: int = DEFAULTS["size"], seed: int = DEFAULTS["seed"], jpeg_quality: int = 95,
-                            verbose: bool = True) -> dict:
+                            verbose: bool = True, look_alike_sizes: str = "independent") -> dict:
     """Writes the scenes benchmark under ``root`` in the VOC layout (or reuses it).
 
     Args:
@@ -277,6 +302,8 @@ def generate_scenes_dataset(root, num_train: int = DEFAULTS["num_train"], num_va
         seed (int): base seed; image k of a split depends only on (seed, split, k).
         jpeg_quality (int): JPEG quality.
         verbose (bool): progress lines with an ETA.
+        look_alike_sizes (str): ``LOOK_ALIKE_SIZES``; recorded in the meta file's args when not
+            the default.
 
     Returns:
         The meta dict (``write_synthetic_dataset``): class pixel balance and image counts.
@@ -285,8 +312,16 @@ def generate_scenes_dataset(root, num_train: int = DEFAULTS["num_train"], num_va
         >>> meta = generate_scenes_dataset("data/scenes")        # doctest: +SKIP
         >>> print(format_balance(meta))                         # doctest: +SKIP
     """
-    return write_synthetic_dataset(root, render_scene, SCENES_CLASSES, META_FILENAME, GENERATOR_VERSION,
-                                   num_train, num_val, size, seed, jpeg_quality, verbose, label="scenes")
+    if look_alike_sizes not in LOOK_ALIKE_SIZES:
+        raise ValueError(f"look_alike_sizes must be one of {', '.join(LOOK_ALIKE_SIZES)}, got {look_alike_sizes!r}")
+    variant = {} if look_alike_sizes == "independent" else {"look_alike_sizes": look_alike_sizes}
+
+    def render(rng, side):
+        return render_scene(rng, side, look_alike_sizes=look_alike_sizes)
+
+    return write_synthetic_dataset(root, render, SCENES_CLASSES, META_FILENAME, GENERATOR_VERSION,
+                                   num_train, num_val, size, seed, jpeg_quality, verbose, label="scenes",
+                                   variant=variant)
 
 
 def _colour_contrast_bins(image: np.ndarray) -> np.ndarray:
@@ -312,9 +347,12 @@ def main(argv=None):
     parser.add_argument("--num-val", type=int, default=DEFAULTS["num_val"])
     parser.add_argument("--size", type=int, default=DEFAULTS["size"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--look-alike-sizes", default="independent", choices=LOOK_ALIKE_SIZES,
+                        help="how large plain discs and squares are drawn (module docstring)")
     parser.add_argument("--baseline", action="store_true", help="also report the texture-histogram baseline mIoU")
     args = parser.parse_args(argv)
-    meta = generate_scenes_dataset(args.root, args.num_train, args.num_val, args.size, args.seed)
+    meta = generate_scenes_dataset(args.root, args.num_train, args.num_val, args.size, args.seed,
+                                   look_alike_sizes=args.look_alike_sizes)
     print(format_balance(meta))
     if args.baseline:
         print(f"texture histogram baseline val mIoU: {texture_histogram_baseline(args.root):.4f}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Optional, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -41,7 +41,8 @@ def read_ids(root, split):
 
 def write_synthetic_dataset(root, render: Renderer, classes: Sequence[str], meta_filename: str,
                             generator_version: int, num_train: int, num_val: int, size: int, seed: int,
-                            jpeg_quality: int = 95, verbose: bool = True, label: str = "dataset") -> dict:
+                            jpeg_quality: int = 95, verbose: bool = True, label: str = "dataset",
+                            variant: Optional[dict] = None) -> dict:
     """Renders and writes a dataset in the VOC layout, or reuses the one already there.
 
     Image k of a split is rendered from ``np.random.default_rng([seed, split_code, k])``, so it
@@ -60,6 +61,9 @@ def write_synthetic_dataset(root, render: Renderer, classes: Sequence[str], meta
         jpeg_quality (int): JPEG quality of the images.
         verbose (bool): print a progress line every 200 images.
         label (str): the dataset's name in progress lines.
+        variant (dict | None): generator options ``render`` was bound to, recorded in the meta
+            file's args (so a dataset of other options is regenerated); only those that differ
+            from the default, so a default dataset's meta file stays valid.
 
     Returns:
         The meta dict: generator_version, args, classes, and per split the class pixel counts,
@@ -67,7 +71,7 @@ def write_synthetic_dataset(root, render: Renderer, classes: Sequence[str], meta
     """
     root = Path(root)
     args = {"num_train": int(num_train), "num_val": int(num_val), "size": int(size),
-            "seed": int(seed), "jpeg_quality": int(jpeg_quality)}
+            "seed": int(seed), "jpeg_quality": int(jpeg_quality), **(variant or {})}
     meta_path = root / meta_filename
     jpeg_dir, mask_dir, sets_dir = voc_dirs(root)
     if meta_path.exists():
