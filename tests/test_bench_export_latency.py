@@ -15,7 +15,7 @@ from exfuse_keras.bench.export_latency import argmax_agreement
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORMATS = ["keras predict", "SavedModel serving_default (JPEG in, mask out)", "SavedModel network_logits",
            "TFLite float32 (2 threads)", "TFLite float16 (2 threads)", "TFLite dynamic (2 threads)",
-           "TFLite int8 (2 threads)", "ONNX onnxruntime (2 threads)"]
+           "TFLite int8 (2 threads)", "TFLite int8_io (2 threads)", "ONNX onnxruntime (2 threads)"]
 
 
 def test_argmax_agreement_counts_matching_pixels():

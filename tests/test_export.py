@@ -329,6 +329,28 @@ def test_tflite_int8_argmax_agrees_with_keras_on_the_val_split(quickstart_tflite
     assert agreement >= INT8_AGREEMENT_FLOOR
 
 
+def test_tflite_int8_io_takes_pixels_and_gives_int8_logits_whose_argmax_agrees(quickstart_tflite, val_logits):
+    """int8_io: int8 input that is the pixel value less 128 (scale 1, zero point -128), int8
+    output; its argmax as it comes equals the dequantised logits' and agrees with Keras as int8's does."""
+    runner = tflite.interpreter(quickstart_tflite / "exfuse_int8_io.tflite")
+    (inputs,), (outputs,) = runner.get_input_details(), runner.get_output_details()
+    assert inputs["dtype"] == np.int8 and inputs["quantization"] == (1.0, -128)
+    assert outputs["dtype"] == np.int8 and outputs["quantization"][0] > 0
+    operators = tflite.operator_names((quickstart_tflite / "exfuse_int8_io.tflite").read_bytes())
+    assert "QUANTIZE" not in operators and "DEQUANTIZE" not in operators, operators
+    agreement = []
+    for images, logits in val_logits:
+        raw = tflite.run(runner, (images - 128).astype(np.int8), raw=True)
+        assert raw.dtype == np.int8
+        scale, zero_point = outputs["quantization"]
+        np.testing.assert_allclose(tflite.run(runner, images), (raw.astype(np.float32) - zero_point) * scale)
+        agreement.append((raw.argmax(-1) == logits.argmax(-1)).mean())
+    print(f"\nTFLite int8_io: argmax agreement with Keras {np.mean(agreement):.4f} over {len(agreement)} val images")
+    assert np.mean(agreement) >= INT8_AGREEMENT_FLOOR
+    metadata = json.loads((quickstart_tflite / "export.json").read_text())["files"]["exfuse_int8_io.tflite"]
+    assert (metadata["input_dtype"], metadata["output_dtype"]) == ("int8", "int8")
+
+
 # ---- ONNX ----------------------------------------------------------------------------------------
 
 

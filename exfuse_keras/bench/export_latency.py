@@ -20,9 +20,10 @@ exports every format into a temporary folder and times one ``--size`` x ``--size
 - ``SavedModel serving_default``: the encoded JPEG in, the mask out (decode, pad, network, argmax:
   what TF Serving runs per request, without the server);
 - ``SavedModel network_logits``: the bare exported network;
-- ``TFLite float32 / float16 / dynamic / int8``: ``ai_edge_litert`` Interpreter with ``--threads``
-  (2) threads, XNNPACK as the interpreter sets it up; int8 calibrated on ``--calibration-images``
-  smooth random images (latency does not depend on the calibration);
+- ``TFLite float32 / float16 / dynamic / int8 / int8_io``: ``ai_edge_litert`` Interpreter with
+  ``--threads`` (2) threads, XNNPACK as the interpreter sets it up; int8 calibrated on
+  ``--calibration-images`` smooth random images (latency does not depend on the calibration);
+  int8_io fed uint8 pixels and read as int8 logits, as an app calls it;
 - ``ONNX``: onnxruntime, CPU provider, ``--threads`` intra-op threads.
 
 Sizes are the bytes on disk of each artefact (the SavedModel folder in total). Agreement, for the
@@ -132,8 +133,11 @@ def measure(name, cfg, model, args, folder: Path) -> list[dict]:
         tflite.export_tflite(cfg, model, str(path), quantization, (size, size),
                              representative=lambda: iter(calibration))
         runner = tflite.interpreter(path, num_threads=args.threads)
-        run = lambda x, runner=runner: tflite.run(runner, x)  # noqa: E731
-        record(f"TFLite {quantization} ({args.threads} threads)", _median_ms(lambda: run(batch), args.warmup,
+        # int8_io is timed as an app calls it: uint8 pixels in, its int8 logits out as they are.
+        raw = quantization == "int8_io"
+        run = lambda x, runner=runner, raw=raw: tflite.run(runner, x, raw=raw)  # noqa: E731
+        timed = (batch - 128).astype(np.int8) if raw else batch
+        record(f"TFLite {quantization} ({args.threads} threads)", _median_ms(lambda: run(timed), args.warmup,
                                                                              args.repeats), path, run)
 
     if not args.no_onnx:

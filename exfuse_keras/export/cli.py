@@ -66,10 +66,11 @@ def parse_args(argv=None):
                        help="where --output is mounted in the TF Serving container (models.config base_path)")
     group = parser.add_argument_group("TFLite and ONNX")
     group.add_argument("--tflite-quantization", type=_quantizations, default=["float32"],
-                       metavar="Q1,Q2", help="float32, float16, dynamic, int8 (comma-separated for several)")
+                       metavar="Q1,Q2", help="float32, float16, dynamic, int8, int8_io (int8 pixels less 128 in, int8 logits out); "
+                            "comma-separated for several")
     group.add_argument("--tflite-size", type=_size, metavar="H,W", help="input size (export.tflite_size, 512,512)")
     group.add_argument("--calibration-batches", type=int, default=8,
-                       help="int8: training batches to calibrate activation ranges on")
+                       help="int8, int8_io: training batches to calibrate activation ranges on")
     group.add_argument("--opset", type=int, default=17, help="ONNX opset")
     return parser.parse_args(argv)
 
@@ -137,7 +138,7 @@ def run(args) -> list[str]:
         return [path, os.path.join(args.output, CONFIG_NAME)]
     os.makedirs(args.output, exist_ok=True)
     if args.format == "tflite":
-        from exfuse_keras.export.tflite import export_tflite
+        from exfuse_keras.export.tflite import CALIBRATED, export_tflite
 
         size = tuple(args.tflite_size or cfg.export.tflite_size)
         targets = {q: os.path.join(args.output, f"{args.model_name}_{q}.tflite") for q in args.tflite_quantization}
@@ -152,10 +153,15 @@ def run(args) -> list[str]:
             export_tflite(cfg, model, path, quantization, size, args.calibration_batches)
             files[os.path.basename(path)] = {"quantization": quantization,
                                              "calibration_batches": args.calibration_batches
-                                             if quantization == "int8" else None}
+                                             if quantization in CALIBRATED else None}
+            if quantization == "int8_io":
+                files[os.path.basename(path)].update(
+                    input_dtype="int8", output_dtype="int8",
+                    note="int8 in: each RGB value less 128; int8 logits out (scale and zero point in the file); "
+                         "argmax them as they are")
         _update_metadata(args.output, cfg, "tflite", files, source=os.path.abspath(args.weights),
                          input={"name": "image", "shape": [1, *size, 3], "dtype": "float32",
-                                "values": "RGB 0-255"},
+                                "values": "RGB 0-255 (an int8_io file: int8, the values less 128)"},
                          output={"name": "logits", "shape": [1, *size, cfg.data.num_classes], "dtype": "float32"})
         return list(targets.values())
     from exfuse_keras.export.onnx import export_onnx

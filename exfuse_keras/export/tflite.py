@@ -12,7 +12,13 @@ auxiliary heads are dropped. Quantisation (``--tflite-quantization``):
   and DSPs run), activation ranges calibrated on ``calibration_batches`` batches of the training
   input pipeline (augmented crops, resized to the input size). Input and output stay float32:
   the file begins with one QUANTIZE and ends with one DEQUANTIZE, so the same calling code works
-  for every variant and the app needs no scale/zero-point arithmetic; the cost is two cheap ops.
+  for every variant and the app needs no scale/zero-point arithmetic.
+- ``int8_io``: the ``int8`` network with integer ends, for apps that want only the label map:
+  int8 ``[1, H, W, 3]`` in, each RGB pixel value less 128 (scale 1, zero point -128; a byte's
+  top bit flipped), int8 logits out (scale and zero point in the file's output details; their
+  argmax is the label map, no dequantisation needed). It moves a quarter of the bytes in and out
+  and has no QUANTIZE or DEQUANTIZE; uint8 input would not do: TFLite's uint8 -> int8 QUANTIZE
+  runs outside XNNPACK, 0.9 ms at 512² on the Xeon of docs/benchmarks.md, more than it saves.
 
 Conversion goes through a SavedModel with a fixed-shape signature (``from_saved_model``) and
 allows ``TFLITE_BUILTINS`` only (``TFLITE_BUILTINS_INT8`` for int8), so a model that would need
@@ -32,7 +38,9 @@ import tensorflow as tf
 
 from exfuse_keras.config import OUTPUT_STRIDE
 
-QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int8_io")
+# The variants whose activations are calibrated (int8 kernels throughout).
+CALIBRATED = ("int8", "int8_io")
 DEFAULT_CALIBRATION_BATCHES = 8
 
 
@@ -159,8 +167,8 @@ def convert(model, size: Sequence[int], quantization: str = "float32",
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"--tflite-quantization {quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
-    if quantization == "int8" and representative is None:
-        raise ValueError("int8 quantisation needs calibration images (representative)")
+    if quantization in CALIBRATED and representative is None:
+        raise ValueError(f"{quantization} quantisation needs calibration images (representative)")
     size = _size(size)
     with tempfile.TemporaryDirectory(prefix="exfuse_tflite_") as folder:
         _write_fixed_size_saved_model(model, size, folder)
@@ -170,10 +178,34 @@ def convert(model, size: Sequence[int], quantization: str = "float32",
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        if quantization == "int8":
-            converter.representative_dataset = lambda: ([image] for image in representative())
+        if quantization in CALIBRATED:
+            images = representative
+            if quantization == "int8_io":
+                # The input's range is calibrated like any activation's: one image holding 0 and 255
+                # makes it exactly 0..255, so the int8 input is the pixel value less 128 (scale 1,
+                # zero point -128).
+                images = lambda: [_full_range_image(size), *representative()]  # noqa: E731
+                converter.inference_input_type, converter.inference_output_type = tf.int8, tf.int8
+            converter.representative_dataset = lambda: ([image] for image in images())
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        return converter.convert()
+        flatbuffer = converter.convert()
+    if quantization == "int8_io":
+        scale, zero_point = interpreter(flatbuffer).get_input_details()[0]["quantization"]
+        if (scale, zero_point) != (1.0, -128):
+            raise RuntimeError(f"int8_io: the input was quantised with scale {scale} and zero point {zero_point}, "
+                               "not the pixel values less 128 (scale 1, zero point -128)")
+    return flatbuffer
+
+
+def _full_range_image(size: tuple[int, int]) -> np.ndarray:
+    """float32 ``[1, H, W, 3]``: a ramp of the pixel values 0..255 (and gray where it ends)."""
+    height, width = size
+    image = np.full((height * width, 3), 127.5, np.float32)
+    ramp = np.arange(min(256, height * width), dtype=np.float32)
+    image[:ramp.size] = ramp[:, None]
+    image[-1] = 255.0
+    image[0] = 0.0
+    return image.reshape(1, height, width, 3)
 
 
 def export_tflite(cfg, model, path: str, quantization: str = "float32", size: Optional[Sequence[int]] = None,
@@ -190,7 +222,7 @@ def export_tflite(cfg, model, path: str, quantization: str = "float32", size: Op
             training pipeline's.
     """
     size = _size(size or cfg.export.tflite_size)
-    if quantization == "int8" and representative is None:
+    if quantization in CALIBRATED and representative is None:
         if calibration_batches < 1:
             raise ValueError(f"--calibration-batches {calibration_batches}: int8 needs at least one batch")
         representative = lambda: calibration_images(cfg, size, calibration_batches)  # noqa: E731
@@ -231,9 +263,18 @@ def interpreter(path_or_bytes, num_threads: int = 2):
     return runner
 
 
-def run(runner, image: np.ndarray) -> np.ndarray:
-    """Logits ``[1, H, W, C]`` of one float32 ``[1, H, W, 3]`` image (the file's input size)."""
+def run(runner, image: np.ndarray, raw: bool = False) -> np.ndarray:
+    """Logits ``[1, H, W, C]`` of one ``[1, H, W, 3]`` image of RGB values 0..255 (the file's
+    input size), float32; an ``int8_io`` file gets the pixels less 128 as int8 (rounded; an int8
+    image is passed as it is) and its int8 logits are dequantised, unless ``raw``: then they come
+    back as the file gives them (the argmax is the same)."""
     (inputs,), (outputs,) = runner.get_input_details(), runner.get_output_details()
-    runner.set_tensor(inputs["index"], np.asarray(image, np.float32).reshape(inputs["shape"]))
+    if inputs["dtype"] == np.int8 and np.asarray(image).dtype != np.int8:
+        image = (np.clip(np.rint(image), 0, 255) - 128).astype(np.int8)
+    runner.set_tensor(inputs["index"], np.asarray(image, inputs["dtype"]).reshape(inputs["shape"]))
     runner.invoke()
-    return runner.get_tensor(outputs["index"])
+    logits = runner.get_tensor(outputs["index"])
+    if raw or outputs["dtype"] == np.float32:
+        return logits
+    scale, zero_point = outputs["quantization"]
+    return (logits.astype(np.float32) - zero_point) * np.float32(scale)
