@@ -344,36 +344,36 @@ def format_table(summary: Sequence[dict]) -> str:
                 f"{'–' if db is None else format_increment(db)} | {paper} | {paper_delta} |")
         lines.append("")
     controls = [s for s in summary if s.get("class_groups")]
-    if controls:
-        groups = [*CONTROL_GROUPS, *CONTROL_CONTRASTS]
-        lines += ["### Positive controls by class group", "",
-                  "| control | " + " | ".join(f"Δ IoU {g} [95% CI]" for g in groups) + " |",
-                  "|---" * (len(groups) + 1) + "|"]
-        for s in controls:
-            cells = [format_increment(s["class_groups"][g]) if g in s["class_groups"] else "–" for g in groups]
-            lines.append(f"| {s['row']} − #{s['delta_vs']} | " + " | ".join(cells) + " |")
-        lines += ["", "The group's mean IoU × 100 (a contrast: the first group's minus the second's), the control "
-                  "minus row 1, paired by seed; 95% CI: t with n − 1 degrees of freedom. A context control that "
-                  "works costs the context classes more than their look-alikes (context − look-alikes < 0); a "
-                  "resolution control the thin classes more (thin − look-alikes < 0).", ""]
-        accuracies = [*PAIR_ACCURACIES, PAIR_CONTRAST]
-        scored = [s for s in controls if any(g in s["class_groups"] for g in accuracies)]
-        if scored:
-            lines += ["### Positive controls: context and shape errors", "",
-                      "| control | " + " | ".join(f"Δ {g} [95% CI]" for g in accuracies) + " |",
-                      "|---" * (len(accuracies) + 1) + "|"]
-            for s in scored:
-                cells = [format_increment(s["class_groups"][g]) if g in s["class_groups"] else "–" for g in accuracies]
-                lines.append(f"| {s['row']} − #{s['delta_vs']} | " + " | ".join(cells) + " |")
-            lines += ["", "From the val confusion matrix, over nucleus, disc, boxed and square, each class weighted "
-                      "equally (× 100): context accuracy, of the pixels called the class or its pair's other member "
-                      "(nucleus and disc, boxed and square), the share called the class; shape accuracy, of the "
-                      "pixels called any of the four, the share called a member of the class's own pair. A context "
-                      "control that works loses context accuracy more than shape accuracy "
-                      "(context − shape accuracy < 0).", ""]
+    lines += _control_table(
+        "Positive controls by class group", controls, [*CONTROL_GROUPS, *CONTROL_CONTRASTS], "Δ IoU",
+        "The group's mean IoU × 100 (a contrast: the first group's minus the second's), the control minus row 1, "
+        "paired by seed; 95% CI: t with n − 1 degrees of freedom. A context control that works costs the context "
+        "classes more than their look-alikes (context − look-alikes < 0); a resolution control the thin classes "
+        "more (thin − look-alikes < 0).")
+    lines += _control_table(
+        "Positive controls: context and shape errors", controls, [*PAIR_ACCURACIES, PAIR_CONTRAST], "Δ",
+        "From the val confusion matrix, over nucleus, disc, boxed and square, each class weighted equally (× 100): "
+        "context accuracy, of the pixels called the class or its pair's other member (nucleus and disc, boxed and "
+        "square), the share called the class; shape accuracy, of the pixels called any of the four, the share "
+        "called a member of the class's own pair. A context control that works loses context accuracy more than "
+        "shape accuracy (context − shape accuracy < 0).")
     lines.append("Scores are val mIoU × 100, mean ± sample std over the seeds. Boundary mIoU: Boundary IoU (Cheng et "
                  "al., CVPR 2021) in a band of 2% of the image diagonal. Paper: PASCAL VOC 2012 val, single scale.")
     return "\n".join(lines) + "\n"
+
+
+def _control_table(title: str, controls: Sequence[dict], measures: Sequence[str], prefix: str, note: str) -> list:
+    """A Markdown table of the controls' ``class_groups`` increments over ``measures`` (lines), or
+    nothing when no control has any of them."""
+    controls = [s for s in controls if any(g in s["class_groups"] for g in measures)]
+    if not controls:
+        return []
+    lines = [f"### {title}", "", "| control | " + " | ".join(f"{prefix} {g} [95% CI]" for g in measures) + " |",
+             "|---" * (len(measures) + 1) + "|"]
+    for s in controls:
+        cells = [format_increment(s["class_groups"][g]) if g in s["class_groups"] else "–" for g in measures]
+        lines.append(f"| {s['row']} − #{s['delta_vs']} | " + " | ".join(cells) + " |")
+    return lines + ["", note, ""]
 
 
 def write_results(path: str, summary: Sequence[dict], results: dict, settings: dict) -> None:
