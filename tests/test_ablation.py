@@ -800,10 +800,13 @@ def test_context_by_size_renders_the_val_objects_again_and_scores_them(tmp_path)
     from exfuse_keras.data.synthetic import load_pairs
 
     names = list(SCENES_CLASSES)
-    meta = generate_scenes_dataset(tmp_path, num_train=1, num_val=6, size=96, verbose=False,
-                                   look_alike_sizes="matched")
+    for variant in ("independent", "matched"):
+        meta = generate_scenes_dataset(tmp_path / variant, num_train=1, num_val=6, size=96, verbose=False,
+                                       look_alike_sizes=variant)
+        for k, (_, mask) in enumerate(load_pairs(tmp_path / variant, "val")):
+            np.testing.assert_array_equal(by_size.scene_objects(meta, k)[1], mask)
     counted = []
-    for k, (_, mask) in enumerate(load_pairs(tmp_path, "val")):
+    for k, (_, mask) in enumerate(load_pairs(tmp_path / "matched", "val")):
         objects, rendered = by_size.scene_objects(meta, k)
         np.testing.assert_array_equal(rendered, mask)
         for name, radius, visible in objects:
@@ -816,13 +819,18 @@ def test_context_by_size_renders_the_val_objects_again_and_scores_them(tmp_path)
         counted += objects
     assert {name for name, _, _ in counted} >= {"nucleus", "disc"}
 
-    # Hand counts: the first bin (0-5.76 px at 96²) holds a nucleus/disc pair (3 objects each) and one
-    # square, whose pair is short of objects; the boxed object falls in the 19.2-28.8 px bin.
+    # Hand counts: the first bin (0-5.76 px at 96²) holds a nucleus/disc pair (3 objects each) and
+    # 3 boxed objects but 1 square, a pair short of objects; the last boxed object is in 19.2-96 px.
     counts = [("nucleus", 4.0, 30, 10), ("nucleus", 5.0, 10, 10), ("nucleus", 5.5, 0, 0), ("disc", 3.0, 8, 2),
-              ("disc", 4.5, 2, 8), ("disc", 5.7, 5, 5), ("square", 4.0, 9, 1), ("boxed", 25.0, 1, 1)]
+              ("disc", 4.5, 2, 8), ("disc", 5.7, 5, 5), ("square", 4.0, 9, 1), ("boxed", 1.0, 3, 7),
+              ("boxed", 2.0, 3, 7), ("boxed", 3.0, 3, 7), ("boxed", 25.0, 1, 1)]
     bins = by_size.context_by_size(counts, 96, min_objects=3)
     first = bins[0]
     assert first["bin"] == pytest.approx([0.0, 0.06 * 96])
-    assert first["objects"] == {"nucleus": 3, "boxed": 0, "disc": 3, "square": 1}
-    assert first["context accuracy"] == pytest.approx(np.mean([40 / 60, 15 / 30]))  # squares: no pair
-    assert all(b["context accuracy"] is None for b in bins[1:])
+    assert first["objects"] == {"nucleus": 3, "boxed": 3, "disc": 3, "square": 1}
+    assert first["pairs"] == ["nucleus"]
+    assert first["context accuracy"] == pytest.approx(np.mean([40 / 60, 15 / 30]))  # boxed/square: no pair
+    assert bins[-1]["bin"] == pytest.approx([0.2 * 96, 96.0]) and bins[-1]["objects"]["boxed"] == 1
+    assert all(b["context accuracy"] is None and b["pairs"] == [] for b in bins[1:])
+    table = by_size.format_table({"1": [{"seed": 0, "by_size": bins}], "1-blind": [{"seed": 0, "by_size": bins}]})
+    assert f"| 0–6 | 3 / 3 / 3 / 1 | nucleus | {100 * first['context accuracy']:.1f} (" in table

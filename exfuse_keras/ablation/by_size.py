@@ -16,6 +16,9 @@ apart within its window; where one member is rare, size alone can tell them.
 Usage::
 
     python -m exfuse_keras.ablation.by_size --table controls --seeds 2 --output runs/ablation_controls
+
+Writes ``context_by_size.json`` and ``.md`` under ``--output``. It needs the runs' folders (their
+last weights), not only a committed results.json.
 """
 
 from __future__ import annotations
@@ -63,11 +66,13 @@ def object_counts(prediction: np.ndarray, objects: Sequence, class_names: Sequen
 
 
 def context_by_size(counts: Sequence, size: int, min_objects: int = 5) -> list:
-    """Per ``BIN_EDGES`` bin: ``{"bin": (low, high) px, "objects": {class: n}, "context accuracy"}``.
+    """Per ``BIN_EDGES`` bin (fractions of the scenes' side ``size``): ``{"bin": [low, high] px,
+    "objects": {class: n}, "pairs": [context class, ...], "context accuracy"}``.
 
     Context accuracy: per class, its objects' pixels called the class over those called the
     class or its look-alike, pooled over the bin's objects; the mean over the classes of the pairs
-    whose two members both have ``min_objects`` objects in the bin (None when no pair has).
+    whose two members both have ``min_objects`` objects in the bin (``pairs`` names them by their
+    context class; None when no pair has).
     """
     from exfuse_keras.data.scenes import LOOK_ALIKES
 
@@ -80,15 +85,18 @@ def context_by_size(counts: Sequence, size: int, min_objects: int = 5) -> list:
             objects[name] = len(mine)
             own, other = sum(c[2] for c in mine), sum(c[3] for c in mine)
             shares[name] = own / (own + other) if own + other else None
-        used = [shares[n] for pair in LOOK_ALIKES.items() for n in pair
-                if all(objects[m] >= min_objects and shares[m] is not None for m in pair)]
-        out.append({"bin": [low * size, high * size], "objects": objects,
+        pairs = [pair for pair in LOOK_ALIKES.items()
+                 if all(objects[m] >= min_objects and shares[m] is not None for m in pair)]
+        used = [shares[n] for pair in pairs for n in pair]
+        out.append({"bin": [low * size, high * size], "objects": objects, "pairs": [c for c, _ in pairs],
                     "context accuracy": float(np.mean(used)) if used else None})
     return out
 
 
-def score_run(cfg, weights: str, max_images=None) -> list:
-    """``object_counts`` of every val image for the model at ``weights`` (a ``.keras`` file)."""
+def score_run(cfg, weights: str, max_images=None) -> tuple[list, int]:
+    """``(object_counts of every val image, the scenes' side in px)`` for the model at ``weights``
+    (a ``.keras`` file), predicted under the config's test-time protocol (``cfg.eval``), as
+    ``evaluate`` does."""
     import keras
     from tqdm import tqdm
 
@@ -103,7 +111,7 @@ def score_run(cfg, weights: str, max_images=None) -> list:
         raise ConfigError(f"{meta_path}: missing; context by size needs the scenes benchmark's own data")
     with open(meta_path, encoding="utf-8") as f:
         meta = json.load(f)
-    forward = Segmenter(keras.models.load_model(weights, compile=False), cfg).forward_function()
+    forward = Segmenter(keras.models.load_model(weights, compile=False), cfg).forward_function(cfg.eval)
     dataset = make_dataset(cfg, "val", training=False, batch_size=1, return_meta=True)
     if max_images is not None:
         dataset = dataset.take(max_images)
@@ -119,16 +127,17 @@ def score_run(cfg, weights: str, max_images=None) -> list:
         prediction = forward(image[:, :height, :width])[0][0].numpy()
         counts += object_counts(prediction, objects, cfg.data.class_names)
     keras.backend.clear_session()
-    return counts
+    return counts, int(meta["args"]["size"])
 
 
-def format_table(scored: dict, size: int) -> str:
-    """Markdown: per bin, the objects of each class and each row's context accuracy (mean and per seed)."""
+def format_table(scored: dict) -> str:
+    """Markdown: per bin, the objects of each class, the pairs counted (by their context class) and
+    each row's context accuracy (mean and per seed)."""
     names = list(next(iter(scored.values()))[0]["by_size"][0]["objects"])
     rows = list(scored)
-    lines = ["| radius (px) | objects (" + ", ".join(names) + ") | "
+    lines = ["| radius (px) | objects (" + ", ".join(names) + ") | pairs | "
              + " | ".join(f"context accuracy, {r}" for r in rows) + " |",
-             "|---" * (2 + len(rows)) + "|"]
+             "|---" * (3 + len(rows)) + "|"]
     for b in range(len(BIN_EDGES) - 1):
         first = scored[rows[0]][0]["by_size"][b]
         cells = []
@@ -140,7 +149,7 @@ def format_table(scored: dict, size: int) -> str:
                 cells.append(f"{100 * np.mean(values):.1f} (" + " / ".join(f"{100 * v:.1f}" for v in values) + ")")
         low, high = first["bin"]
         lines.append(f"| {low:.0f}–{high:.0f} | " + " / ".join(str(first["objects"][n]) for n in names) + " | "
-                     + " | ".join(cells) + " |")
+                     + (", ".join(first["pairs"]) or "–") + " | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -169,9 +178,9 @@ def main(argv=None) -> int:
                 if finished(row, settings, seed) is None:
                     continue
                 cfg = row_config(row, settings, seed)
-                counts = score_run(cfg, os.path.join(run_dir(row, settings, seed), "last.keras"), args.max_images)
-                scored.setdefault(row.key, []).append(
-                    {"seed": seed, "by_size": context_by_size(counts, cfg.data.crop_size)})
+                counts, size = score_run(cfg, os.path.join(run_dir(row, settings, seed), "last.keras"),
+                                         args.max_images)
+                scored.setdefault(row.key, []).append({"seed": seed, "by_size": context_by_size(counts, size)})
                 print(f"{row.key} seed {seed}: scored", flush=True)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -179,8 +188,7 @@ def main(argv=None) -> int:
     if not scored:
         print(f"error: {args.output}: no finished run of --table {args.table}", file=sys.stderr)
         return 2
-    size = cfg.data.crop_size
-    table = format_table(scored, size)
+    table = format_table(scored)
     with open(os.path.join(args.output, "context_by_size.json"), "w", encoding="utf-8") as f:
         json.dump({"command": " ".join(["python -m exfuse_keras.ablation.by_size", *(argv or sys.argv[1:])]),
                    "bin_edges_px": [e * size for e in BIN_EDGES], "rows": scored}, f, indent=2)

@@ -156,7 +156,9 @@ def pair_accuracies(confusion, class_names: Sequence[str]) -> Optional[dict]:
       its own pair (a disc or nucleus pixel called disc or nucleus, not square or boxed).
 
     A model that lost context and kept shape loses context accuracy only; one that lost shape
-    loses both. None when the classes are not all there or one of them was never called.
+    loses both. None when the four classes are not all among ``class_names``, or when one of
+    them has no pixel called itself or its look-alike (its context accuracy is undefined: then
+    the run has no pair accuracies, and the report pairs fewer seeds, as its n says).
     """
     from exfuse_keras.data.scenes import LOOK_ALIKES
 

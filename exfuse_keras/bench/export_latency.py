@@ -23,7 +23,7 @@ exports every format into a temporary folder and times one ``--size`` x ``--size
 - ``TFLite float32 / float16 / dynamic / int8 / int8_io``: ``ai_edge_litert`` Interpreter with
   ``--threads`` (2) threads, XNNPACK as the interpreter sets it up; int8 calibrated on
   ``--calibration-images`` smooth random images (latency does not depend on the calibration);
-  int8_io fed uint8 pixels and read as int8 logits, as an app calls it;
+  int8_io fed int8 pixels (the values less 128) and read as int8 logits, as an app calls it;
 - ``ONNX``: onnxruntime, CPU provider, ``--threads`` intra-op threads.
 
 Sizes are the bytes on disk of each artefact (the SavedModel folder in total). Agreement, for the
@@ -133,7 +133,7 @@ def measure(name, cfg, model, args, folder: Path) -> list[dict]:
         tflite.export_tflite(cfg, model, str(path), quantization, (size, size),
                              representative=lambda: iter(calibration))
         runner = tflite.interpreter(path, num_threads=args.threads)
-        # int8_io is timed as an app calls it: uint8 pixels in, its int8 logits out as they are.
+        # int8_io is timed as an app calls it: int8 pixels (less 128) in, its int8 logits out as they are.
         raw = quantization == "int8_io"
         run = lambda x, runner=runner, raw=raw: tflite.run(runner, x, raw=raw)  # noqa: E731
         timed = (batch - 128).astype(np.int8) if raw else batch

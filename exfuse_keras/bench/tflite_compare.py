@@ -55,6 +55,8 @@ def compare(paths: Sequence[str], rounds: int = 100, threads: int = 2, warmup: i
     from exfuse_keras.bench.export_latency import smooth_image
     from exfuse_keras.export import tflite
 
+    if rounds < 6:
+        raise ValueError(f"rounds {rounds}: at least 6 (below, no order-statistic interval reaches 95%)")
     runners = [tflite.interpreter(path, num_threads=threads) for path in paths]
     shapes = {tuple(r.get_input_details()[0]["shape"]) for r in runners}
     if len(shapes) != 1:

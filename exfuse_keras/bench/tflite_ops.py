@@ -196,7 +196,7 @@ def main(argv=None) -> int:
                         help="convert this benchmark model instead")
     parser.add_argument("--run", default="runs/quickstart", help="the quick-start run folder (--model quickstart)")
     parser.add_argument("--size", type=int, default=512, help="--model: image side (a multiple of 32)")
-    parser.add_argument("--quantization", default="int8", help="--model: float32, float16, dynamic or int8")
+    parser.add_argument("--quantization", default="int8", help="--model: float32, float16, dynamic, int8 or int8_io")
     parser.add_argument("--calibration-images", type=int, default=8, help="--model: int8 calibration images")
     parser.add_argument("--save", metavar="FILE", help="--model: also write the converted file")
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads")

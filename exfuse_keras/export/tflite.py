@@ -19,6 +19,8 @@ auxiliary heads are dropped. Quantisation (``--tflite-quantization``):
   argmax is the label map, no dequantisation needed). It moves a quarter of the bytes in and out
   and has no QUANTIZE or DEQUANTIZE; uint8 input would not do: TFLite's uint8 -> int8 QUANTIZE
   runs outside XNNPACK, 0.9 ms at 512² on the Xeon of docs/benchmarks.md, more than it saves.
+  Its calibration has one more image, a 0..255 ramp that pins the input's range; it takes part
+  in every activation's range as the others do, so its ranges differ slightly from int8's.
 
 Conversion goes through a SavedModel with a fixed-shape signature (``from_saved_model``) and
 allows ``TFLITE_BUILTINS`` only (``TFLITE_BUILTINS_INT8`` for int8), so a model that would need
@@ -29,6 +31,7 @@ TensorFlow (Flex) ops fails to convert instead of producing a file phones cannot
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
 from typing import Callable, Iterable, Optional, Sequence
@@ -184,7 +187,7 @@ def convert(model, size: Sequence[int], quantization: str = "float32",
                 # The input's range is calibrated like any activation's: one image holding 0 and 255
                 # makes it exactly 0..255, so the int8 input is the pixel value less 128 (scale 1,
                 # zero point -128).
-                images = lambda: [_full_range_image(size), *representative()]  # noqa: E731
+                images = lambda: itertools.chain([_full_range_image(size)], representative())  # noqa: E731
                 converter.inference_input_type, converter.inference_output_type = tf.int8, tf.int8
             converter.representative_dataset = lambda: ([image] for image in images())
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
