@@ -668,7 +668,8 @@ def test_the_published_verdict_table_is_what_the_committed_runs_regenerate(tmp_p
     monkeypatch.chdir(ROOT)  # the page's command runs from the repository root
 
     committed = [os.path.join(ROOT, "docs", "results", name) for name in ("ablation4000_xeon.json",
-                                                                          "ablation_ecre_xeon.json")]
+                                                                          "ablation_ecre_xeon.json",
+                                                                          "ablation4000_seed2_xeon.json")]
     settings = SweepSettings(data="configs/data/scenes_128.yaml", steps=4000, seeds=3, output=str(tmp_path),
                              committed=committed)
     rows = rows_for("all,ecre")
