@@ -35,14 +35,13 @@ import numpy as np
 BIN_EDGES = (0.0, 0.06, 0.10, 0.14, 0.20, 1.0)
 
 
-def scene_objects(meta: dict, image_index: int) -> list:
-    """``[(class name, equivalent radius px, bool [S, S] visible pixels), ...]`` of the val scene
+def scene_objects(meta: dict, image_index: int) -> tuple[list, np.ndarray]:
+    """``([(class name, equivalent radius px, bool [S, S] visible pixels), ...], mask)`` of the val scene
     ``image_index`` for the four classes of ``LOOK_ALIKES``, rendered again from the arguments in
     the dataset's ``meta`` (``scenes_meta.json``); with its mask, for the caller's check."""
-    from exfuse_keras.data.scenes import LOOK_ALIKES, SCENES_CLASSES, render_scene
+    from exfuse_keras.data.scenes import PAIR_PARTNER, SCENES_CLASSES, render_scene
     from exfuse_keras.data.synthetic import SPLIT_CODES
 
-    classes = set(LOOK_ALIKES) | set(LOOK_ALIKES.values())
     drawn = []
     rng = np.random.default_rng([meta["args"]["seed"], SPLIT_CODES["val"], image_index])
     _, mask = render_scene(rng, meta["args"]["size"], drawn, meta["args"].get("look_alike_sizes", "independent"))
@@ -50,18 +49,17 @@ def scene_objects(meta: dict, image_index: int) -> list:
     for record in drawn:
         for (cls, part), visible in zip(record["parts"], record["visible"]):
             name = SCENES_CLASSES[cls]
-            if name in classes and visible.any():
+            if name in PAIR_PARTNER and visible.any():
                 out.append((name, float(np.sqrt(part.sum() / np.pi)), visible))
     return out, mask
 
 
 def object_counts(prediction: np.ndarray, objects: Sequence, class_names: Sequence[str]) -> list:
     """``[(class name, equivalent radius, pixels called the class, called its look-alike), ...]``."""
-    from exfuse_keras.data.scenes import LOOK_ALIKES
+    from exfuse_keras.data.scenes import PAIR_PARTNER
 
-    partner = {**LOOK_ALIKES, **{a: c for c, a in LOOK_ALIKES.items()}}
     return [(name, radius, int(np.sum(prediction[visible] == class_names.index(name))),
-             int(np.sum(prediction[visible] == class_names.index(partner[name]))))
+             int(np.sum(prediction[visible] == class_names.index(PAIR_PARTNER[name]))))
             for name, radius, visible in objects]
 
 

@@ -160,9 +160,9 @@ def pair_accuracies(confusion, class_names: Sequence[str]) -> Optional[dict]:
     them has no pixel called itself or its look-alike (its context accuracy is undefined: then
     the run has no pair accuracies, and the report pairs fewer seeds, as its n says).
     """
-    from exfuse_keras.data.scenes import LOOK_ALIKES
+    from exfuse_keras.data.scenes import PAIR_PARTNER
 
-    pairs = [(c, a) for c, a in LOOK_ALIKES.items()] + [(a, c) for c, a in LOOK_ALIKES.items()]
+    pairs = list(PAIR_PARTNER.items())
     if confusion is None or not all(c in class_names for pair in pairs for c in pair):
         return None
     matrix = np.asarray(confusion, dtype=np.float64)

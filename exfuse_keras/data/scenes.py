@@ -48,6 +48,8 @@ SCENES_CLASSES = ("background", "disc", "square", "triangle", "cross", "ring", "
 CONTEXT_CLASSES = ("nucleus", "boxed")
 # Each context class and its look-alike: the same shape, told apart only by the outline around it.
 LOOK_ALIKES = {"nucleus": "disc", "boxed": "square"}
+# Each of those four classes and the other member of its pair, both ways.
+PAIR_PARTNER = {**LOOK_ALIKES, **{alike: context for context, alike in LOOK_ALIKES.items()}}
 THIN_CLASSES = ("wheel", "wire", "grid")
 # How large a plain disc or square (a context class's look-alike) is drawn. "independent": at the
 # object's radius, like every shape, so it is about twice the size of the disc inside a nucleus
