@@ -669,7 +669,8 @@ def test_the_published_verdict_table_is_what_the_committed_runs_regenerate(tmp_p
 
     committed = [os.path.join(ROOT, "docs", "results", name) for name in ("ablation4000_xeon.json",
                                                                           "ablation_ecre_xeon.json",
-                                                                          "ablation4000_seed2_xeon.json")]
+                                                                          "ablation4000_seed2_xeon.json",
+                                                                          "ablation_rows67_xeon.json")]
     settings = SweepSettings(data="configs/data/scenes_128.yaml", steps=4000, seeds=3, output=str(tmp_path),
                              committed=committed)
     rows = rows_for("all,ecre")
@@ -680,6 +681,24 @@ def test_the_published_verdict_table_is_what_the_committed_runs_regenerate(tmp_p
     first = page.index(verdicts[0])
     assert page[first:first + len(verdicts)] == verdicts
     assert any("#4-soft* − #4" in line for line in verdicts)
+    assert any(line.startswith("| DAP | #6 − #5 |") for line in verdicts)
+    assert any(line.startswith("| ECRE (on #6) | #7 − #6 |") for line in verdicts)
+
+
+def test_the_committed_rows_6_and_7_are_todays_design_on_every_seed(monkeypatch):
+    """docs/results/ablation_rows67_xeon.json holds rows 6 and 7 as their configs build them now
+    (DAP, then the final BR): a sweep continuing from it reuses all three seeds, where the first
+    sweep's rows 6 and 7 (DAP in place of the BR) are trained anew."""
+    from exfuse_keras.ablation.sweep import SweepSettings, committed_runs, finished
+
+    monkeypatch.chdir(ROOT)
+    path = os.path.join(ROOT, "docs", "results", "ablation_rows67_xeon.json")
+    settings = SweepSettings(data="configs/data/scenes_128.yaml", steps=4000, seeds=3, output="unused", committed=path)
+    committed = committed_runs(path)
+    rows = {row.key: row for row in rows_for("3")}
+    for key in ("6", "7"):
+        for seed in range(3):
+            assert finished(rows[key], settings, seed, committed) is not None, (key, seed)
 
 
 def test_learning_curves_are_the_mean_over_seeds_at_common_steps(tmp_path):
@@ -835,3 +854,29 @@ def test_context_by_size_renders_the_val_objects_again_and_scores_them(tmp_path)
     assert all(b["context accuracy"] is None and b["pairs"] == [] for b in bins[1:])
     table = by_size.format_table({"1": [{"seed": 0, "by_size": bins}], "1-blind": [{"seed": 0, "by_size": bins}]})
     assert f"| 0–6 | 3 / 3 / 3 / 1 | nucleus | {100 * first['context accuracy']:.1f} (" in table
+
+
+def test_round_ticks_cover_the_range_with_at_most_nine():
+    assert report._ticks(17.4) == [-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0]
+    assert report._ticks(3.3) == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
+    assert report._ticks(0.9) == pytest.approx([-0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8])
+
+
+def test_the_increment_plot_whiskers_are_the_verdicts_pooled_interval_and_the_thin_line_the_own(tmp_path):
+    """Black whiskers span the pooled interval (the verdict's), the thin grey line the row's own;
+    their lengths in pixels are in the ratio of the two intervals' widths."""
+    from PIL import Image
+
+    delta = report.paired_increment([0.02, 0.05, -0.01], pooled=(0.01, 12))
+    assert delta["pooled_ci"] is not None and delta["ci"] is not None
+    summary = [{"table": "3", "row": "2", "delta_vs": "1", "claim": "SS", "label": "+ SS", "paper_delta": 1.5,
+                "delta_miou": delta}]
+    report.plot_deltas(str(tmp_path / "p.png"), summary)
+    image = np.asarray(Image.open(tmp_path / "p.png").convert("RGB")).astype(int)
+    top = 48  # the first band's top (plot_deltas' layout)
+    black = np.nonzero((image[top + 13] == 0).all(axis=-1))[0]
+    grey = np.nonzero((image[top + 22] == 150).all(axis=-1))[0]
+    pooled_width = delta["pooled_ci"][1] - delta["pooled_ci"][0]
+    own_width = delta["ci"][1] - delta["ci"][0]
+    assert own_width > 2 * pooled_width
+    assert (black.max() - black.min()) / (grey.max() - grey.min()) == pytest.approx(pooled_width / own_width, rel=0.05)

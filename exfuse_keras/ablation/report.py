@@ -384,22 +384,44 @@ def write_results(path: str, summary: Sequence[dict], results: dict, settings: d
         json.dump({"settings": settings, "rows": list(summary), "runs": runs}, f, indent=2)
 
 
+def _ticks(limit: float, most: int = 9) -> list:
+    """Round tick values (a step of 1, 2 or 5 times a power of ten) covering [-limit, limit]."""
+    for power in range(-2, 4):
+        for unit in (1, 2, 5):
+            step = unit * 10.0 ** power
+            n = int(math.floor(limit / step))
+            if 2 * n + 1 <= most:
+                return [k * step for k in range(-n, n + 1)]
+    return [0.0]
+
+
 def plot_deltas(path: str, summary: Sequence[dict]) -> None:
-    """A horizontal bar chart: each module's increment (points, with its 95% interval; the mean alone
-    for one seed) next to the paper's."""
+    """A horizontal bar chart, one band per compared row: our mean increment (points; blue bar) with
+    the verdict's 95% interval (black whiskers: the pooled sd's, or the row's own when no pool
+    exists), the row's own-sd interval (thin grey line), the paper's increment (grey bar) and the
+    verdict in words. Labels are ASCII: the default bitmap font has no minus sign."""
     font = ImageFont.load_default()
     bands = [s for s in summary if s["delta_miou"] is not None and s["delta_miou"]["n"]]
     if not bands:
         bands = list(summary)
-    low = lambda s: 100 * (s["delta_miou"]["ci"][0] if s["delta_miou"] and s["delta_miou"]["ci"]  # noqa: E731
-                           else (s["delta_miou"] or {"mean": 0.0})["mean"])
-    high = lambda s: 100 * (s["delta_miou"]["ci"][1] if s["delta_miou"] and s["delta_miou"]["ci"]  # noqa: E731
-                            else (s["delta_miou"] or {"mean": 0.0})["mean"])
-    values = [low(s) for s in bands] + [high(s) for s in bands] + [s["paper_delta"] or 0.0 for s in bands]
-    limit = max([1.0] + [abs(v) for v in values]) * 1.15
-    label_w, plot_w, band_h, top = 280, 520, 44, 48
+
+    def interval(s, key):
+        d = s["delta_miou"]
+        if d and d.get(key):
+            return 100 * d[key][0], 100 * d[key][1]
+        return None
+
+    def verdict_interval(s):
+        return interval(s, "pooled_ci") or interval(s, "ci")
+
+    values = [s["paper_delta"] or 0.0 for s in bands]
+    for s in bands:
+        for ci in (verdict_interval(s), interval(s, "ci")):
+            values += list(ci or [100 * (s["delta_miou"] or {"mean": 0.0})["mean"]])
+    limit = max([1.0] + [abs(v) for v in values]) * 1.1
+    label_w, plot_w, verdict_w, band_h, top = 280, 520, 170, 44, 48
     height = top + band_h * len(bands) + 60
-    image = Image.new("RGB", (label_w + plot_w + 40, height), "white")
+    image = Image.new("RGB", (label_w + plot_w + verdict_w, height), "white")
     draw = ImageDraw.Draw(image)
     x0 = label_w + plot_w / 2
     scale = (plot_w / 2) / limit
@@ -407,31 +429,38 @@ def plot_deltas(path: str, summary: Sequence[dict]) -> None:
     def x(v):
         return x0 + v * scale
 
-    draw.text((10, 8), "Increment in val mIoU over the row it is compared with (points): ours (blue, 95% interval) "
-                       "vs the paper's VOC (grey)", fill="black", font=font)
-    for tick in np.linspace(-limit, limit, 9):
-        draw.line([(x(tick), top - 6), (x(tick), top + band_h * len(bands))], fill=(225, 225, 225))
-        draw.text((x(tick) - 12, top + band_h * len(bands) + 6), f"{tick:+.1f}", fill="black", font=font)
-    draw.line([(x0, top - 6), (x0, top + band_h * len(bands))], fill="black")
+    draw.text((10, 8), "Increment in val mIoU over the row it is compared with (points): ours (blue; black: 95% "
+                       "interval, pooled sd; thin grey: own sd) vs the paper's VOC (grey bar)", fill="black", font=font)
+    bottom = top + band_h * len(bands)
+    for tick in _ticks(limit):
+        draw.line([(x(tick), top - 6), (x(tick), bottom)], fill=(225, 225, 225))
+        draw.text((x(tick) - 8, bottom + 6), f"{tick:+g}" if tick else "0", fill="black", font=font)
+    draw.line([(x0, top - 6), (x0, bottom)], fill="black")
     for i, s in enumerate(bands):
         y = top + i * band_h
         d = s["delta_miou"]
         if d is None:
             continue
-        name = f"#{s['row']} − #{s['delta_vs']}" if str(s["row"])[0].isdigit() else f"{s['row']} − {s['delta_vs']}"
+        name = f"#{s['row']} - #{s['delta_vs']}" if str(s["row"])[0].isdigit() else f"{s['row']} - {s['delta_vs']}"
         label = s["claim"] or s["label"]
-        label = label if len(label) <= 44 else label[:43] + "…"
+        label = label if len(label) <= 44 else label[:43] + "."
         draw.text((10, y + 4), f"{TABLE_TITLES[s['table']]}, {name}", fill="black", font=font)
         draw.text((10, y + 20), f"{label} ({d['n']} seed{'s' if d['n'] != 1 else ''})", fill=(70, 70, 70), font=font)
         ours = 100 * d["mean"]
         draw.rectangle([min(x0, x(ours)), y + 6, max(x0, x(ours)), y + 20], fill=(49, 110, 180))
-        if d["ci"] is not None:
-            draw.line([(x(low(s)), y + 13), (x(high(s)), y + 13)], fill="black", width=2)
-            for end in (low(s), high(s)):
+        own = interval(s, "ci")
+        if own is not None:
+            draw.line([(x(own[0]), y + 22), (x(own[1]), y + 22)], fill=(150, 150, 150), width=1)
+        ci = verdict_interval(s)
+        if ci is not None:
+            draw.line([(x(ci[0]), y + 13), (x(ci[1]), y + 13)], fill="black", width=2)
+            for end in ci:
                 draw.line([(x(end), y + 8), (x(end), y + 18)], fill="black", width=2)
         if s["paper_delta"] is not None:
             paper = s["paper_delta"]
-            draw.rectangle([min(x0, x(paper)), y + 23, max(x0, x(paper)), y + 35], fill=(160, 160, 160))
+            draw.rectangle([min(x0, x(paper)), y + 25, max(x0, x(paper)), y + 35], fill=(160, 160, 160))
+        verdict = (d.get("verdict") or "").replace("±", "+-")
+        draw.text((label_w + plot_w + 10, y + 8), verdict, fill="black", font=font)
     image.save(path)
 
 
