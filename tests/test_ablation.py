@@ -873,10 +873,15 @@ def test_the_increment_plot_whiskers_are_the_verdicts_pooled_interval_and_the_th
                 "delta_miou": delta}]
     report.plot_deltas(str(tmp_path / "p.png"), summary)
     image = np.asarray(Image.open(tmp_path / "p.png").convert("RGB")).astype(int)
-    top = 48  # the first band's top (plot_deltas' layout)
-    black = np.nonzero((image[top + 13] == 0).all(axis=-1))[0]
-    grey = np.nonzero((image[top + 22] == 150).all(axis=-1))[0]
+    top, left, right = 48, 280, 800  # the first band's top and the plot's columns (plot_deltas' layout)
+    plot = image[:, left:right]
+    black = left + np.nonzero((plot[top + 13] == 0).all(axis=-1))[0]
+    grey = left + np.nonzero((plot[top + 22] == 150).all(axis=-1))[0]
+    blue = left + np.nonzero((plot[top + 10] == (49, 110, 180)).all(axis=-1))[0]
     pooled_width = delta["pooled_ci"][1] - delta["pooled_ci"][0]
     own_width = delta["ci"][1] - delta["ci"][0]
-    assert own_width > 2 * pooled_width
+    assert own_width > 2 * pooled_width and delta["mean"] > 0
     assert (black.max() - black.min()) / (grey.max() - grey.min()) == pytest.approx(pooled_width / own_width, rel=0.05)
+    # Both intervals are centred on the mean: the blue bar's far end (it starts at 0).
+    assert (black.max() + black.min()) / 2 == pytest.approx(blue.max(), abs=2)
+    assert (grey.max() + grey.min()) / 2 == pytest.approx(blue.max(), abs=2)

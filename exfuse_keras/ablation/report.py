@@ -399,7 +399,7 @@ def plot_deltas(path: str, summary: Sequence[dict]) -> None:
     """A horizontal bar chart, one band per compared row: our mean increment (points; blue bar) with
     the verdict's 95% interval (black whiskers: the pooled sd's, or the row's own when no pool
     exists), the row's own-sd interval (thin grey line), the paper's increment (grey bar) and the
-    verdict in words. Labels are ASCII: the default bitmap font has no minus sign."""
+    verdict in words. Labels are ASCII: Pillow's default font draws U+2212 (minus) as a box."""
     font = ImageFont.load_default()
     bands = [s for s in summary if s["delta_miou"] is not None and s["delta_miou"]["n"]]
     if not bands:
