@@ -139,8 +139,11 @@ def accuracy(args) -> dict:
     from exfuse_keras.training.optim import build_optimizer
 
     # The quick start's recipe (batch, optimiser, schedule) on --data: what the ExFuse runs get.
+    # --learning-rate: the peer's own peak rate instead of the recipe's (a transformer from scratch
+    # need not train at a ResNet's rate); everything else stays the shared recipe.
+    lr = [f"train.learning_rate={args.learning_rate}"] if args.learning_rate is not None else []
     cfg = load_config_stack([os.path.join(ROOT, EXFUSE_MODELS["quickstart"]), args.data],
-                            run_overrides(args.steps, args.seed))
+                            run_overrides(args.steps, args.seed) + lr)
     keras.utils.set_random_seed(args.seed)
     model = _with_input_scaling(build_segformer_b0(cfg.data.crop_size, cfg.data.num_classes))
     model.compile(optimizer=build_optimizer(cfg, args.steps),
@@ -160,6 +163,7 @@ def accuracy(args) -> dict:
     scores = evaluate(cfg, lambda images: model(tf.ensure_shape(images, [None, crop, crop, 3]), training=False),
                       "val", progress=False)
     return {"train_seconds": seconds, "steps_run": args.steps, "params": int(model.count_params()),
+            "learning_rate": float(cfg.train.learning_rate),
             "final_loss": float(history.history["loss"][-1]), "val_miou": scores["miou"],
             "per_class_iou": dict(zip(cfg.data.class_names, map(float, scores["iou"])))}
 
@@ -176,6 +180,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="configs/data/scenes_128.yaml", help="accuracy: the dataset config")
     parser.add_argument("--seed", type=int, default=0, help="accuracy: data order and initialisation")
     parser.add_argument("--output", default="runs/scenes_accuracy/segformer_b0/seed0", help="accuracy: run folder")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="accuracy: peak learning rate (default: the shared recipe's, 0.005)")
     args = parser.parse_args(argv)
     what = {"train": train, "latency": latency, "accuracy": accuracy}[args.what]
     print(json.dumps(what(args)), flush=True)

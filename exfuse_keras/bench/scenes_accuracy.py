@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXFUSE_MODELS = {"quickstart": "configs/quickstart.yaml", "quickstart_mobilenetv3": "configs/quickstart_mobilenetv3.yaml"}
@@ -57,17 +58,27 @@ def train_exfuse(name: str, data: str, steps: int, seed: int, run_dir: str) -> d
             "per_class_iou": dict(zip(cfg.data.class_names, map(float, scores["iou"])))}
 
 
-def train_peer(name: str, data: str, steps: int, seed: int, run_dir: str) -> dict:
+def train_peer(name: str, data: str, steps: int, seed: int, run_dir: str,
+               learning_rate: Optional[float] = None) -> dict:
     python = os.path.join(ROOT, PEERS[name])
     if not os.path.isfile(python):
         raise FileNotFoundError(f"{python}: the peer's environment is missing (make bench-env)")
     command = [python, os.path.join(ROOT, "exfuse_keras", "bench", "peer_segformer.py"), "accuracy",
                "--data", data, "--steps", str(steps), "--seed", str(seed), "--output", run_dir]
+    if learning_rate is not None:
+        command += ["--learning-rate", repr(learning_rate)]
     env = dict(os.environ, EXFUSE_ROOT=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"{name} seed {seed} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_label(name: str, peer_learning_rate: Optional[float]) -> str:
+    """A run's model label and folder name: a peer trained at its own learning rate is named for it."""
+    if name in PEERS and peer_learning_rate is not None:
+        return f"{name}_lr{peer_learning_rate:g}"
+    return name
 
 
 def interval(values) -> tuple[float, float]:
@@ -77,7 +88,7 @@ def interval(values) -> tuple[float, float]:
 
     values = np.asarray(values, np.float64)
     if values.size < 2:
-        return float(values.mean()), float("nan")
+        return float(values.mean()), None
     half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
     return float(values.mean()), float(half)
 
@@ -92,7 +103,8 @@ def table(runs: list[dict], models: list[str]) -> str:
         mean, half = interval([100 * r["val_miou"] for r in mine])
         seconds = sum(r["train_seconds"] for r in mine) / len(mine)
         per_seed = ", ".join(f"{100 * r['val_miou']:.1f}" for r in mine)
-        lines.append(f"| {name} | {mine[0]['params'] / 1e6:.2f} M | {len(mine)} | {mean:.1f} ± {half:.1f} | "
+        spread = "(1 seed)" if half is None else f"± {half:.1f}"
+        lines.append(f"| {name} | {mine[0]['params'] / 1e6:.2f} M | {len(mine)} | {mean:.1f} {spread} | "
                      f"{per_seed} | {seconds:.0f} |")
     return "\n".join(lines)
 
@@ -104,6 +116,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--output", default="runs/scenes_accuracy")
+    parser.add_argument("--peer-learning-rate", type=float, default=None,
+                        help="the peers' peak learning rate instead of the shared recipe's 0.005; their runs "
+                             "are then named e.g. segformer_b0_lr0.0005")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in EXFUSE_MODELS and m not in PEERS]
@@ -114,28 +129,30 @@ def main(argv=None) -> int:
     from exfuse_keras.machine import cpu_record
 
     data = os.path.abspath(args.data)
+    labels = {name: run_label(name, args.peer_learning_rate) for name in models}
     runs = []
     for seed in range(args.seeds):
         for name in models:
-            run_dir = os.path.join(args.output, name, f"seed{seed}")
+            run_dir = os.path.join(args.output, labels[name], f"seed{seed}")
             path = os.path.join(run_dir, "result.json")
             if not os.path.isfile(path):
                 os.makedirs(run_dir, exist_ok=True)
                 started = time.perf_counter()
-                trainer = train_exfuse if name in EXFUSE_MODELS else train_peer
-                result = {"model": name, "seed": seed, "steps": args.steps, "data": args.data,
-                          **trainer(name, data, args.steps, seed, run_dir), "cpu": cpu_record(),
+                trained = (train_exfuse(name, data, args.steps, seed, run_dir) if name in EXFUSE_MODELS
+                           else train_peer(name, data, args.steps, seed, run_dir, args.peer_learning_rate))
+                result = {"model": labels[name], "seed": seed, "steps": args.steps, "data": args.data,
+                          **trained, "cpu": cpu_record(),
                           "wall_seconds": time.perf_counter() - started}
                 with open(path, "w", encoding="utf-8") as f:
                     json.dump(result, f, indent=2)
             with open(path, encoding="utf-8") as f:
                 runs.append(json.load(f))
-            print(f"{name} seed {seed}: val mIoU {runs[-1]['val_miou']:.4f} "
+            print(f"{labels[name]} seed {seed}: val mIoU {runs[-1]['val_miou']:.4f} "
                   f"({runs[-1]['train_seconds']:.0f} s training)", flush=True)
     with open(os.path.join(args.output, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"command": " ".join(["python -m exfuse_keras.bench.scenes_accuracy", *(argv or sys.argv[1:])]),
                    "runs": runs}, f, indent=2)
-    print(table(runs, models))
+    print(table(runs, list(labels.values())))
     return 0
 
 

@@ -1,0 +1,49 @@
+"""The scenes accuracy comparison's bookkeeping (exfuse_keras/bench/scenes_accuracy.py); its runs
+train for minutes and are benchmarks, not tests."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from exfuse_keras.bench import scenes_accuracy as sa
+
+
+def test_interval_is_the_t_interval_and_one_seed_has_none():
+    values = [24.3, 26.1, 22.0]
+    mean, half = sa.interval(values)
+    assert mean == pytest.approx(np.mean(values))
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / math.sqrt(3))
+    assert sa.interval([30.8]) == (pytest.approx(30.8), None)
+
+
+def test_table_says_one_seed_instead_of_a_nan_spread():
+    runs = [{"model": "quickstart", "val_miou": 0.243, "params": 1014772, "train_seconds": 428.0},
+            {"model": "segformer_b0_lr0.0005", "val_miou": 0.2, "params": 3720000, "train_seconds": 600.0},
+            {"model": "segformer_b0_lr0.0005", "val_miou": 0.3, "params": 3720000, "train_seconds": 700.0}]
+    lines = sa.table(runs, ["quickstart", "segformer_b0_lr0.0005"]).splitlines()
+    assert "| quickstart | 1.01 M | 1 | 24.3 (1 seed) | 24.3 | 428 |" in lines
+    half = stats.t.ppf(0.975, 1) * np.std([20, 30], ddof=1) / math.sqrt(2)
+    assert f"| segformer_b0_lr0.0005 | 3.72 M | 2 | 25.0 ± {half:.1f} | 20.0, 30.0 | 650 |" in lines
+    assert not any("nan" in line for line in lines)
+
+
+def test_a_peer_at_its_own_learning_rate_is_named_for_it_and_gets_the_rate(monkeypatch, tmp_path):
+    assert sa.run_label("segformer_b0", 0.0005) == "segformer_b0_lr0.0005"
+    assert sa.run_label("segformer_b0", None) == "segformer_b0"
+    assert sa.run_label("quickstart", 0.0005) == "quickstart"  # ExFuse models keep the shared recipe
+
+    seen = {}
+
+    class Done:
+        returncode, stderr, stdout = 0, "", '{"val_miou": 0.5}\n'
+
+    monkeypatch.setattr(sa.os.path, "isfile", lambda path: True)
+    monkeypatch.setattr(sa.subprocess, "run", lambda command, **kw: seen.setdefault("command", command) and Done())
+    assert sa.train_peer("segformer_b0", "data.yaml", 200, 1, str(tmp_path), 0.0005) == {"val_miou": 0.5}
+    command = seen["command"]
+    assert command[command.index("--learning-rate") + 1] == "0.0005"
+    seen.clear()
+    sa.train_peer("segformer_b0", "data.yaml", 200, 1, str(tmp_path))
+    assert "--learning-rate" not in seen["command"]
