@@ -181,7 +181,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="accuracy: data order and initialisation")
     parser.add_argument("--output", default="runs/scenes_accuracy/segformer_b0/seed0", help="accuracy: run folder")
     parser.add_argument("--learning-rate", type=float, default=None,
-                        help="accuracy: peak learning rate (default: the shared recipe's, 0.005)")
+                        help="accuracy: peak learning rate (default: the shared recipe's, "
+                             "configs/quickstart.yaml's train.learning_rate)")
     args = parser.parse_args(argv)
     what = {"train": train, "latency": latency, "accuracy": accuracy}[args.what]
     print(json.dumps(what(args)), flush=True)

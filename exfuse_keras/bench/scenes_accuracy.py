@@ -12,7 +12,9 @@ Every model trains from random weights (as every model here must, offline) on th
 same batch, optimiser and schedule (the quick start's: AdamW 0.005, 100 warm-up steps, poly
 decay; no time budget), each seed giving the same data order to every model. The ExFuse models
 train with their own auxiliary losses (SS heads, ECRE), SegFormer with its single output's
-cross-entropy. Each run is scored on the val split (single scale) with evaluate.py's protocol:
+cross-entropy. ``--peer-learning-rate R`` trains the peers (not the ExFuse models) at their own
+peak rate R instead, in runs named for it (``segformer_b0_lr0.0005``): a transformer from
+scratch may need a lower rate than the recipe's. Each run is scored on the val split (single scale) with evaluate.py's protocol:
 mIoU and per-class IoU. A run whose ``result.json`` exists is skipped, so the command resumes;
 ``results.json`` collects every run with the CPU it ran on, and a table is printed (mean and
 the two-sided 95% t interval over seeds of each model's mIoU).
@@ -117,7 +119,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--output", default="runs/scenes_accuracy")
     parser.add_argument("--peer-learning-rate", type=float, default=None,
-                        help="the peers' peak learning rate instead of the shared recipe's 0.005; their runs "
+                        help="the peers' peak learning rate instead of the shared recipe's (quickstart.yaml's "
+                             "train.learning_rate); their runs "
                              "are then named e.g. segformer_b0_lr0.0005")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
