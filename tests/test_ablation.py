@@ -885,3 +885,80 @@ def test_the_increment_plot_whiskers_are_the_verdicts_pooled_interval_and_the_th
     # Both intervals are centred on the mean: the blue bar's far end (it starts at 0).
     assert (black.max() + black.min()) / 2 == pytest.approx(blue.max(), abs=2)
     assert (grey.max() + grey.min()) / 2 == pytest.approx(blue.max(), abs=2)
+
+
+# Budgets: does the order hold at a longer budget? ------------------------------------------------
+
+def test_late_gain_is_the_last_intervals_rise_per_1000_steps():
+    from exfuse_keras.ablation.budgets import late_gain
+
+    assert late_gain({"val_miou_curve": [[2000, 0.30], [8000, 0.50], [6000, 0.44], [4000, 0.40]]}) == \
+        pytest.approx((0.50 - 0.44) / 2000 * 1000)
+    assert late_gain({"val_miou_curve": [[1000, 0.3]]}) is None
+    assert late_gain({}) is None
+
+
+def _budget_runs(settings, scores, curves):
+    """Committed runs of rows 3, 4, 5 and 7 at ``settings``' budget: ``scores[key][seed]``."""
+    from exfuse_keras.ablation.sweep import budget_record
+
+    rows = {row.key: row for row in rows_for("3")}
+    return [{"row": rows[key].run_name, "seed": seed, "modules": key, "val_miou": value,
+             "val_boundary_miou": value / 2, "cpu": {"kind": "Intel Emerald Rapids"},
+             "val_miou_curve": curves(value), "settings": budget_record(settings),
+             "design": _design(rows[key], settings)}
+            for key, values in scores.items() for seed, value in enumerate(values)]
+
+
+def test_budgets_set_the_same_rows_and_seeds_side_by_side(tmp_path, monkeypatch):
+    """The budgets report takes each budget's runs from the committed files (another budget's run
+    of the same row and seed is not mixed in), pairs the later budget with the first by seed,
+    compares row 7 with row 5 on request, and orders the rows per budget and per seed; checked
+    against numpy on hand-made scores."""
+    from PIL import Image
+
+    from exfuse_keras.ablation import budgets
+    from exfuse_keras.ablation.sweep import SweepSettings
+
+    monkeypatch.chdir(ROOT)
+    data = "configs/data/scenes_128.yaml"
+    short, long = (SweepSettings(data=data, steps=s, seeds=2, output="unused") for s in (4000, 8000))
+    four = {"3": [0.40, 0.42], "4": [0.37, 0.38], "5": [0.41, 0.43], "7": [0.35, 0.39]}
+    eight = {"3": [0.50, 0.53], "4": [0.51, 0.50], "5": [0.52, 0.55], "7": [0.49, 0.51]}
+    files = []
+    for name, settings, scores, every in (("a.json", short, four, 1000), ("b.json", long, eight, 2000)):
+        runs = _budget_runs(settings, scores, lambda v, e=every, n=settings.steps: [[s, v - 0.01 * (n - s) / e]
+                                                                                     for s in range(e, n + 1, e)])
+        (tmp_path / name).write_text(json.dumps({"settings": {}, "rows": [], "runs": runs}))
+        files += ["--committed", str(tmp_path / name)]
+    out = tmp_path / "out"
+    assert budgets.main(["--rows", "3,4,5,7", "--compare", "7-5", "--budgets", "8000,4000", "--data", data,
+                         *files, "--output", str(out)]) == 0
+    md = (out / "budgets.md").read_text()
+    lines = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
+    # Row 5: 42.00 ± 1.41 then 53.50 ± 2.12; the change paired by seed, t with 1 df.
+    change = np.array(eight["5"]) - np.array(four["5"])
+    half = 12.706 * change.std(ddof=1) / np.sqrt(2)
+    assert f"| {100 * change.mean():+.2f} [{100 * (change.mean() - half):+.1f}, {100 * (change.mean() + half):+.1f}]" \
+        in lines["| 5"]
+    assert "| 42.00 ± 1.41 | 53.50 ± 2.12 |" in lines["| 5"]
+    # Gain over the last interval: 1 point per 1,000 steps at 4,000, 0.5 at 8,000.
+    assert lines["| 5"].endswith("| +1.00 | +0.50 |")
+    # Row 7 against row 5 at 8,000: pooled sd over the three comparisons (1 df each).
+    d = {k: np.array(eight[k]) - np.array(eight[r]) for k, r in (("4", "3"), ("5", "3"), ("7", "5"))}
+    pooled = np.sqrt(sum(v.var(ddof=1) for v in d.values()) / 3)
+    from scipy import stats
+    half = stats.t.ppf(0.975, 3) * pooled / np.sqrt(2)
+    row7 = next(line for line in md.splitlines() if line.startswith("| DAP and ECRE (on #5) | #7 − #5 |"))
+    assert f"{100 * d['7'].mean():+.2f} [{100 * (d['7'].mean() - half):+.1f}, {100 * (d['7'].mean() + half):+.1f}]" \
+        in row7
+    assert f"sd {100 * pooled:.2f} with 3 df" in md
+    # The order, by mean and per seed.
+    assert "| 4,000 steps | #5 > #3 > #4 > #7 | #5 > #3 > #4 > #7 | #5 > #3 > #7 > #4 |" in md
+    assert "| 8,000 steps | #5 > #3 > #4 > #7 | #5 > #4 > #3 > #7 | #5 > #3 > #7 > #4 |" in md
+    image = np.asarray(Image.open(out / "budgets.png").convert("RGB"))
+    for colour in report.CURVE_COLOURS[:4]:
+        assert (image == colour).all(axis=-1).sum() > 200, colour
+    # A budget no file holds is one clear error.
+    assert budgets.main(["--rows", "3,4", "--budgets", "4000,6000", "--data", data, *files,
+                         "--output", str(out)]) == 2

@@ -1,0 +1,316 @@
+"""Does the rows' order hold at a longer budget? The same rows and seeds at two or more step budgets.
+
+At the calibrated 4,000 steps every row still rises at the end, so the sweep's table may rank how
+fast each module lets a small network learn rather than where it converges. This reads the runs
+of the same rows and seeds trained for several budgets (``python -m exfuse_keras.ablation
+--steps 8000 ...``) and sets them side by side. For each budget a row's runs are the ones a sweep
+of that budget would reuse (``sweep.finished``: the row's design now, that budget's settings)
+from the results files given; per budget and row:
+
+- the mean val mIoU over the seeds, and the change from the first budget to each later one,
+  paired by seed (95% interval: t with n - 1 degrees of freedom on the row's own differences);
+- the gain per 1,000 steps over the run's last validation interval, mean over seeds: how far
+  from flat the curve still is when the budget ends;
+- each comparison, paired by seed (``report.summarize``): the paper's increments among the rows
+  given, and ``--compare A-B`` for a pair the paper does not draw (row 7 against row 5 when row
+  6 is not run), with the 95% interval on the sd pooled over that budget's comparisons;
+- the order of the rows, best first, by mean and on each seed.
+
+Usage::
+
+    python -m exfuse_keras.ablation.budgets --table 3 --rows 3,4,5,7 --compare 7-5 --seeds 2 \\
+        --budgets 4000,8000 --committed docs/results/ablation4000_xeon.json \\
+        --committed docs/results/ablation_rows67_xeon.json --committed docs/results/ablation8000_xeon.json \\
+        --output runs/ablation_budgets
+
+Writes ``budgets.md`` (the tables), ``budgets.json`` and ``budgets.png`` (each row's mean curve at
+every budget, one colour a row: thin with hollow points for the shorter budgets, thick for the
+longest) under ``--output``. It trains nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from exfuse_keras.ablation import report
+
+
+def late_gain(run: dict) -> Optional[float]:
+    """The val mIoU gained per 1,000 steps over the run's last validation interval (fraction, not
+    points): ``(v[-1] - v[-2]) / (s[-1] - s[-2]) * 1000`` of its ``val_miou_curve`` ``[[s, v], ...]``;
+    None with fewer than two points."""
+    curve = sorted((int(step), float(value)) for step, value in run.get("val_miou_curve") or [])
+    if len(curve) < 2:
+        return None
+    (s0, v0), (s1, v1) = curve[-2], curve[-1]
+    return (v1 - v0) / (s1 - s0) * 1000.0
+
+
+def with_comparisons(rows: Sequence, compare: Sequence[str]) -> tuple:
+    """``rows`` with each ``"A-B"`` of ``compare`` making row A an increment over row B (its claim:
+    the modules A has and B lacks, ``rows.modules_on`` of their configs); a ValueError naming the
+    pair when A or B is not among the rows."""
+    from exfuse_keras.ablation.rows import CONFIG_DIR, modules_on
+    from exfuse_keras.config import load_config
+
+    by_key = {row.key: row for row in rows}
+    out = list(rows)
+    for pair in compare:
+        a, _, b = pair.partition("-")
+        if a not in by_key or b not in by_key:
+            raise ValueError(f"--compare {pair}: both rows must be among --rows ({', '.join(by_key)})")
+        have = [set(modules_on(load_config(os.path.join(CONFIG_DIR, by_key[k].config))).split("+")) for k in (a, b)]
+        added = [m for m in modules_on(load_config(os.path.join(CONFIG_DIR, by_key[a].config))).split("+")
+                 if m in have[0] - have[1]]
+        claim = f"{' and '.join(added) or 'nothing'} (on #{b})"
+        out[out.index(by_key[a])] = dataclasses.replace(by_key[a], reference=b, claim=claim)
+    return tuple(out)
+
+
+def budget_results(rows: Sequence, settings, committed) -> dict:
+    """``{(run name, seed): result}`` of the runs a sweep of ``settings`` (its steps: the budget)
+    would reuse from ``committed`` (``sweep.committed_runs``) or its own folder."""
+    from exfuse_keras.ablation.sweep import finished
+
+    results = {}
+    for row in rows:
+        for seed in range(settings.seeds):
+            result = finished(row, settings, seed, committed)
+            if result is not None:
+                results[(row.run_name, seed)] = result
+    return results
+
+
+def compare_budgets(rows: Sequence, results_by_budget: dict, seeds: int) -> dict:
+    """Per budget (``{steps: results}``, ``budget_results``): ``summary`` (``report.summarize``),
+    ``late_gain`` (``{row key: mean late_gain over seeds}``), ``order`` (row keys, best mean
+    first) and ``order_by_seed``; and ``changes``: ``{later budget: {row key: paired_increment of
+    that budget's val mIoU minus the first budget's}}``."""
+    budgets = sorted(results_by_budget)
+    out = {"budgets": budgets, "per_budget": {}, "changes": {}}
+    for steps in budgets:
+        results = results_by_budget[steps]
+        summary = report.summarize(rows, results, seeds)
+        gains = {}
+        for row in rows:
+            values = [late_gain(results[(row.run_name, s)]) for s in range(seeds) if (row.run_name, s) in results]
+            values = [v for v in values if v is not None]
+            if values:
+                gains[row.key] = float(np.mean(values))
+        means = {s["row"]: s["val_miou_mean"] for s in summary}
+        by_seed = {}
+        for seed in range(seeds):
+            scored = {row.key: results[(row.run_name, seed)]["val_miou"] for row in rows
+                      if (row.run_name, seed) in results}
+            if len(scored) == len(rows):
+                by_seed[seed] = sorted(scored, key=lambda k: -scored[k])
+        out["per_budget"][steps] = {"summary": summary, "late_gain": gains,
+                                    "order": sorted(means, key=lambda k: -means[k]), "order_by_seed": by_seed}
+    first = results_by_budget[budgets[0]]
+    for steps in budgets[1:]:
+        later, changes = results_by_budget[steps], {}
+        for row in rows:
+            pairs = [later[(row.run_name, s)]["val_miou"] - first[(row.run_name, s)]["val_miou"] for s in range(seeds)
+                     if (row.run_name, s) in later and (row.run_name, s) in first
+                     and report._cpu_kind(later[(row.run_name, s)]) == report._cpu_kind(first[(row.run_name, s)])]
+            changes[row.key] = report.paired_increment(pairs)
+        out["changes"][steps] = changes
+    return out
+
+
+def _points(value: Optional[float], sign: str = "") -> str:
+    return "–" if value is None else f"{100 * value:{sign}.2f}"
+
+
+def format_budgets(rows: Sequence, comparison: dict) -> str:
+    """budgets.md: the rows at each budget, the comparisons at each budget, and the orders."""
+    budgets = comparison["budgets"]
+    per = comparison["per_budget"]
+    first = budgets[0]
+    head = ["#", "row", "modules"] + [f"val mIoU, {b:,} steps" for b in budgets]
+    head += [f"{b:,} − {first:,} [95% CI]" for b in budgets[1:]]
+    head += [f"gain per 1,000 steps, last interval, {b:,}" for b in budgets]
+    lines = ["### The rows at each budget", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row.key, row.label]
+        found = [next((s for s in per[b]["summary"] if s["row"] == row.key), None) for b in budgets]
+        cells.append(next((s["modules"] for s in found if s is not None), "–"))
+        cells += ["–" if s is None else report._spread(s["val_miou_mean"], s["val_miou_std"], len(s["seeds"]))
+                  for s in found]
+        cells += [report.format_increment(comparison["changes"][b][row.key]) for b in budgets[1:]]
+        cells += [_points(per[b]["late_gain"].get(row.key), "+") for b in budgets]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Val mIoU × 100, mean ± sample sd over the seeds; the change paired by seed (95% CI: t with n − 1 "
+              "degrees of freedom). Gain per 1,000 steps: the last validation interval's rise, per 1,000 steps, "
+              "mean over seeds (0 for a flat curve).", ""]
+    head = ["module", "comparison", "paper Δ"] + [f"Δ at {b:,} steps [95% CI, pooled sd]" for b in budgets] + \
+           [f"verdict at {b:,}" for b in budgets]
+    lines += ["### The increments at each budget", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    pools = {}
+    for row in rows:
+        found = [next((s for s in per[b]["summary"] if s["row"] == row.key and s["delta_miou"] is not None), None)
+                 for b in budgets]
+        if not any(found):
+            continue
+        s = next(s for s in found if s is not None)
+        paper = "–" if s["paper_delta"] is None else f"{s['paper_delta']:+.1f}"
+        cells = [s["claim"] or s["label"], f"#{row.key} − #{s['delta_vs']}", paper]
+        for f in found:
+            d = None if f is None else f["delta_miou"]
+            cells.append("–" if d is None else report.format_increment(
+                d, "pooled_ci" if d["pooled_ci"] is not None else "ci"))
+        cells += ["–" if f is None else f["delta_miou"]["verdict"] for f in found]
+        lines.append("| " + " | ".join(cells) + " |")
+    for b in budgets:
+        pool = _pool(rows, per[b]["summary"])
+        pools[b] = pool
+    pool_text = "; ".join(f"{b:,} steps: sd {_points(sd)} with {df} df" if sd is not None else f"{b:,} steps: none"
+                          for b, (sd, df) in pools.items())
+    lines += ["", "Points of val mIoU × 100, paired by seed. Pooled sd: over the paired differences of every "
+              f"comparison above at that budget ({pool_text}); with few seeds the pool has few degrees of "
+              "freedom, so its t quantile is large.", ""]
+    lines += ["### The order of the rows", "", "| budget | by mean, best first | " +
+              " | ".join(f"seed {s}" for s in sorted({s for b in budgets for s in per[b]["order_by_seed"]})) + " |"]
+    seeds = sorted({s for b in budgets for s in per[b]["order_by_seed"]})
+    lines.append("|---|---|" + "---|" * len(seeds))
+    for b in budgets:
+        order = lambda keys: " > ".join(f"#{k}" for k in keys)  # noqa: E731
+        lines.append(f"| {b:,} steps | {order(per[b]['order'])} | " +
+                     " | ".join(order(per[b]["order_by_seed"][s]) if s in per[b]["order_by_seed"] else "–"
+                                for s in seeds) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pool(rows: Sequence, summary: Sequence[dict]) -> tuple:
+    """The (sd, df) ``report.summarize`` pooled for ``summary``, recomputed from its increments."""
+    groups = [s["delta_miou"] for s in summary if s["delta_miou"] is not None and not s["experimental"]]
+    df = sum(d["n"] - 1 for d in groups if d["n"] > 1)
+    if not df:
+        return None, 0
+    return float(np.sqrt(sum((d["n"] - 1) * d["std"] ** 2 for d in groups if d["n"] > 1) / df)), df
+
+
+def plot_budgets(path: str, rows: Sequence, results_by_budget: dict, seeds: int) -> bool:
+    """Each row's mean val mIoU curve (``report.mean_curves``) at every budget on one chart: one
+    colour a row; the longest budget thick with filled points, shorter ones thin with hollow
+    points. False (nothing written) when no run has a curve."""
+    budgets = sorted(results_by_budget)
+    curves = {b: report.mean_curves(rows, results_by_budget[b], seeds) for b in budgets}
+    if not any(curves.values()):
+        return False
+    font = ImageFont.load_default()
+    left, top, plot_w, plot_h, legend_w = 60, 40, 560, 320, 300
+    image = Image.new("RGB", (left + plot_w + legend_w, top + plot_h + 50), "white")
+    draw = ImageDraw.Draw(image)
+    values = [v for c in curves.values() for curve in c.values() for _, v in curve]
+    last = max(step for c in curves.values() for curve in c.values() for step, _ in curve)
+    high = max(10.0, 10 * np.ceil(max(values) / 10))
+
+    def xy(step, value):
+        return left + plot_w * step / last, top + plot_h * (1 - value / high)
+
+    draw.text((10, 8), "Val mIoU (x 100) over training, mean over seeds, at each budget", fill="black", font=font)
+    for tick in np.linspace(0, high, 6):
+        y = xy(0, tick)[1]
+        draw.line([(left, y), (left + plot_w, y)], fill=(225, 225, 225))
+        draw.text((10, y - 6), f"{tick:.0f}", fill="black", font=font)
+    for step in sorted({s for c in curves.values() for curve in c.values() for s, _ in curve}):
+        draw.text((xy(step, 0)[0] - 14, top + plot_h + 6), f"{step:,}", fill="black", font=font)
+    draw.text((left + plot_w / 2 - 20, top + plot_h + 24), "steps", fill="black", font=font)
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
+    keys = list(report.curve_rows(rows))
+    by_key = report.curve_rows(rows)
+    for b in budgets:
+        thick = b == budgets[-1]
+        for key, curve in curves[b].items():
+            colour = report.CURVE_COLOURS[keys.index(key) % len(report.CURVE_COLOURS)]
+            points = [xy(0, 0)] + [xy(step, value) for step, value in curve]
+            draw.line(points, fill=colour, width=3 if thick else 1)
+            for x, y in points[1:]:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour if thick else "white", outline=colour)
+    for i, key in enumerate(keys):
+        colour = report.CURVE_COLOURS[i % len(report.CURVE_COLOURS)]
+        y = top + 16 * i
+        label = f"#{key}: {by_key[key].label}"
+        label = label if len(label) <= 40 else label[:39] + "."
+        draw.rectangle([left + plot_w + 12, y + 2, left + plot_w + 28, y + 10], fill=colour)
+        draw.text((left + plot_w + 34, y), label, fill="black", font=font)
+    y = top + 16 * len(keys) + 8
+    draw.text((left + plot_w + 12, y), f"thick: {budgets[-1]:,} steps; thin, hollow: "
+                                       f"{', '.join(f'{b:,}' for b in budgets[:-1])}", fill="black", font=font)
+    image.save(path)
+    return True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m exfuse_keras.ablation.budgets",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--table", default="3", help="the ablation table of the rows (3, 4, dap, ecre, ...)")
+    parser.add_argument("--rows", default=None, help="only these rows of --table, by key (e.g. 3,4,5,7)")
+    parser.add_argument("--compare", action="append", default=[], metavar="A-B",
+                        help="also compare row A with row B, paired by seed (repeatable)")
+    parser.add_argument("--budgets", required=True, help="the step budgets, comma separated (e.g. 4000,8000)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1")
+    parser.add_argument("--config-set", default="cpu", choices=("paper", "cpu"))
+    parser.add_argument("--data", default="configs/data/scenes_128.yaml")
+    parser.add_argument("--pretrain-steps", type=int, default=1000, help="the runs' presence pretraining steps")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="the runs' config overrides (as given to their sweeps)")
+    parser.add_argument("--committed", action="append", required=True, metavar="RESULTS_JSON",
+                        help="a sweep's results.json (repeatable): the runs of every budget")
+    parser.add_argument("--output", default="runs/ablation_budgets")
+    args = parser.parse_args(argv)
+    from exfuse_keras.ablation.rows import rows_for
+    from exfuse_keras.ablation.sweep import SweepSettings, committed_runs
+    from exfuse_keras.config import ConfigError
+
+    try:
+        budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
+        if len(budgets) < 2 or budgets[0] < 1:
+            raise ValueError("give at least two positive budgets")
+        rows = rows_for(args.table)
+        if args.rows:
+            keys = [key.strip() for key in args.rows.split(",") if key.strip()]
+            unknown = [key for key in keys if key not in [row.key for row in rows]]
+            if unknown:
+                raise ValueError(f"--rows: no row {', '.join(unknown)} in --table {args.table}")
+            rows = tuple(row for row in rows if row.key in keys)
+        rows = with_comparisons(rows, args.compare)
+        committed = committed_runs(args.committed)
+        results_by_budget = {}
+        for steps in budgets:
+            settings = SweepSettings(data=args.data, preset=args.config_set, steps=steps, seeds=args.seeds,
+                                     output=os.path.join(args.output, "no_runs_here"),
+                                     pretrain_steps=args.pretrain_steps, overrides=list(args.set))
+            results_by_budget[steps] = budget_results(rows, settings, committed)
+            if not results_by_budget[steps]:
+                raise ValueError(f"no run of {steps:,} steps of these rows in {', '.join(args.committed)}")
+    except (ValueError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    comparison = compare_budgets(rows, results_by_budget, args.seeds)
+    os.makedirs(args.output, exist_ok=True)
+    table = format_budgets(rows, comparison)
+    with open(os.path.join(args.output, "budgets.md"), "w", encoding="utf-8") as f:
+        f.write(table)
+    with open(os.path.join(args.output, "budgets.json"), "w", encoding="utf-8") as f:
+        json.dump({"command": " ".join(["python -m exfuse_keras.ablation.budgets",
+                                        *(argv if argv is not None else sys.argv[1:])]),
+                   "budgets": budgets, "per_budget": {str(b): v for b, v in comparison["per_budget"].items()},
+                   "changes": {str(b): v for b, v in comparison["changes"].items()}}, f, indent=2)
+    plotted = plot_budgets(os.path.join(args.output, "budgets.png"), rows, results_by_budget, args.seeds)
+    print(table)
+    print(f"wrote {args.output}/budgets.md, budgets.json" + (" and budgets.png" if plotted else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
