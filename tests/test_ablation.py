@@ -894,7 +894,9 @@ def test_late_gain_is_the_last_intervals_rise_per_1000_steps():
 
     assert late_gain({"val_miou_curve": [[2000, 0.30], [8000, 0.50], [6000, 0.44], [4000, 0.40]]}) == \
         pytest.approx((0.50 - 0.44) / 2000 * 1000)
-    assert late_gain({"val_miou_curve": [[1000, 0.3]]}) is None
+    # A resumed run's CSV may log a step twice: it counts once, with its last value.
+    assert late_gain({"val_miou_curve": [[2000, 0.3], [4000, 0.5], [4000, 0.6]]}) == pytest.approx(0.15)
+    assert late_gain({"val_miou_curve": [[1000, 0.3], [1000, 0.3]]}) is None
     assert late_gain({}) is None
 
 
@@ -910,7 +912,7 @@ def _budget_runs(settings, scores, curves):
             for key, values in scores.items() for seed, value in enumerate(values)]
 
 
-def test_budgets_set_the_same_rows_and_seeds_side_by_side(tmp_path, monkeypatch):
+def test_budgets_set_the_same_rows_and_seeds_side_by_side(tmp_path, monkeypatch, capsys):
     """The budgets report takes each budget's runs from the committed files (another budget's run
     of the same row and seed is not mixed in), pairs the later budget with the first by seed,
     compares row 7 with row 5 on request, and orders the rows per budget and per seed; checked
@@ -959,6 +961,51 @@ def test_budgets_set_the_same_rows_and_seeds_side_by_side(tmp_path, monkeypatch)
     image = np.asarray(Image.open(out / "budgets.png").convert("RGB"))
     for colour in report.CURVE_COLOURS[:4]:
         assert (image == colour).all(axis=-1).sum() > 200, colour
-    # A budget no file holds is one clear error.
-    assert budgets.main(["--rows", "3,4", "--budgets", "4000,6000", "--data", data, *files,
-                         "--output", str(out)]) == 2
+    # A budget no file holds, a bad pair or budget list: one clear line each.
+    capsys.readouterr()
+    for args, said in ((["--rows", "3,4", "--budgets", "4000,6000"], "no run of 6,000 steps"),
+                       (["--rows", "3,4", "--budgets", "4000"], "--budgets 4000: expected two or more"),
+                       (["--rows", "3,5", "--compare", "5-", "--budgets", "4000,8000"], "--compare 5-: expected A-B"),
+                       (["--rows", "3,4,5", "--compare", "5-4", "--budgets", "4000,8000"],
+                        "--compare 5-4: row 5 is already compared with #3")):
+        assert budgets.main([*args, "--data", data, *files, "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_budgets_show_a_run_missing_at_one_budget_as_missing(tmp_path, monkeypatch):
+    """A row whose later-budget run has not finished (the sweep still running) keeps the report
+    going: the change rests on the seeds both budgets have, and that seed's order is left out."""
+    from exfuse_keras.ablation import budgets
+    from exfuse_keras.ablation.sweep import SweepSettings
+
+    monkeypatch.chdir(ROOT)
+    data = "configs/data/scenes_128.yaml"
+    short, long = (SweepSettings(data=data, steps=s, seeds=2, output="unused") for s in (4000, 8000))
+    runs = _budget_runs(short, {"3": [0.40, 0.42], "4": [0.37, 0.38]}, lambda v: [[2000, v - 0.1], [4000, v]])
+    runs += _budget_runs(long, {"3": [0.50, 0.53], "4": [0.51]}, lambda v: [[4000, v - 0.1], [8000, v]])
+    (tmp_path / "r.json").write_text(json.dumps({"settings": {}, "rows": [], "runs": runs}))
+    out = tmp_path / "out"
+    assert budgets.main(["--rows", "3,4", "--budgets", "4000,8000", "--data", data, "--committed",
+                         str(tmp_path / "r.json"), "--output", str(out)]) == 0
+    md = (out / "budgets.md").read_text()
+    row4 = next(line for line in md.splitlines() if line.startswith("| 4 |"))
+    assert "| 51.00 (1 seed) | +14.00 (1 seed) | +5.00 | +2.50 |" in row4
+    assert "| 8,000 steps | #4 > #3 | #4 > #3 | – |" in md
+    assert "gain per 1,000 steps, last 2,000 steps of 4,000" in md and "last 4,000 steps of 8,000" in md
+
+
+def test_rankings_mark_ties_and_comparisons_name_the_modules_that_differ():
+    from exfuse_keras.ablation import budgets
+
+    assert budgets._ranking({"3": 0.4, "5": 0.5, "4": 0.4}) == "#5 > #3 = #4"
+    given = tuple(row for row in rows_for("3") if row.key in ("4", "5", "7"))
+    rows = budgets.with_comparisons(given, ["7-5", "4-5"])
+    by_key = {row.key: row for row in rows}
+    assert (by_key["7"].reference, by_key["7"].claim) == ("5", "DAP and ECRE (on #5)")
+    assert by_key["4"].claim == "ECRE, without SEB (on #5)"
+    assert by_key["5"].reference == "3"  # untouched (its reference is not given: no comparison)
+    with pytest.raises(ValueError, match="row 7 is already compared with #5"):
+        budgets.with_comparisons(given, ["7-5", "7-4"])
+    with pytest.raises(ValueError, match="row 7 is already compared with #6"):
+        budgets.with_comparisons(rows_for("3"), ["7-5"])

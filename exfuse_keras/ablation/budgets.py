@@ -45,89 +45,157 @@ from exfuse_keras.ablation import report
 
 def late_gain(run: dict) -> Optional[float]:
     """The val mIoU gained per 1,000 steps over the run's last validation interval (fraction, not
-    points): ``(v[-1] - v[-2]) / (s[-1] - s[-2]) * 1000`` of its ``val_miou_curve`` ``[[s, v], ...]``;
-    None with fewer than two points."""
-    curve = sorted((int(step), float(value)) for step, value in run.get("val_miou_curve") or [])
+    points): ``(v[-1] - v[-2]) / (s[-1] - s[-2]) * 1000`` of its ``val_miou_curve`` ``[[s, v], ...]``
+    (a step logged twice, as a resumed run's CSV may, counts once: its last value); None with
+    fewer than two steps."""
+    curve = sorted(dict((int(step), float(value)) for step, value in run.get("val_miou_curve") or []).items())
     if len(curve) < 2:
         return None
     (s0, v0), (s1, v1) = curve[-2], curve[-1]
     return (v1 - v0) / (s1 - s0) * 1000.0
 
 
+def last_interval(run: dict) -> Optional[int]:
+    """The steps between the last two validations of ``run``'s curve, or None."""
+    steps = sorted({int(step) for step, _ in run.get("val_miou_curve") or []})
+    return steps[-1] - steps[-2] if len(steps) > 1 else None
+
+
+def _split_pair(pair: str, keys: Sequence[str]) -> tuple:
+    """``(A, B)`` of ``"A-B"`` where both are among ``keys`` (keys may hold hyphens: ``6-noBR-5``);
+    a ValueError saying what was expected otherwise."""
+    splits = [(pair[:i], pair[i + 1:]) for i, c in enumerate(pair) if c == "-"]
+    found = [(a, b) for a, b in splits if a in keys and b in keys]
+    if len(found) != 1 or found[0][0] == found[0][1]:
+        raise ValueError(f"--compare {pair}: expected A-B, two different row keys of --rows ({', '.join(keys)})")
+    return found[0]
+
+
 def with_comparisons(rows: Sequence, compare: Sequence[str]) -> tuple:
     """``rows`` with each ``"A-B"`` of ``compare`` making row A an increment over row B (its claim:
-    the modules A has and B lacks, ``rows.modules_on`` of their configs); a ValueError naming the
-    pair when A or B is not among the rows."""
+    the modules, SS included, A has and B lacks, and those B has and A lacks); a ValueError naming
+    the pair when it is not two rows given, or when row A is already compared with a row given
+    (the new pair would replace that comparison) or named twice."""
     from exfuse_keras.ablation.rows import CONFIG_DIR, modules_on
     from exfuse_keras.config import load_config
 
     by_key = {row.key: row for row in rows}
     out = list(rows)
+
+    def modules(row) -> list:
+        names = [m for m in modules_on(load_config(os.path.join(CONFIG_DIR, row.config))).split("+") if m != "-"]
+        return (["SS"] if row.ss_pretraining else []) + names
+
+    replaced = {}
     for pair in compare:
-        a, _, b = pair.partition("-")
-        if a not in by_key or b not in by_key:
-            raise ValueError(f"--compare {pair}: both rows must be among --rows ({', '.join(by_key)})")
-        have = [set(modules_on(load_config(os.path.join(CONFIG_DIR, by_key[k].config))).split("+")) for k in (a, b)]
-        added = [m for m in modules_on(load_config(os.path.join(CONFIG_DIR, by_key[a].config))).split("+")
-                 if m in have[0] - have[1]]
-        claim = f"{' and '.join(added) or 'nothing'} (on #{b})"
-        out[out.index(by_key[a])] = dataclasses.replace(by_key[a], reference=b, claim=claim)
+        a, b = _split_pair(pair, list(by_key))
+        if a in replaced or by_key[a].reference in by_key:
+            had = replaced.get(a, by_key[a].reference)
+            raise ValueError(f"--compare {pair}: row {a} is already compared with #{had}; one comparison a row")
+        replaced[a] = b
+        have, lack = modules(by_key[a]), modules(by_key[b])
+        added, removed = [m for m in have if m not in lack], [m for m in lack if m not in have]
+        claim = " and ".join(added) or "nothing"
+        claim += f", without {' and '.join(removed)}" if removed else ""
+        out[out.index(by_key[a])] = dataclasses.replace(by_key[a], reference=b, claim=f"{claim} (on #{b})")
     return tuple(out)
 
 
-def budget_results(rows: Sequence, settings, committed) -> dict:
-    """``{(run name, seed): result}`` of the runs a sweep of ``settings`` (its steps: the budget)
-    would reuse from ``committed`` (``sweep.committed_runs``) or its own folder."""
+def of_budget(committed, settings):
+    """The runs of ``committed`` (``sweep.committed_runs``) trained with ``settings``' budget
+    (steps, data, preset, pretraining, overrides: ``sweep.budget_record``), as a
+    ``CommittedRuns``; a (row, seed) with no run of this budget is absent, not an error."""
+    from exfuse_keras.ablation.sweep import CommittedRuns, budget_differences
+
+    out = CommittedRuns()
+    for key in list(committed):
+        for result, source in committed.candidates(key):
+            if budget_differences(result, settings):
+                continue
+            if key not in out:
+                out[key], out.sources[key] = result, source
+            else:
+                out.others.setdefault(key, []).append((result, source))
+    return out
+
+
+def budget_results(rows: Sequence, settings, committed, log=lambda message: None) -> dict:
+    """``{(run name, seed): result}`` of the committed runs (``sweep.committed_runs``) a sweep of
+    ``settings`` (its steps: the budget) would reuse: that budget's, of each row's design now
+    (``sweep.finished``; a run of another design is left out and said to ``log``). A ConfigError
+    when two committed runs of one row, seed, design and budget scored differently."""
     from exfuse_keras.ablation.sweep import finished
 
+    committed = of_budget(committed, settings)
     results = {}
     for row in rows:
         for seed in range(settings.seeds):
-            result = finished(row, settings, seed, committed)
+            result = finished(row, settings, seed, committed, log)
             if result is not None:
                 results[(row.run_name, seed)] = result
     return results
 
 
+def _ranking(scores: dict) -> str:
+    """``#5 > #3 = #4``: row keys by score, best first; equal scores joined by ``=``."""
+    keys = sorted(scores, key=lambda k: -scores[k])
+    text = f"#{keys[0]}" if keys else ""
+    for before, key in zip(keys, keys[1:]):
+        text += f" {'=' if scores[key] == scores[before] else '>'} #{key}"
+    return text
+
+
 def compare_budgets(rows: Sequence, results_by_budget: dict, seeds: int) -> dict:
     """Per budget (``{steps: results}``, ``budget_results``): ``summary`` (``report.summarize``),
-    ``late_gain`` (``{row key: mean late_gain over seeds}``), ``order`` (row keys, best mean
-    first) and ``order_by_seed``; and ``changes``: ``{later budget: {row key: paired_increment of
-    that budget's val mIoU minus the first budget's}}``."""
+    ``late_gain`` (``{row key: mean late_gain over seeds}``), ``interval`` (the steps of the runs'
+    last validation interval, None when they differ), ``order`` (``_ranking`` of the rows' mean
+    val mIoU over the seeds every row ran, ``order_seeds`` those seeds) and ``order_by_seed``
+    (``{seed: ranking}``, seeds every row ran); and ``changes``: ``{later budget: {row key:
+    paired_increment of that budget's val mIoU minus the first budget's, same seed and CPU kind}}``."""
     budgets = sorted(results_by_budget)
     out = {"budgets": budgets, "per_budget": {}, "changes": {}}
     for steps in budgets:
         results = results_by_budget[steps]
         summary = report.summarize(rows, results, seeds)
-        gains = {}
+        gains, intervals = {}, set()
         for row in rows:
-            values = [late_gain(results[(row.run_name, s)]) for s in range(seeds) if (row.run_name, s) in results]
-            values = [v for v in values if v is not None]
+            runs = [results[(row.run_name, s)] for s in range(seeds) if (row.run_name, s) in results]
+            values = [v for v in (late_gain(r) for r in runs) if v is not None]
+            intervals |= {last_interval(r) for r in runs if last_interval(r) is not None}
             if values:
                 gains[row.key] = float(np.mean(values))
-        means = {s["row"]: s["val_miou_mean"] for s in summary}
-        by_seed = {}
-        for seed in range(seeds):
-            scored = {row.key: results[(row.run_name, seed)]["val_miou"] for row in rows
-                      if (row.run_name, seed) in results}
-            if len(scored) == len(rows):
-                by_seed[seed] = sorted(scored, key=lambda k: -scored[k])
+        complete = [s for s in range(seeds) if all((row.run_name, s) in results for row in rows)]
+        by_seed = {s: _ranking({row.key: results[(row.run_name, s)]["val_miou"] for row in rows}) for s in complete}
+        means = {row.key: float(np.mean([results[(row.run_name, s)]["val_miou"] for s in complete]))
+                 for row in rows} if complete else {}
         out["per_budget"][steps] = {"summary": summary, "late_gain": gains,
-                                    "order": sorted(means, key=lambda k: -means[k]), "order_by_seed": by_seed}
+                                    "interval": intervals.pop() if len(intervals) == 1 else None,
+                                    "order": _ranking(means) if complete else "", "order_seeds": complete,
+                                    "order_by_seed": by_seed}
     first = results_by_budget[budgets[0]]
     for steps in budgets[1:]:
         later, changes = results_by_budget[steps], {}
         for row in rows:
             pairs = [later[(row.run_name, s)]["val_miou"] - first[(row.run_name, s)]["val_miou"] for s in range(seeds)
                      if (row.run_name, s) in later and (row.run_name, s) in first
-                     and report._cpu_kind(later[(row.run_name, s)]) == report._cpu_kind(first[(row.run_name, s)])]
+                     and report.cpu_kind(later[(row.run_name, s)]) == report.cpu_kind(first[(row.run_name, s)])]
             changes[row.key] = report.paired_increment(pairs)
         out["changes"][steps] = changes
     return out
 
 
 def _points(value: Optional[float], sign: str = "") -> str:
+    """``value`` (a fraction) in points x 100 with two decimals, or ``–`` for None."""
     return "–" if value is None else f"{100 * value:{sign}.2f}"
+
+
+def _pool(summary: Sequence[dict]) -> tuple:
+    """The (sd, df) ``report.summarize`` pooled the intervals of ``summary`` with ((None, 0): none)."""
+    for s in summary:
+        d = s["delta_miou"]
+        if d is not None and d.get("pooled_sd") is not None:
+            return d["pooled_sd"], d["pooled_df"]
+    return None, 0
 
 
 def format_budgets(rows: Sequence, comparison: dict) -> str:
@@ -135,26 +203,30 @@ def format_budgets(rows: Sequence, comparison: dict) -> str:
     budgets = comparison["budgets"]
     per = comparison["per_budget"]
     first = budgets[0]
+
+    def window(b):
+        return f"last {per[b]['interval']:,} steps" if per[b]["interval"] else "last interval"
+
     head = ["#", "row", "modules"] + [f"val mIoU, {b:,} steps" for b in budgets]
     head += [f"{b:,} − {first:,} [95% CI]" for b in budgets[1:]]
-    head += [f"gain per 1,000 steps, last interval, {b:,}" for b in budgets]
+    head += [f"gain per 1,000 steps, {window(b)} of {b:,}" for b in budgets]
     lines = ["### The rows at each budget", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row.key, row.label]
         found = [next((s for s in per[b]["summary"] if s["row"] == row.key), None) for b in budgets]
         cells.append(next((s["modules"] for s in found if s is not None), "–"))
-        cells += ["–" if s is None else report._spread(s["val_miou_mean"], s["val_miou_std"], len(s["seeds"]))
+        cells += ["–" if s is None else report.spread(s["val_miou_mean"], s["val_miou_std"], len(s["seeds"]))
                   for s in found]
         cells += [report.format_increment(comparison["changes"][b][row.key]) for b in budgets[1:]]
         cells += [_points(per[b]["late_gain"].get(row.key), "+") for b in budgets]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Val mIoU × 100, mean ± sample sd over the seeds; the change paired by seed (95% CI: t with n − 1 "
-              "degrees of freedom). Gain per 1,000 steps: the last validation interval's rise, per 1,000 steps, "
-              "mean over seeds (0 for a flat curve).", ""]
+    lines += ["", "Val mIoU × 100, mean ± sample sd over the seeds each budget has; the change paired by seed, "
+              "runs on one CPU kind only (95% CI: t with n − 1 degrees of freedom; one pair: no interval). Gain "
+              "per 1,000 steps: the rise over the run's last validation interval, per 1,000 steps, mean over "
+              "seeds (0 for a flat curve; – where the runs recorded no curve).", ""]
     head = ["module", "comparison", "paper Δ"] + [f"Δ at {b:,} steps [95% CI, pooled sd]" for b in budgets] + \
            [f"verdict at {b:,}" for b in budgets]
     lines += ["### The increments at each budget", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    pools = {}
     for row in rows:
         found = [next((s for s in per[b]["summary"] if s["row"] == row.key and s["delta_miou"] is not None), None)
                  for b in budgets]
@@ -169,33 +241,21 @@ def format_budgets(rows: Sequence, comparison: dict) -> str:
                 d, "pooled_ci" if d["pooled_ci"] is not None else "ci"))
         cells += ["–" if f is None else f["delta_miou"]["verdict"] for f in found]
         lines.append("| " + " | ".join(cells) + " |")
-    for b in budgets:
-        pool = _pool(rows, per[b]["summary"])
-        pools[b] = pool
+    pools = {b: _pool(per[b]["summary"]) for b in budgets}
     pool_text = "; ".join(f"{b:,} steps: sd {_points(sd)} with {df} df" if sd is not None else f"{b:,} steps: none"
                           for b, (sd, df) in pools.items())
-    lines += ["", "Points of val mIoU × 100, paired by seed. Pooled sd: over the paired differences of every "
-              f"comparison above at that budget ({pool_text}); with few seeds the pool has few degrees of "
-              "freedom, so its t quantile is large.", ""]
-    lines += ["### The order of the rows", "", "| budget | by mean, best first | " +
-              " | ".join(f"seed {s}" for s in sorted({s for b in budgets for s in per[b]["order_by_seed"]})) + " |"]
+    lines += ["", "Points of val mIoU × 100, paired by seed (one CPU kind). Pooled sd: over the paired differences "
+              f"of every comparison above at that budget, experimental rows left out ({pool_text}); with few "
+              "seeds the pool has few degrees of freedom, so its t quantile is large.", ""]
     seeds = sorted({s for b in budgets for s in per[b]["order_by_seed"]})
-    lines.append("|---|---|" + "---|" * len(seeds))
+    lines += ["### The order of the rows", "",
+              "| budget | by mean, best first | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|---|" + "---|" * len(seeds)]
     for b in budgets:
-        order = lambda keys: " > ".join(f"#{k}" for k in keys)  # noqa: E731
-        lines.append(f"| {b:,} steps | {order(per[b]['order'])} | " +
-                     " | ".join(order(per[b]["order_by_seed"][s]) if s in per[b]["order_by_seed"] else "–"
-                                for s in seeds) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _pool(rows: Sequence, summary: Sequence[dict]) -> tuple:
-    """The (sd, df) ``report.summarize`` pooled for ``summary``, recomputed from its increments."""
-    groups = [s["delta_miou"] for s in summary if s["delta_miou"] is not None and not s["experimental"]]
-    df = sum(d["n"] - 1 for d in groups if d["n"] > 1)
-    if not df:
-        return None, 0
-    return float(np.sqrt(sum((d["n"] - 1) * d["std"] ** 2 for d in groups if d["n"] > 1) / df)), df
+        lines.append(f"| {b:,} steps | {per[b]['order'] or '–'} | " +
+                     " | ".join(per[b]["order_by_seed"].get(s, "–") for s in seeds) + " |")
+    lines += ["", "Means over the seeds every row ran at that budget; a seed's column only where every row ran it.", ""]
+    return "\n".join(lines)
 
 
 def plot_budgets(path: str, rows: Sequence, results_by_budget: dict, seeds: int) -> bool:
@@ -261,7 +321,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1")
     parser.add_argument("--config-set", default="cpu", choices=("paper", "cpu"))
     parser.add_argument("--data", default="configs/data/scenes_128.yaml")
+    parser.add_argument("--pretrain", default="presence", choices=("presence", "config"),
+                        help="the runs' pretraining (as given to their sweeps)")
     parser.add_argument("--pretrain-steps", type=int, default=1000, help="the runs' presence pretraining steps")
+    parser.add_argument("--max-seconds", type=float, default=None, help="the runs' wall-clock cap, if they had one")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="the runs' config overrides (as given to their sweeps)")
     parser.add_argument("--committed", action="append", required=True, metavar="RESULTS_JSON",
@@ -273,9 +336,12 @@ def main(argv=None) -> int:
     from exfuse_keras.config import ConfigError
 
     try:
-        budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
+        try:
+            budgets = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
+        except ValueError:
+            budgets = []
         if len(budgets) < 2 or budgets[0] < 1:
-            raise ValueError("give at least two positive budgets")
+            raise ValueError(f"--budgets {args.budgets}: expected two or more step counts, e.g. 4000,8000")
         rows = rows_for(args.table)
         if args.rows:
             keys = [key.strip() for key in args.rows.split(",") if key.strip()]
@@ -283,14 +349,19 @@ def main(argv=None) -> int:
             if unknown:
                 raise ValueError(f"--rows: no row {', '.join(unknown)} in --table {args.table}")
             rows = tuple(row for row in rows if row.key in keys)
+        if len({row.key for row in rows}) < len(rows):
+            raise ValueError(f"--table {args.table}: its rows share keys; give one table (or --rows)")
         rows = with_comparisons(rows, args.compare)
         committed = committed_runs(args.committed)
         results_by_budget = {}
         for steps in budgets:
+            # Committed results only: no run folder is read (finished() looks in output's first).
             settings = SweepSettings(data=args.data, preset=args.config_set, steps=steps, seeds=args.seeds,
                                      output=os.path.join(args.output, "no_runs_here"),
-                                     pretrain_steps=args.pretrain_steps, overrides=list(args.set))
-            results_by_budget[steps] = budget_results(rows, settings, committed)
+                                     pretrain=args.pretrain, pretrain_steps=args.pretrain_steps,
+                                     max_seconds=args.max_seconds, overrides=list(args.set))
+            results_by_budget[steps] = budget_results(rows, settings, committed,
+                                                      lambda message: print(f"note: {message}", file=sys.stderr))
             if not results_by_budget[steps]:
                 raise ValueError(f"no run of {steps:,} steps of these rows in {', '.join(args.committed)}")
     except (ValueError, ConfigError) as err:

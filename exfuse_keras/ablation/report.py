@@ -67,10 +67,12 @@ def detectable_effect(sd: Optional[float], df: int, n: int) -> Optional[float]:
 def paired_increment(deltas, pooled: tuple = (None, 0), both: bool = False) -> dict:
     """The statistics of one increment from its paired per-seed differences (module docstring).
 
-    Returns ``{"n", "mean", "std", "ci": [low, high] or None, "half_width", "p", "mde", "verdict"}``;
-    ``p`` is the two-sided paired t-test's (None below 2 pairs), ``mde`` the detectable effect
-    with ``pooled`` = ``pooled_sd(...)``. ``both``: the verdict needs both intervals, pooled and
-    own, to exclude 0 (an experimental row's).
+    Returns ``{"n", "mean", "std", "ci": [low, high] or None, "half_width", "pooled_ci",
+    "pooled_half_width", "pooled_sd", "pooled_df", "p", "mde", "verdict"}``; ``p`` is the two-sided
+    paired t-test's (None below 2 pairs), ``mde`` the detectable effect with ``pooled`` =
+    ``pooled_sd(...)``, whose sd and degrees of freedom ``pooled_sd`` and ``pooled_df`` repeat.
+    ``both``: the verdict needs both intervals, pooled and own, to exclude 0 (an experimental
+    row's).
     """
     from scipy import stats
 
@@ -78,7 +80,8 @@ def paired_increment(deltas, pooled: tuple = (None, 0), both: bool = False) -> d
     n = len(deltas)
     mean, std = _mean_std(deltas) if n else (float("nan"), 0.0)
     result = {"n": n, "mean": mean, "std": std, "ci": None, "half_width": None, "pooled_ci": None,
-              "pooled_half_width": None, "p": None, "mde": detectable_effect(pooled[0], pooled[1], n),
+              "pooled_half_width": None, "pooled_sd": pooled[0], "pooled_df": pooled[1], "p": None,
+              "mde": detectable_effect(pooled[0], pooled[1], n),
               "verdict": "not measured" if n == 0 else "one seed: not resolved"}
     if n < 2:
         return result
@@ -100,7 +103,7 @@ def paired_increment(deltas, pooled: tuple = (None, 0), both: bool = False) -> d
     return result
 
 
-def _cpu_kind(run: dict) -> str:
+def cpu_kind(run: dict) -> str:
     return (run.get("cpu") or {}).get("kind", "not recorded")
 
 
@@ -109,7 +112,7 @@ def _pairs(results: dict, row, reference, seeds: int, key: str) -> list:
     out = []
     for s in range(seeds):
         a, b = results.get((row.run_name, s)), results.get((reference.run_name, s))
-        if a is not None and b is not None and _cpu_kind(a) == _cpu_kind(b) and a.get(key) is not None \
+        if a is not None and b is not None and cpu_kind(a) == cpu_kind(b) and a.get(key) is not None \
                 and b.get(key) is not None:
             out.append(a[key] - b[key])
     return out
@@ -249,7 +252,7 @@ def summarize(rows: Sequence, results: dict, seeds: int, class_names: Optional[S
             "eval_size": runs[0].get("eval_size"),
             "train_seconds": float(np.mean([r["train_seconds"] for r in runs])) if all(
                 r.get("train_seconds") is not None for r in runs) else None,
-            "seeds": [r["seed"] for r in runs], "cpu": sorted({_cpu_kind(r) for r in runs}),
+            "seeds": [r["seed"] for r in runs], "cpu": sorted({cpu_kind(r) for r in runs}),
             "val_miou": [r["val_miou"] for r in runs], "val_miou_mean": miou, "val_miou_std": miou_std,
             "boundary_miou": boundary, "boundary_miou_mean": biou, "boundary_miou_std": biou_std,
             "delta_vs": reference.key if reference is not None else None,
@@ -261,7 +264,7 @@ def summarize(rows: Sequence, results: dict, seeds: int, class_names: Optional[S
     return summary
 
 
-def _spread(mean: Optional[float], std: float, n: int, sign: str = "") -> str:
+def spread(mean: Optional[float], std: float, n: int, sign: str = "") -> str:
     """``mean ± std`` in points (x100), or ``mean (1 seed)``: one value has no spread."""
     if mean is None:
         return "–"
@@ -340,8 +343,8 @@ def format_table(summary: Sequence[dict]) -> str:
             seconds = "–" if s["train_seconds"] is None else f"{s['train_seconds']:.0f}"
             lines.append(
                 f"| {s['row']} | {s['label']} | {s['modules']} | {params} | {gflops} | {seconds} | "
-                f"{_spread(s['val_miou_mean'], s['val_miou_std'], len(s['seeds']))} | "
-                f"{_spread(s['boundary_miou_mean'], s['boundary_miou_std'], len(s['seeds']))} | "
+                f"{spread(s['val_miou_mean'], s['val_miou_std'], len(s['seeds']))} | "
+                f"{spread(s['boundary_miou_mean'], s['boundary_miou_std'], len(s['seeds']))} | "
                 f"{'–' if d is None else '#' + str(s['delta_vs'])} | {'–' if d is None else format_increment(d)} | "
                 f"{'–' if db is None else format_increment(db)} | {paper} | {paper_delta} |")
         lines.append("")

@@ -179,10 +179,11 @@ def committed_runs(paths) -> CommittedRuns:
     for path in [paths] if isinstance(paths, str) else list(paths or ()):
         try:
             with open(path, encoding="utf-8") as f:
-                entries = {(r["row"], int(r["seed"])): r for r in json.load(f)["runs"]}
+                # A list, not a dict by (row, seed): a merged file may hold one row and seed at two budgets.
+                entries = [((r["row"], int(r["seed"])), r) for r in json.load(f)["runs"]]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"--committed {path}: not a sweep's results.json ({err})") from None
-        for key, result in entries.items():
+        for key, result in entries:
             if key not in runs:
                 runs[key], runs.sources[key] = result, path
                 continue
@@ -216,7 +217,7 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
         if changed:
             raise ConfigError(f"{path} was trained as another design than {row.config} now ({', '.join(changed)}); "
                               "give this sweep its own --output")
-        differ = _budget_differences(result, settings)
+        differ = budget_differences(result, settings)
         if differ:
             raise ConfigError(f"{path} was trained with {', '.join(differ)}; give this sweep its own --output, "
                               "or the finished runs' settings to resume them")
@@ -238,13 +239,13 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
         # design neither counts as this row's run nor pairs with its runs; train it anew.
         log(f"{other[0]} is another design than {row.config} now ({', '.join(other[1])}): not reused")
         return None
-    fitting = [(label, result) for label, result in same if not _budget_differences(result, settings)]
+    fitting = [(label, result) for label, result in same if not budget_differences(result, settings)]
     if len({result.get("val_miou") for _, result in fitting}) > 1:
         raise ConfigError(f"{' and '.join(label for label, _ in fitting)} are runs of one design and budget that "
                           f"scored {', '.join(str(result.get('val_miou')) for _, result in fitting)}; give one of them")
     if not fitting:
         label, result = same[0]
-        raise ConfigError(f"{label} was trained with {', '.join(_budget_differences(result, settings))}; give this "
+        raise ConfigError(f"{label} was trained with {', '.join(budget_differences(result, settings))}; give this "
                           "sweep its own --output, or the finished runs' settings to resume them")
     return fitting[0][1]
 
@@ -267,7 +268,7 @@ def _design_changes(result: dict, row: Row, settings: SweepSettings, seed: int, 
     return changed
 
 
-def _budget_differences(result: dict, settings: SweepSettings) -> list:
+def budget_differences(result: dict, settings: SweepSettings) -> list:
     """``key=old (this sweep: new)`` for each budget setting ``result`` was trained with otherwise."""
     wanted = budget_record(settings)
     # A result written before the settings were recorded carries only the steps it ran.
