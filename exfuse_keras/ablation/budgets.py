@@ -261,7 +261,8 @@ def format_budgets(rows: Sequence, comparison: dict) -> str:
 def plot_budgets(path: str, rows: Sequence, results_by_budget: dict, seeds: int) -> bool:
     """Each row's mean val mIoU curve (``report.mean_curves``) at every budget on one chart: one
     colour a row; the longest budget thick with filled points, shorter ones thin with hollow
-    points. False (nothing written) when no run has a curve."""
+    points; a row whose runs at a budget recorded no curve gets its mean final score there as one
+    larger point. False (nothing written) when no run has a curve."""
     budgets = sorted(results_by_budget)
     curves = {b: report.mean_curves(rows, results_by_budget[b], seeds) for b in budgets}
     if not any(curves.values()):
@@ -271,7 +272,8 @@ def plot_budgets(path: str, rows: Sequence, results_by_budget: dict, seeds: int)
     image = Image.new("RGB", (left + plot_w + legend_w, top + plot_h + 50), "white")
     draw = ImageDraw.Draw(image)
     values = [v for c in curves.values() for curve in c.values() for _, v in curve]
-    last = max(step for c in curves.values() for curve in c.values() for step, _ in curve)
+    values += [100 * r["val_miou"] for results in results_by_budget.values() for r in results.values()]
+    last = max([step for c in curves.values() for curve in c.values() for step, _ in curve] + budgets)
     high = max(10.0, 10 * np.ceil(max(values) / 10))
 
     def xy(step, value):
@@ -296,6 +298,15 @@ def plot_budgets(path: str, rows: Sequence, results_by_budget: dict, seeds: int)
             draw.line(points, fill=colour, width=3 if thick else 1)
             for x, y in points[1:]:
                 draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour if thick else "white", outline=colour)
+        # Runs that recorded no curve (an older sweep's) still have their final score: one point.
+        for key, row in by_key.items():
+            scores = [results_by_budget[b][(row.run_name, s)]["val_miou"] for s in range(seeds)
+                      if (row.run_name, s) in results_by_budget[b]]
+            if key not in curves[b] and scores:
+                colour = report.CURVE_COLOURS[keys.index(key) % len(report.CURVE_COLOURS)]
+                x, y = xy(b, 100 * float(np.mean(scores)))
+                draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour if thick else "white", outline=colour,
+                             width=2)
     for i, key in enumerate(keys):
         colour = report.CURVE_COLOURS[i % len(report.CURVE_COLOURS)]
         y = top + 16 * i
@@ -306,6 +317,8 @@ def plot_budgets(path: str, rows: Sequence, results_by_budget: dict, seeds: int)
     y = top + 16 * len(keys) + 8
     draw.text((left + plot_w + 12, y), f"thick: {budgets[-1]:,} steps; thin, hollow: "
                                        f"{', '.join(f'{b:,}' for b in budgets[:-1])}", fill="black", font=font)
+    draw.text((left + plot_w + 12, y + 16), "lone point: the final score of runs", fill="black", font=font)
+    draw.text((left + plot_w + 12, y + 30), "that recorded no curve", fill="black", font=font)
     image.save(path)
     return True
 
