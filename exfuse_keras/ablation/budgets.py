@@ -207,9 +207,9 @@ def format_budgets(rows: Sequence, comparison: dict) -> str:
     def window(b):
         return f"last {per[b]['interval']:,} steps" if per[b]["interval"] else "last interval"
 
-    head = ["#", "row", "modules"] + [f"val mIoU, {b:,} steps" for b in budgets]
+    head = ["#", "row", "modules"] + [f"val mIoU, {b:,}" for b in budgets]
     head += [f"{b:,} − {first:,} [95% CI]" for b in budgets[1:]]
-    head += [f"gain per 1,000 steps, {window(b)} of {b:,}" for b in budgets]
+    head += [f"gain, {window(b)} of {b:,}" for b in budgets]
     lines = ["### The rows at each budget", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row.key, row.label]
@@ -220,11 +220,10 @@ def format_budgets(rows: Sequence, comparison: dict) -> str:
         cells += [report.format_increment(comparison["changes"][b][row.key]) for b in budgets[1:]]
         cells += [_points(per[b]["late_gain"].get(row.key), "+") for b in budgets]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Val mIoU × 100, mean ± sample sd over the seeds each budget has; the change paired by seed, "
-              "runs on one CPU kind only (95% CI: t with n − 1 degrees of freedom; one pair: no interval). Gain "
-              "per 1,000 steps: the rise over the run's last validation interval, per 1,000 steps, mean over "
-              "seeds (0 for a flat curve; – where the runs recorded no curve).", ""]
-    head = ["module", "comparison", "paper Δ"] + [f"Δ at {b:,} steps [95% CI, pooled sd]" for b in budgets] + \
+    lines += ["", "Val mIoU × 100, mean ± sd over seeds; the change paired by seed on one CPU kind (95% CI: t, "
+              "n − 1 df). Gain: the rise over the last validation interval per 1,000 steps, mean over seeds (0: "
+              "flat; –: no curve recorded).", ""]
+    head = ["module", "comparison", "paper Δ"] + [f"Δ at {b:,} [95% CI, pooled sd]" for b in budgets] + \
            [f"verdict at {b:,}" for b in budgets]
     lines += ["### The increments at each budget", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -242,11 +241,10 @@ def format_budgets(rows: Sequence, comparison: dict) -> str:
         cells += ["–" if f is None else f["delta_miou"]["verdict"] for f in found]
         lines.append("| " + " | ".join(cells) + " |")
     pools = {b: _pool(per[b]["summary"]) for b in budgets}
-    pool_text = "; ".join(f"{b:,} steps: sd {_points(sd)} with {df} df" if sd is not None else f"{b:,} steps: none"
+    pool_text = "; ".join(f"{b:,}: sd {_points(sd)}, {df} df" if sd is not None else f"{b:,}: none"
                           for b, (sd, df) in pools.items())
-    lines += ["", "Points of val mIoU × 100, paired by seed (one CPU kind). Pooled sd: over the paired differences "
-              f"of every comparison above at that budget, experimental rows left out ({pool_text}); with few "
-              "seeds the pool has few degrees of freedom, so its t quantile is large.", ""]
+    lines += ["", "Points, paired by seed on one CPU kind. Pooled sd: over every comparison above at that budget, "
+              f"experimental rows left out ({pool_text}).", ""]
     seeds = sorted({s for b in budgets for s in per[b]["order_by_seed"]})
     lines += ["### The order of the rows", "",
               "| budget | by mean, best first | " + " | ".join(f"seed {s}" for s in seeds) + " |",
@@ -254,7 +252,7 @@ def format_budgets(rows: Sequence, comparison: dict) -> str:
     for b in budgets:
         lines.append(f"| {b:,} steps | {per[b]['order'] or '–'} | " +
                      " | ".join(per[b]["order_by_seed"].get(s, "–") for s in seeds) + " |")
-    lines += ["", "Means over the seeds every row ran at that budget; a seed's column only where every row ran it.", ""]
+    lines += ["", "Means over the seeds every row ran at that budget; a seed only where every row ran it.", ""]
     return "\n".join(lines)
 
 
