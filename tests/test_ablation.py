@@ -954,7 +954,7 @@ def test_budgets_set_the_same_rows_and_seeds_side_by_side(tmp_path, monkeypatch,
     row7 = next(line for line in md.splitlines() if line.startswith("| DAP and ECRE (on #5) | #7 − #5 |"))
     assert f"{100 * d['7'].mean():+.2f} [{100 * (d['7'].mean() - half):+.1f}, {100 * (d['7'].mean() + half):+.1f}]" \
         in row7
-    assert f"sd {100 * pooled:.2f} with 3 df" in md
+    assert f"8,000: sd {100 * pooled:.2f}, 3 df" in md
     # The order, by mean and per seed.
     assert "| 4,000 steps | #5 > #3 > #4 > #7 | #5 > #3 > #4 > #7 | #5 > #3 > #7 > #4 |" in md
     assert "| 8,000 steps | #5 > #3 > #4 > #7 | #5 > #4 > #3 > #7 | #5 > #3 > #7 > #4 |" in md
@@ -992,7 +992,7 @@ def test_budgets_show_a_run_missing_at_one_budget_as_missing(tmp_path, monkeypat
     row4 = next(line for line in md.splitlines() if line.startswith("| 4 |"))
     assert "| 51.00 (1 seed) | +14.00 (1 seed) | +5.00 | +2.50 |" in row4
     assert "| 8,000 steps | #4 > #3 | #4 > #3 | – |" in md
-    assert "gain per 1,000 steps, last 2,000 steps of 4,000" in md and "last 4,000 steps of 8,000" in md
+    assert "gain, last 2,000 steps of 4,000" in md and "gain, last 4,000 steps of 8,000" in md
 
 
 def test_rankings_mark_ties_and_comparisons_name_the_modules_that_differ():
@@ -1009,3 +1009,50 @@ def test_rankings_mark_ties_and_comparisons_name_the_modules_that_differ():
         budgets.with_comparisons(given, ["7-5", "7-4"])
     with pytest.raises(ValueError, match="row 7 is already compared with #6"):
         budgets.with_comparisons(rows_for("3"), ["7-5"])
+
+
+def test_the_published_budget_tables_are_what_the_committed_runs_regenerate(tmp_path, monkeypatch):
+    """docs/ablation.md's tables at 4,000 and 8,000 steps, line for line, are the budgets report of
+    the committed results (the command the page names), and the chart on the page is that report's."""
+    from PIL import Image
+
+    from exfuse_keras.ablation import budgets
+
+    monkeypatch.chdir(ROOT)
+    with open(os.path.join(ROOT, "docs", "ablation.md"), encoding="utf-8") as f:
+        page = f.read()
+    block = next(b.split("```")[0] for b in page.split("```bash")[1:] if "exfuse_keras.ablation.budgets" in b)
+    command = next(c for c in block.replace("\\\n", " ").splitlines() if "exfuse_keras.ablation.budgets" in c)
+    args = command.split("exfuse_keras.ablation.budgets", 1)[1].split()
+    args = args[:args.index("--output")] + ["--output", str(tmp_path)]
+    assert budgets.main(args) == 0
+    lines = (tmp_path / "budgets.md").read_text(encoding="utf-8").rstrip("\n").splitlines()
+    page_lines = page.splitlines()
+    first = page_lines.index(lines[0])
+    assert page_lines[first:first + len(lines)] == lines
+    image = np.asarray(Image.open(tmp_path / "budgets.png").convert("RGB"))
+    published = np.asarray(Image.open(os.path.join(ROOT, "docs", "ablation_budgets.png")).convert("RGB"))
+    assert image.shape == published.shape
+    # The curves, colour by colour (text rendering may differ between Pillow versions; lines barely).
+    for colour in report.CURVE_COLOURS[:4]:
+        a, b = (image == colour).all(axis=-1), (published == colour).all(axis=-1)
+        assert a.sum() > 100 and (a & b).sum() / (a | b).sum() > 0.98, colour
+
+
+def test_budget_chart_marks_the_final_score_of_runs_without_a_curve(tmp_path):
+    """An older sweep's runs recorded no curve: the chart still shows their mean final score, as a
+    ring of the row's colour at that budget's step and score."""
+    from PIL import Image
+
+    from exfuse_keras.ablation import budgets
+
+    rows = tuple(row for row in rows_for("3") if row.key in ("3", "5"))
+    short = {(rows[1].run_name, s): {"val_miou": v} for s, v in enumerate((0.40, 0.50))}
+    long = {(row.run_name, 0): {"val_miou": 0.6, "val_miou_curve": [[4000, 0.3], [8000, 0.6]]} for row in rows}
+    assert budgets.plot_budgets(str(tmp_path / "b.png"), rows, {4000: short, 8000: long}, seeds=2)
+    image = np.asarray(Image.open(tmp_path / "b.png").convert("RGB"))
+    # The chart's geometry (plot_budgets): plot from x=60, 560 wide; y from 40, 320 high, 0-60 on the axis.
+    x, y = 60 + 560 * 4000 / 8000, 40 + 320 * (1 - 45 / 60)
+    window = image[int(y) - 6:int(y) + 7, int(x) - 6:int(x) + 7]
+    assert (window == report.CURVE_COLOURS[1]).all(axis=-1).sum() >= 8
+    assert (window[6, 6] == 255).all()  # hollow
