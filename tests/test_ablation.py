@@ -889,13 +889,15 @@ def test_the_increment_plot_whiskers_are_the_verdicts_pooled_interval_and_the_th
 
 # Budgets: does the order hold at a longer budget? ------------------------------------------------
 
-def test_late_gain_is_the_last_intervals_rise_per_1000_steps():
+def test_late_gain_is_the_last_intervals_rise():
+    from exfuse_keras.ablation import budgets
     from exfuse_keras.ablation.budgets import late_gain
 
     assert late_gain({"val_miou_curve": [[2000, 0.30], [8000, 0.50], [6000, 0.44], [4000, 0.40]]}) == \
-        pytest.approx((0.50 - 0.44) / 2000 * 1000)
+        pytest.approx(0.50 - 0.44)
+    assert budgets.last_interval({"val_miou_curve": [[2000, 0.30], [8000, 0.50], [6000, 0.44]]}) == 2000
     # A resumed run's CSV may log a step twice: it counts once, with its last value.
-    assert late_gain({"val_miou_curve": [[2000, 0.3], [4000, 0.5], [4000, 0.6]]}) == pytest.approx(0.15)
+    assert late_gain({"val_miou_curve": [[2000, 0.3], [4000, 0.5], [4000, 0.6]]}) == pytest.approx(0.3)
     assert late_gain({"val_miou_curve": [[1000, 0.3], [1000, 0.3]]}) is None
     assert late_gain({}) is None
 
@@ -944,8 +946,8 @@ def test_budgets_set_the_same_rows_and_seeds_side_by_side(tmp_path, monkeypatch,
     assert f"| {100 * change.mean():+.2f} [{100 * (change.mean() - half):+.1f}, {100 * (change.mean() + half):+.1f}]" \
         in lines["| 5"]
     assert "| 42.00 ± 1.41 | 53.50 ± 2.12 |" in lines["| 5"]
-    # Gain over the last interval: 1 point per 1,000 steps at 4,000, 0.5 at 8,000.
-    assert lines["| 5"].endswith("| +1.00 | +0.50 |")
+    # The rise over the last validation interval: 1 point at both budgets.
+    assert lines["| 5"].endswith("| +1.00 | +1.00 |")
     # Row 7 against row 5 at 8,000: pooled sd over the three comparisons (1 df each).
     d = {k: np.array(eight[k]) - np.array(eight[r]) for k, r in (("4", "3"), ("5", "3"), ("7", "5"))}
     pooled = np.sqrt(sum(v.var(ddof=1) for v in d.values()) / 3)
@@ -990,9 +992,10 @@ def test_budgets_show_a_run_missing_at_one_budget_as_missing(tmp_path, monkeypat
                          str(tmp_path / "r.json"), "--output", str(out)]) == 0
     md = (out / "budgets.md").read_text()
     row4 = next(line for line in md.splitlines() if line.startswith("| 4 |"))
-    assert "| 51.00 (1 seed) | +14.00 (1 seed) | +5.00 | +2.50 |" in row4
+    assert "| 51.00 (1 seed) | +14.00 (seed 0) | +10.00 | +10.00 |" in row4
     assert "| 8,000 steps | #4 > #3 | #4 > #3 | – |" in md
-    assert "gain, last 2,000 steps of 4,000" in md and "gain, last 4,000 steps of 8,000" in md
+    assert "rise, last 2,000 steps of 4,000" in md and "rise, last 4,000 steps of 8,000" in md
+    assert "val mIoU, 4,000 (seeds 0, 1)" in md and "val mIoU, 8,000 (seeds 0, 1)" in md
 
 
 def test_rankings_mark_ties_and_comparisons_name_the_modules_that_differ():

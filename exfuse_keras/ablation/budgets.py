@@ -9,8 +9,9 @@ from the results files given; per budget and row:
 
 - the mean val mIoU over the seeds, and the change from the first budget to each later one,
   paired by seed (95% interval: t with n - 1 degrees of freedom on the row's own differences);
-- the gain per 1,000 steps over the run's last validation interval, mean over seeds: how far
-  from flat the curve still is when the budget ends;
+- the rise over the run's last validation interval, mean over seeds: how far from flat the
+  curve still is when the budget ends (the sweep validates 4 times a run, so this is the last
+  quarter of the schedule at every budget, where the poly decay anneals the rate to 0);
 - each comparison, paired by seed (``report.summarize``): the paper's increments among the rows
   given, and ``--compare A-B`` for a pair the paper does not draw (row 7 against row 5 when row
   6 is not run), with the 95% interval on the sd pooled over that budget's comparisons;
@@ -44,15 +45,14 @@ from exfuse_keras.ablation import report
 
 
 def late_gain(run: dict) -> Optional[float]:
-    """The val mIoU gained per 1,000 steps over the run's last validation interval (fraction, not
-    points): ``(v[-1] - v[-2]) / (s[-1] - s[-2]) * 1000`` of its ``val_miou_curve`` ``[[s, v], ...]``
-    (a step logged twice, as a resumed run's CSV may, counts once: its last value); None with
-    fewer than two steps."""
+    """The val mIoU gained over the run's last validation interval (fraction, not points):
+    ``v[-1] - v[-2]`` of its ``val_miou_curve`` ``[[s, v], ...]`` sorted by step (a step logged
+    twice, as a resumed run's CSV may, counts once: its last value); None with fewer than two
+    steps. ``last_interval`` gives the interval's length."""
     curve = sorted(dict((int(step), float(value)) for step, value in run.get("val_miou_curve") or []).items())
     if len(curve) < 2:
         return None
-    (s0, v0), (s1, v1) = curve[-2], curve[-1]
-    return (v1 - v0) / (s1 - s0) * 1000.0
+    return curve[-1][1] - curve[-2][1]
 
 
 def last_interval(run: dict) -> Optional[int]:
@@ -151,7 +151,8 @@ def compare_budgets(rows: Sequence, results_by_budget: dict, seeds: int) -> dict
     last validation interval, None when they differ), ``order`` (``_ranking`` of the rows' mean
     val mIoU over the seeds every row ran, ``order_seeds`` those seeds) and ``order_by_seed``
     (``{seed: ranking}``, seeds every row ran); and ``changes``: ``{later budget: {row key:
-    paired_increment of that budget's val mIoU minus the first budget's, same seed and CPU kind}}``."""
+    paired_increment of that budget's val mIoU minus the first budget's, same seed and CPU kind,
+    with ``seeds``: the seeds paired}}``."""
     budgets = sorted(results_by_budget)
     out = {"budgets": budgets, "per_budget": {}, "changes": {}}
     for steps in budgets:
@@ -176,10 +177,11 @@ def compare_budgets(rows: Sequence, results_by_budget: dict, seeds: int) -> dict
     for steps in budgets[1:]:
         later, changes = results_by_budget[steps], {}
         for row in rows:
-            pairs = [later[(row.run_name, s)]["val_miou"] - first[(row.run_name, s)]["val_miou"] for s in range(seeds)
-                     if (row.run_name, s) in later and (row.run_name, s) in first
-                     and report.cpu_kind(later[(row.run_name, s)]) == report.cpu_kind(first[(row.run_name, s)])]
-            changes[row.key] = report.paired_increment(pairs)
+            paired = [s for s in range(seeds) if (row.run_name, s) in later and (row.run_name, s) in first
+                      and report.cpu_kind(later[(row.run_name, s)]) == report.cpu_kind(first[(row.run_name, s)])]
+            changes[row.key] = report.paired_increment(
+                [later[(row.run_name, s)]["val_miou"] - first[(row.run_name, s)]["val_miou"] for s in paired])
+            changes[row.key]["seeds"] = paired
         out["changes"][steps] = changes
     return out
 
@@ -207,9 +209,18 @@ def format_budgets(rows: Sequence, comparison: dict) -> str:
     def window(b):
         return f"last {per[b]['interval']:,} steps" if per[b]["interval"] else "last interval"
 
-    head = ["#", "row", "modules"] + [f"val mIoU, {b:,}" for b in budgets]
+    def seeds(b):
+        ran = sorted({seed for s in per[b]["summary"] for seed in s["seeds"]})
+        return f"seed{'s' if len(ran) != 1 else ''} {', '.join(str(seed) for seed in ran)}"
+
+    def change(d):
+        if d["n"] == 1:
+            return f"{100 * d['mean']:+.2f} (seed {d['seeds'][0]})"
+        return report.format_increment(d)
+
+    head = ["#", "row", "modules"] + [f"val mIoU, {b:,} ({seeds(b)})" for b in budgets]
     head += [f"{b:,} − {first:,} [95% CI]" for b in budgets[1:]]
-    head += [f"gain, {window(b)} of {b:,}" for b in budgets]
+    head += [f"rise, {window(b)} of {b:,}" for b in budgets]
     lines = ["### The rows at each budget", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row.key, row.label]
@@ -217,13 +228,14 @@ def format_budgets(rows: Sequence, comparison: dict) -> str:
         cells.append(next((s["modules"] for s in found if s is not None), "–"))
         cells += ["–" if s is None else report.spread(s["val_miou_mean"], s["val_miou_std"], len(s["seeds"]))
                   for s in found]
-        cells += [report.format_increment(comparison["changes"][b][row.key]) for b in budgets[1:]]
+        cells += [change(comparison["changes"][b][row.key]) for b in budgets[1:]]
         cells += [_points(per[b]["late_gain"].get(row.key), "+") for b in budgets]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Val mIoU × 100, mean ± sd over seeds; the change paired by seed on one CPU kind (95% CI: t, "
-              "n − 1 df). Gain: the rise over the last validation interval per 1,000 steps, mean over seeds (0: "
-              "flat; –: no curve recorded).", ""]
-    head = ["module", "comparison", "paper Δ"] + [f"Δ at {b:,} [95% CI, pooled sd]" for b in budgets] + \
+              "n − 1 df; the seed, when one). Rise: over the last validation interval, the "
+              "schedule's last quarter, where the rate anneals to 0; mean over seeds (–: no curve in the results).",
+              ""]
+    head = ["module", "comparison", "paper Δ"] + [f"Δ at {b:,} ({seeds(b)}) [95% CI, pooled sd]" for b in budgets] + \
            [f"verdict at {b:,}" for b in budgets]
     lines += ["### The increments at each budget", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -277,7 +289,7 @@ def plot_budgets(path: str, rows: Sequence, results_by_budget: dict, seeds: int)
     def xy(step, value):
         return left + plot_w * step / last, top + plot_h * (1 - value / high)
 
-    draw.text((10, 8), "Val mIoU (x 100) over training, mean over seeds, at each budget", fill="black", font=font)
+    draw.text((10, 8), "Val mIoU (x 100) over training at each budget, mean over the seeds each row ran", fill="black", font=font)
     for tick in np.arange(0, high + 1, 10 if high <= 80 else 20):
         y = xy(0, tick)[1]
         draw.line([(left, y), (left + plot_w, y)], fill=(225, 225, 225))
