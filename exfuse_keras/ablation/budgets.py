@@ -289,7 +289,8 @@ def plot_budgets(path: str, rows: Sequence, results_by_budget: dict, seeds: int)
     def xy(step, value):
         return left + plot_w * step / last, top + plot_h * (1 - value / high)
 
-    draw.text((10, 8), "Val mIoU (x 100) over training at each budget, mean over the seeds each row ran", fill="black", font=font)
+    draw.text((10, 8), "Val mIoU (x 100) over training at each budget, mean over the seeds each row ran",
+              fill="black", font=font)
     for tick in np.arange(0, high + 1, 10 if high <= 80 else 20):
         y = xy(0, tick)[1]
         draw.line([(left, y), (left + plot_w, y)], fill=(225, 225, 225))

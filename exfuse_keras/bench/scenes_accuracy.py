@@ -15,9 +15,9 @@ train with their own auxiliary losses (SS heads, ECRE), SegFormer with its singl
 cross-entropy. ``--peer-learning-rate R`` trains the peers (not the ExFuse models) at their own
 peak rate R instead, in runs named for it (``segformer_b0_lr0.0005``): a transformer from
 scratch may need a lower rate than the recipe's. Each run is scored on the val split (single
-scale) with evaluate.py's protocol: mIoU and per-class IoU. A run whose ``result.json`` exists is skipped, so the command resumes;
-``results.json`` collects every run with the CPU it ran on, and a table is printed (mean and
-the two-sided 95% t interval over seeds of each model's mIoU).
+scale) with evaluate.py's protocol: mIoU and per-class IoU. A run whose ``result.json`` exists
+is skipped, so the command resumes; ``results.json`` collects every run with the CPU it ran on,
+and a table is printed (mean and the two-sided 95% t interval over seeds of each model's mIoU).
 """
 
 from __future__ import annotations
