@@ -47,3 +47,28 @@ def test_a_peer_at_its_own_learning_rate_is_named_for_it_and_gets_the_rate(monke
     seen.clear()
     sa.train_peer("segformer_b0", "data.yaml", 200, 1, str(tmp_path))
     assert "--learning-rate" not in seen["command"]
+
+
+def test_results_json_keeps_the_earlier_calls_runs_and_commands(tmp_path):
+    """A second call (another model, another rate) adds to results.json instead of replacing it."""
+    import json
+
+    def finished(model, seed, miou):
+        run_dir = tmp_path / model / f"seed{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "result.json").write_text(json.dumps({"model": model, "seed": seed, "val_miou": miou}))
+
+    finished("quickstart", 0, 0.24)
+    finished("segformer_b0", 0, 0.07)
+    # What the first version wrote: one command, only that call's runs.
+    (tmp_path / "results.json").write_text(json.dumps({"command": "first", "runs": []}))
+    sa.write_results(str(tmp_path), "second")
+    finished("segformer_b0_lr0.0005", 0, 0.13)
+    finished("quickstart", 1, 0.26)
+    runs = sa.write_results(str(tmp_path), "third")
+    sa.write_results(str(tmp_path), "third")  # a rerun that trained nothing adds no command
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["commands"] == ["first", "second", "third"]
+    assert [(r["model"], r["seed"]) for r in written["runs"]] == [
+        ("quickstart", 0), ("quickstart", 1), ("segformer_b0", 0), ("segformer_b0_lr0.0005", 0)]
+    assert runs == written["runs"]

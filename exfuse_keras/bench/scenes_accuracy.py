@@ -16,13 +16,16 @@ cross-entropy. ``--peer-learning-rate R`` trains the peers (not the ExFuse model
 peak rate R instead, in runs named for it (``segformer_b0_lr0.0005``): a transformer from
 scratch may need a lower rate than the recipe's. Each run is scored on the val split (single
 scale) with evaluate.py's protocol: mIoU and per-class IoU. A run whose ``result.json`` exists
-is skipped, so the command resumes; ``results.json`` collects every run with the CPU it ran on,
-and a table is printed (mean and the two-sided 95% t interval over seeds of each model's mIoU).
+is skipped, so the command resumes; ``results.json`` collects every run under ``--output`` with
+the CPU it ran on (a later call, say at ``--peer-learning-rate``, adds its runs and its command to
+the earlier ones'), and a table of them is printed (mean and the two-sided 95% t interval over
+seeds of each model's mIoU).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -111,6 +114,32 @@ def table(runs: list[dict], models: list[str]) -> str:
     return "\n".join(lines)
 
 
+def collected_runs(output: str) -> list[dict]:
+    """Every finished run under ``output`` (``<model>/seed<N>/result.json``), by model and seed."""
+    runs = []
+    for path in glob.glob(os.path.join(output, "*", "seed*", "result.json")):
+        with open(path, encoding="utf-8") as f:
+            runs.append(json.load(f))
+    return sorted(runs, key=lambda r: (r["model"], r["seed"]))
+
+
+def write_results(output: str, command: str) -> list[dict]:
+    """Writes ``output/results.json``: every run under ``output`` and every command that trained
+    them (the earlier calls' kept, this one added once); returns the runs."""
+    path = os.path.join(output, "results.json")
+    commands = []
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            earlier = json.load(f)
+        commands = earlier.get("commands") or ([earlier["command"]] if earlier.get("command") else [])
+    if command not in commands:
+        commands.append(command)
+    runs = collected_runs(output)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"commands": commands, "runs": runs}, f, indent=2)
+    return runs
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="quickstart,quickstart_mobilenetv3,segformer_b0")
@@ -152,10 +181,10 @@ def main(argv=None) -> int:
                 runs.append(json.load(f))
             print(f"{labels[name]} seed {seed}: val mIoU {runs[-1]['val_miou']:.4f} "
                   f"({runs[-1]['train_seconds']:.0f} s training)", flush=True)
-    with open(os.path.join(args.output, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({"command": " ".join(["python -m exfuse_keras.bench.scenes_accuracy", *(argv or sys.argv[1:])]),
-                   "runs": runs}, f, indent=2)
-    print(table(runs, list(labels.values())))
+    command = " ".join(["python -m exfuse_keras.bench.scenes_accuracy", *(argv or sys.argv[1:])])
+    every = write_results(args.output, command)
+    earlier = sorted({r["model"] for r in every} - set(labels.values()))
+    print(table(every, [*labels.values(), *earlier]))
     return 0
 
 
