@@ -724,6 +724,12 @@ def test_learning_curves_are_the_mean_over_seeds_at_common_steps(tmp_path):
     assert not (tmp_path / "none.png").exists()
 
 
+def test_the_charts_value_axis_has_round_gridlines():
+    assert report.value_ticks(60.0) == [0, 10, 20, 30, 40, 50, 60]
+    assert report.value_ticks(10.0) == [0, 10]
+    assert report.value_ticks(100.0) == [0, 20, 40, 60, 80, 100]
+
+
 def test_a_finished_pretraining_of_another_length_is_refused(tmp_path):
     from exfuse_keras.ablation.presence import pretrain_presence
 

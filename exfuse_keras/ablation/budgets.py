@@ -291,7 +291,7 @@ def plot_budgets(path: str, rows: Sequence, results_by_budget: dict, seeds: int)
 
     draw.text((10, 8), "Val mIoU (x 100) over training at each budget, mean over the seeds each row ran",
               fill="black", font=font)
-    for tick in np.arange(0, high + 1, 10 if high <= 80 else 20):
+    for tick in report.value_ticks(high):
         y = xy(0, tick)[1]
         draw.line([(left, y), (left + plot_w, y)], fill=(225, 225, 225))
         draw.text((10, y - 6), f"{tick:.0f}", fill="black", font=font)

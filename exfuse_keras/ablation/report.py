@@ -499,6 +499,13 @@ CURVE_COLOURS = ((49, 110, 180), (214, 96, 40), (60, 150, 70), (170, 50, 150), (
                  (30, 160, 170), (150, 80, 40), (90, 90, 200), (200, 60, 80))
 
 
+def value_ticks(high: float) -> list:
+    """Round gridline values for a val mIoU axis from 0 to ``high`` (a multiple of 10): every 10
+    points up to 80, every 20 above."""
+    step = 10 if high <= 80 else 20
+    return [float(tick) for tick in np.arange(0, high + 1, step)]
+
+
 def plot_curves(path: str, rows: Sequence, results: dict, seeds: int) -> bool:
     """A line chart of each row's val mIoU over training (``mean_curves``), one colour a row, the
     number of seeds in the legend; returns False (and writes nothing) when no run has a curve."""
@@ -516,7 +523,7 @@ def plot_curves(path: str, rows: Sequence, results: dict, seeds: int) -> bool:
         return left + plot_w * step / last, top + plot_h * (1 - value / high)
 
     draw.text((10, 8), "Val mIoU (x 100) over training, mean over seeds", fill="black", font=font)
-    for tick in np.linspace(0, high, 6):
+    for tick in value_ticks(high):
         y = xy(0, tick)[1]
         draw.line([(left, y), (left + plot_w, y)], fill=(225, 225, 225))
         draw.text((10, y - 6), f"{tick:.0f}", fill="black", font=font)
