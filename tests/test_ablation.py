@@ -477,6 +477,11 @@ def test_a_finished_run_is_reused_only_by_a_sweep_with_its_settings(tmp_path):
     assert finished(row, settings, 0) is not None
     with pytest.raises(ConfigError, match="steps=1200"):
         finished(row, SweepSettings(data=SCENES, steps=3000, output=str(tmp_path)), 0)
+    with open(path, "w", encoding="utf-8") as f:  # ... that stopped on its time budget: its budget is unknown
+        json.dump({"val_miou": 0.5, "steps_run": 700, "stopped_by_time_budget": True}, f)
+    for steps in (700, 1200):
+        with pytest.raises(ConfigError, match=r"steps='unknown \(stopped on its time budget after 700 steps\)'"):
+            finished(row, SweepSettings(data=SCENES, steps=steps, output=str(tmp_path)), 0)
 
 
 def test_a_sweep_continues_from_committed_results(tmp_path):

@@ -271,9 +271,12 @@ def _design_changes(result: dict, row: Row, settings: SweepSettings, seed: int, 
 def budget_differences(result: dict, settings: SweepSettings) -> list:
     """``key=old (this sweep: new)`` for each budget setting ``result`` was trained with otherwise."""
     wanted = budget_record(settings)
-    # A result written before the settings were recorded carries only the steps it ran.
-    had = dict(result.get("settings") or {"steps": wanted["steps"] if result.get("stopped_by_time_budget")
-                                          else result.get("steps_run")})
+    # A result written before the settings were recorded carries only the steps it ran; one that
+    # stopped on its time budget ran fewer than it was given, so its budget is unknown and it
+    # matches no sweep (it is never taken for a run of this one).
+    had = dict(result.get("settings") or {"steps": result.get("steps_run")})
+    if not result.get("settings") and result.get("stopped_by_time_budget"):
+        had["steps"] = f"unknown (stopped on its time budget after {result.get('steps_run')} steps)"
     if "overrides" in had:
         had["overrides"] = budget_overrides(had["overrides"] or [])
     return [f"{key}={had[key]!r} (this sweep: {wanted[key]!r})" for key in had if had[key] != wanted.get(key)]
