@@ -480,7 +480,8 @@ def test_a_finished_run_is_reused_only_by_a_sweep_with_its_settings(tmp_path):
     with open(path, "w", encoding="utf-8") as f:  # ... that stopped on its time budget: its budget is unknown
         json.dump({"val_miou": 0.5, "steps_run": 700, "stopped_by_time_budget": True}, f)
     for steps in (700, 1200):
-        with pytest.raises(ConfigError, match=r"steps='unknown \(stopped on its time budget after 700 steps\)'"):
+        with pytest.raises(ConfigError, match=r"steps='unknown \(stopped on its time budget after 700 steps\)' "
+                                              r"\(this sweep: [0-9]+\); no settings resume a run whose budget is unknown"):
             finished(row, SweepSettings(data=SCENES, steps=steps, output=str(tmp_path)), 0)
 
 
@@ -729,10 +730,17 @@ def test_learning_curves_are_the_mean_over_seeds_at_common_steps(tmp_path):
     assert not (tmp_path / "none.png").exists()
 
 
-def test_the_charts_value_axis_has_round_gridlines():
+def test_the_charts_value_axis_has_round_gridlines(tmp_path, monkeypatch):
     assert report.value_ticks(60.0) == [0, 10, 20, 30, 40, 50, 60]
     assert report.value_ticks(10.0) == [0, 10]
     assert report.value_ticks(100.0) == [0, 20, 40, 60, 80, 100]
+    assert report.value_ticks(90.0)[-1] == 90  # the top always has its line
+    asked = []
+    monkeypatch.setattr(report, "value_ticks", lambda high: asked.append(high) or [0.0, high])
+    rows = rows_for("ecre")
+    results = {(rows[0].run_name, 0): {"val_miou_curve": [[1000, 0.42], [2000, 0.55]]}}
+    assert report.plot_curves(str(tmp_path / "curves.png"), rows, results, seeds=1)
+    assert asked == [60.0]  # the curves chart takes its gridlines from value_ticks
 
 
 def test_a_finished_pretraining_of_another_length_is_refused(tmp_path):

@@ -66,9 +66,59 @@ def test_results_json_keeps_the_earlier_calls_runs_and_commands(tmp_path):
     finished("segformer_b0_lr0.0005", 0, 0.13)
     finished("quickstart", 1, 0.26)
     runs = sa.write_results(str(tmp_path), "third")
-    sa.write_results(str(tmp_path), "third")  # a rerun that trained nothing adds no command
+    sa.write_results(str(tmp_path), "third")  # the same command again is listed once
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["commands"] == ["first", "second", "third"]
     assert [(r["model"], r["seed"]) for r in written["runs"]] == [
         ("quickstart", 0), ("quickstart", 1), ("segformer_b0", 0), ("segformer_b0_lr0.0005", 0)]
     assert runs == written["runs"]
+
+
+def test_stray_unreadable_or_mislabelled_results_are_left_out_with_a_warning(tmp_path, capsys):
+    import json
+
+    def write(relative, text):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    good = {"model": "quickstart", "seed": 0, "val_miou": 0.24}
+    write("quickstart/seed0/result.json", json.dumps(good))
+    write("quickstart/seed0.bak/result.json", json.dumps(good))  # a copy: not a seed folder
+    write("quickstart/seed1/result.json", '{"model": "quickstart", "se')  # cut short
+    write("renamed/seed0/result.json", json.dumps(good))  # names another model than its folder
+    write("quickstart/seed2/result.json", json.dumps([good]))  # not a result
+    assert sa.collected_runs(str(tmp_path)) == [good]
+    err = capsys.readouterr().err
+    assert "quickstart/seed1/result.json: not a readable result" in err
+    assert "renamed/seed0/result.json: expected the result of model renamed seed 0; left out" in err
+    assert "quickstart/seed2/result.json: expected the result of model quickstart seed 2" in err
+    assert "seed0.bak" not in err
+
+    (tmp_path / "results.json").write_text("[1, 2]")  # not the file this tool writes
+    assert sa.write_results(str(tmp_path), "again") == [good]
+    assert "results.json: not a readable results file" in capsys.readouterr().err
+    assert json.loads((tmp_path / "results.json").read_text()) == {"commands": ["again"], "runs": [good]}
+    (tmp_path / "results.json").write_text(json.dumps({"command": None, "runs": []}))
+    sa.write_results(str(tmp_path), "later")
+    assert json.loads((tmp_path / "results.json").read_text())["commands"] == ["later"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_call_refuses_an_output_that_holds_another_budget(tmp_path, capsys):
+    """Its finished runs would be skipped as this call's and averaged with them."""
+    import json
+
+    run_dir = tmp_path / "quickstart" / "seed0"
+    run_dir.mkdir(parents=True)
+    data = "configs/data/scenes_128.yaml"
+    (run_dir / "result.json").write_text(json.dumps({"model": "quickstart", "seed": 0, "steps": 1000, "data": data}))
+    runs = sa.collected_runs(str(tmp_path))
+    assert sa.other_budgets(runs, 1000, data) == []
+    assert sa.other_budgets(runs, 1000, sa.os.path.abspath(data)) == []  # the same file, spelled absolute
+    assert sa.other_budgets(runs, 2000, data) == [f"quickstart seed 0: steps=1000, data={data}"]
+    assert sa.other_budgets(runs, 1000, "configs/data/scenes.yaml") != []
+    assert sa.main(["--models", "quickstart", "--seeds", "1", "--steps", "2000", "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "quickstart seed 0: steps=1000" in err and "its own --output" in err
+    assert not (tmp_path / "results.json").exists()

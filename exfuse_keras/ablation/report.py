@@ -500,9 +500,9 @@ CURVE_COLOURS = ((49, 110, 180), (214, 96, 40), (60, 150, 70), (170, 50, 150), (
 
 
 def value_ticks(high: float) -> list:
-    """Round gridline values for a val mIoU axis from 0 to ``high`` (a multiple of 10): every 10
-    points up to 80, every 20 above."""
-    step = 10 if high <= 80 else 20
+    """Round gridline values for a val mIoU axis from 0 to ``high`` (a multiple of 10), the top
+    included: every 10 points, every 20 when the top is 100 or another multiple of 20 above 80."""
+    step = 20 if high > 80 and high % 20 == 0 else 10
     return [float(tick) for tick in np.arange(0, high + 1, step)]
 
 

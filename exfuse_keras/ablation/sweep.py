@@ -219,8 +219,7 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
                               "give this sweep its own --output")
         differ = budget_differences(result, settings)
         if differ:
-            raise ConfigError(f"{path} was trained with {', '.join(differ)}; give this sweep its own --output, "
-                              "or the finished runs' settings to resume them")
+            raise ConfigError(f"{path} was trained with {', '.join(differ)}; {resume_hint(differ)}")
         return result
     if not committed or (row.run_name, seed) not in committed:
         return None
@@ -245,8 +244,8 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
                           f"scored {', '.join(str(result.get('val_miou')) for _, result in fitting)}; give one of them")
     if not fitting:
         label, result = same[0]
-        raise ConfigError(f"{label} was trained with {', '.join(budget_differences(result, settings))}; give this "
-                          "sweep its own --output, or the finished runs' settings to resume them")
+        differ = budget_differences(result, settings)
+        raise ConfigError(f"{label} was trained with {', '.join(differ)}; {resume_hint(differ)}")
     return fitting[0][1]
 
 
@@ -280,6 +279,13 @@ def budget_differences(result: dict, settings: SweepSettings) -> list:
     if "overrides" in had:
         had["overrides"] = budget_overrides(had["overrides"] or [])
     return [f"{key}={had[key]!r} (this sweep: {wanted[key]!r})" for key in had if had[key] != wanted.get(key)]
+
+
+def resume_hint(differences: list) -> str:
+    """What to do about a finished run of another budget (``budget_differences``)."""
+    if any(d.startswith("steps='unknown") for d in differences):
+        return "no settings resume a run whose budget is unknown: give this sweep its own --output"
+    return "give this sweep its own --output, or the finished runs' settings to resume them"
 
 
 def with_backbone_weights(cfg: Config, weights: Optional[str]) -> Config:

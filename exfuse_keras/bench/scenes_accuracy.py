@@ -28,6 +28,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -115,28 +116,60 @@ def table(runs: list[dict], models: list[str]) -> str:
 
 
 def collected_runs(output: str) -> list[dict]:
-    """Every finished run under ``output`` (``<model>/seed<N>/result.json``), by model and seed."""
+    """Every finished run under ``output`` (``<model>/seed<N>/result.json``), by model and seed.
+    A file that cannot be read, or that names another model or seed than its folder (a copy, a
+    renamed folder), is left out with a warning on stderr instead of stopping the report."""
     runs = []
-    for path in glob.glob(os.path.join(output, "*", "seed*", "result.json")):
-        with open(path, encoding="utf-8") as f:
-            runs.append(json.load(f))
+    for path in sorted(glob.glob(os.path.join(output, "*", "seed*", "result.json"))):
+        seed_dir = os.path.basename(os.path.dirname(path))
+        model = os.path.basename(os.path.dirname(os.path.dirname(path)))
+        if not re.fullmatch(r"seed\d+", seed_dir):
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                run = json.load(f)
+        except (OSError, ValueError) as error:
+            print(f"warning: {path}: not a readable result ({error}); left out", file=sys.stderr)
+            continue
+        if not isinstance(run, dict) or run.get("model") != model or run.get("seed") != int(seed_dir[4:]):
+            print(f"warning: {path}: expected the result of model {model} seed {seed_dir[4:]}; left out",
+                  file=sys.stderr)
+            continue
+        runs.append(run)
     return sorted(runs, key=lambda r: (r["model"], r["seed"]))
 
 
+def other_budgets(runs: list[dict], steps: int, data: str) -> list[str]:
+    """``model seed N: steps=..., data=...`` for each run trained with another budget or data than
+    ``steps`` and ``data`` (paths compared as absolute paths)."""
+    return [f"{r['model']} seed {r['seed']}: steps={r.get('steps')}, data={r.get('data')}" for r in runs
+            if r.get("steps") != steps or os.path.abspath(str(r.get("data"))) != os.path.abspath(data)]
+
+
+def write_json(path: str, value) -> None:
+    """Writes ``value`` to ``path`` through a temporary file, so an interruption leaves the old file or the new."""
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def write_results(output: str, command: str) -> list[dict]:
-    """Writes ``output/results.json``: every run under ``output`` and every command that trained
-    them (the earlier calls' kept, this one added once); returns the runs."""
+    """Writes ``output/results.json``: every run under ``output`` (``collected_runs``) and every
+    command that trained them (the earlier calls' kept, a new command string added); returns the runs."""
     path = os.path.join(output, "results.json")
     commands = []
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            earlier = json.load(f)
-        commands = earlier.get("commands") or ([earlier["command"]] if earlier.get("command") else [])
+        try:
+            with open(path, encoding="utf-8") as f:
+                earlier = json.load(f)
+            commands = list(earlier.get("commands") or ([earlier["command"]] if earlier.get("command") else []))
+        except (OSError, ValueError, AttributeError) as error:
+            print(f"warning: {path}: not a readable results file ({error}); its command list starts anew "
+                  "(the runs are collected from their folders)", file=sys.stderr)
     if command not in commands:
         commands.append(command)
     runs = collected_runs(output)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"commands": commands, "runs": runs}, f, indent=2)
+    write_json(path, {"commands": commands, "runs": runs})
     return runs
 
 
@@ -162,6 +195,11 @@ def main(argv=None) -> int:
 
     data = os.path.abspath(args.data)
     labels = {name: run_label(name, args.peer_learning_rate) for name in models}
+    differ = other_budgets(collected_runs(args.output), args.steps, args.data)
+    if differ:
+        print(f"error: {args.output} holds runs of another budget or data ({'; '.join(differ)}), this call "
+              f"steps={args.steps}, data={args.data}: give this call its own --output", file=sys.stderr)
+        return 2
     runs = []
     for seed in range(args.seeds):
         for name in models:
@@ -175,8 +213,7 @@ def main(argv=None) -> int:
                 result = {"model": labels[name], "seed": seed, "steps": args.steps, "data": args.data,
                           **trained, "cpu": cpu_record(),
                           "wall_seconds": time.perf_counter() - started}
-                with open(path, "w", encoding="utf-8") as f:
-                    json.dump(result, f, indent=2)
+                write_json(path, result)
             with open(path, encoding="utf-8") as f:
                 runs.append(json.load(f))
             print(f"{labels[name]} seed {seed}: val mIoU {runs[-1]['val_miou']:.4f} "
