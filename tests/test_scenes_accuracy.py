@@ -122,3 +122,51 @@ def test_a_call_refuses_an_output_that_holds_another_budget(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "quickstart seed 0: steps=1000" in err and "its own --output" in err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_a_call_refuses_to_skip_a_broken_result_of_its_own_runs(tmp_path, capsys):
+    """A truncated or mislabelled result.json of a run this call would train is not taken as
+    finished (it was printed as a score and then missing from the table)."""
+    import json
+
+    seed0 = tmp_path / "quickstart" / "seed0"
+    seed0.mkdir(parents=True)
+    (seed0 / "result.json").write_text('{"model": "quickstart", "se')
+    argv = ["--models", "quickstart", "--seeds", "1", "--steps", "2000", "--output", str(tmp_path)]
+    assert sa.main(argv) == 2
+    assert "quickstart/seed0/result.json: not a readable result" in capsys.readouterr().err
+    (seed0 / "result.json").write_text(json.dumps({"model": "quickstart", "seed": 1, "steps": 2000,
+                                                   "data": "configs/data/scenes_128.yaml"}))
+    assert sa.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "expected the result of model quickstart seed 0; move it away to train this run again" in err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_data_paths_are_recorded_from_the_project_root_whatever_the_working_directory(tmp_path, monkeypatch):
+    import os
+
+    runs = [{"model": "quickstart", "seed": 0, "steps": 2000, "data": "configs/data/scenes_128.yaml"}]
+    config = os.path.join(sa.ROOT, "configs", "data", "scenes_128.yaml")
+    assert sa.data_path(config) == "configs/data/scenes_128.yaml"
+    monkeypatch.chdir(tmp_path)  # the same file named from elsewhere is the same data ...
+    assert sa.other_budgets(runs, 2000, config) == []
+    assert sa.other_budgets(runs, 2000, os.path.relpath(config)) == []
+    (tmp_path / "configs" / "data").mkdir(parents=True)
+    (tmp_path / "configs" / "data" / "scenes_128.yaml").write_text("data: {}\n")
+    # ... and another file that happens to have the same relative name is not
+    assert sa.other_budgets(runs, 2000, "configs/data/scenes_128.yaml") != []
+    assert sa.data_path("configs/data/scenes_128.yaml") == str(tmp_path.resolve() / "configs/data/scenes_128.yaml")
+
+
+def test_only_plain_seed_folders_count_and_commands_must_be_a_list(tmp_path, capsys):
+    import json
+
+    for folder in ("seed01", "seed1"):
+        (tmp_path / "quickstart" / folder).mkdir(parents=True)
+        (tmp_path / "quickstart" / folder / "result.json").write_text(json.dumps({"model": "quickstart", "seed": 1}))
+    assert sa.collected_runs(str(tmp_path)) == [{"model": "quickstart", "seed": 1}]
+    (tmp_path / "results.json").write_text(json.dumps({"commands": "first"}))
+    sa.write_results(str(tmp_path), "second")
+    assert json.loads((tmp_path / "results.json").read_text())["commands"] == ["second"]
+    assert "its commands are not a list" in capsys.readouterr().err

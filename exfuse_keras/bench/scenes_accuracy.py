@@ -115,35 +115,53 @@ def table(runs: list[dict], models: list[str]) -> str:
     return "\n".join(lines)
 
 
-def collected_runs(output: str) -> list[dict]:
+def result_problem(path: str, model: str, seed: int) -> Optional[str]:
+    """Why ``path`` is not the finished result of ``model`` seed ``seed`` (None when it is)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+    except (OSError, ValueError) as error:
+        return f"not a readable result ({error})"
+    if not isinstance(run, dict) or run.get("model") != model or run.get("seed") != seed:
+        return f"expected the result of model {model} seed {seed}"
+    return None
+
+
+def collected_runs(output: str, warn: bool = True) -> list[dict]:
     """Every finished run under ``output`` (``<model>/seed<N>/result.json``), by model and seed.
     A file that cannot be read, or that names another model or seed than its folder (a copy, a
-    renamed folder), is left out with a warning on stderr instead of stopping the report."""
+    renamed folder), is left out, with a warning on stderr if ``warn``, instead of stopping the report."""
     runs = []
     for path in sorted(glob.glob(os.path.join(output, "*", "seed*", "result.json"))):
         seed_dir = os.path.basename(os.path.dirname(path))
         model = os.path.basename(os.path.dirname(os.path.dirname(path)))
-        if not re.fullmatch(r"seed\d+", seed_dir):
+        if not re.fullmatch(r"seed(0|[1-9]\d*)", seed_dir):
             continue
-        try:
-            with open(path, encoding="utf-8") as f:
-                run = json.load(f)
-        except (OSError, ValueError) as error:
-            print(f"warning: {path}: not a readable result ({error}); left out", file=sys.stderr)
+        problem = result_problem(path, model, int(seed_dir[4:]))
+        if problem:
+            if warn:
+                print(f"warning: {path}: {problem}; left out", file=sys.stderr)
             continue
-        if not isinstance(run, dict) or run.get("model") != model or run.get("seed") != int(seed_dir[4:]):
-            print(f"warning: {path}: expected the result of model {model} seed {seed_dir[4:]}; left out",
-                  file=sys.stderr)
-            continue
-        runs.append(run)
+        with open(path, encoding="utf-8") as f:
+            runs.append(json.load(f))
     return sorted(runs, key=lambda r: (r["model"], r["seed"]))
+
+
+def data_path(path: str) -> str:
+    """A dataset config's path as results record it: relative to the project root when inside it
+    (``configs/data/scenes_128.yaml``), absolute otherwise; a relative ``path`` is the working
+    directory's."""
+    real = os.path.realpath(path)
+    inside = os.path.commonpath([real, os.path.realpath(ROOT)]) == os.path.realpath(ROOT)
+    return os.path.relpath(real, os.path.realpath(ROOT)) if inside else real
 
 
 def other_budgets(runs: list[dict], steps: int, data: str) -> list[str]:
     """``model seed N: steps=..., data=...`` for each run trained with another budget or data than
-    ``steps`` and ``data`` (paths compared as absolute paths)."""
+    ``steps`` and ``data`` (``data_path``; a run's recorded relative path is the project root's)."""
+    wanted = os.path.realpath(os.path.join(ROOT, data_path(data)))
     return [f"{r['model']} seed {r['seed']}: steps={r.get('steps')}, data={r.get('data')}" for r in runs
-            if r.get("steps") != steps or os.path.abspath(str(r.get("data"))) != os.path.abspath(data)]
+            if r.get("steps") != steps or os.path.realpath(os.path.join(ROOT, str(r.get("data")))) != wanted]
 
 
 def write_json(path: str, value) -> None:
@@ -162,13 +180,16 @@ def write_results(output: str, command: str) -> list[dict]:
         try:
             with open(path, encoding="utf-8") as f:
                 earlier = json.load(f)
-            commands = list(earlier.get("commands") or ([earlier["command"]] if earlier.get("command") else []))
+            listed = earlier.get("commands") or ([earlier["command"]] if earlier.get("command") else [])
+            if not isinstance(listed, list):
+                raise ValueError("its commands are not a list")
+            commands = listed
         except (OSError, ValueError, AttributeError) as error:
             print(f"warning: {path}: not a readable results file ({error}); its command list starts anew "
                   "(the runs are collected from their folders)", file=sys.stderr)
     if command not in commands:
         commands.append(command)
-    runs = collected_runs(output)
+    runs = collected_runs(output, warn=False)
     write_json(path, {"commands": commands, "runs": runs})
     return runs
 
@@ -200,6 +221,14 @@ def main(argv=None) -> int:
         print(f"error: {args.output} holds runs of another budget or data ({'; '.join(differ)}), this call "
               f"steps={args.steps}, data={args.data}: give this call its own --output", file=sys.stderr)
         return 2
+    # A result file of this call's runs that is not its run's result would be skipped as finished.
+    for seed in range(args.seeds):
+        for label in labels.values():
+            path = os.path.join(args.output, label, f"seed{seed}", "result.json")
+            problem = os.path.isfile(path) and result_problem(path, label, seed)
+            if problem:
+                print(f"error: {path}: {problem}; move it away to train this run again", file=sys.stderr)
+                return 2
     runs = []
     for seed in range(args.seeds):
         for name in models:
@@ -210,7 +239,7 @@ def main(argv=None) -> int:
                 started = time.perf_counter()
                 trained = (train_exfuse(name, data, args.steps, seed, run_dir) if name in EXFUSE_MODELS
                            else train_peer(name, data, args.steps, seed, run_dir, args.peer_learning_rate))
-                result = {"model": labels[name], "seed": seed, "steps": args.steps, "data": args.data,
+                result = {"model": labels[name], "seed": seed, "steps": args.steps, "data": data_path(args.data),
                           **trained, "cpu": cpu_record(),
                           "wall_seconds": time.perf_counter() - started}
                 write_json(path, result)
