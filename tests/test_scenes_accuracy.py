@@ -102,7 +102,7 @@ def test_stray_unreadable_or_mislabelled_results_are_left_out_with_a_warning(tmp
     (tmp_path / "results.json").write_text(json.dumps({"command": None, "runs": []}))
     sa.write_results(str(tmp_path), "later")
     assert json.loads((tmp_path / "results.json").read_text())["commands"] == ["later"]
-    assert not list(tmp_path.glob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["results.json"]  # no temporary sibling left
 
 
 def test_a_call_refuses_an_output_that_holds_another_budget(tmp_path, capsys):

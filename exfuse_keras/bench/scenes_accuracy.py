@@ -34,6 +34,8 @@ import sys
 import time
 from typing import Optional
 
+from exfuse_keras.atomic import atomic_write
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXFUSE_MODELS = {"quickstart": "configs/quickstart.yaml", "quickstart_mobilenetv3": "configs/quickstart_mobilenetv3.yaml"}
 PEERS = {"segformer_b0": ".venv-peer/bin/python"}
@@ -115,16 +117,16 @@ def table(runs: list[dict], models: list[str]) -> str:
     return "\n".join(lines)
 
 
-def result_problem(path: str, model: str, seed: int) -> Optional[str]:
-    """Why ``path`` is not the finished result of ``model`` seed ``seed`` (None when it is)."""
+def read_result(path: str, model: str, seed: int) -> tuple[Optional[dict], Optional[str]]:
+    """(the finished result of ``model`` seed ``seed`` in ``path``, None) or (None, why it is not)."""
     try:
         with open(path, encoding="utf-8") as f:
             run = json.load(f)
     except (OSError, ValueError) as error:
-        return f"not a readable result ({error})"
+        return None, f"not a readable result ({error})"
     if not isinstance(run, dict) or run.get("model") != model or run.get("seed") != seed:
-        return f"expected the result of model {model} seed {seed}"
-    return None
+        return None, f"expected the result of model {model} seed {seed}"
+    return run, None
 
 
 def collected_runs(output: str, warn: bool = True) -> list[dict]:
@@ -137,13 +139,12 @@ def collected_runs(output: str, warn: bool = True) -> list[dict]:
         model = os.path.basename(os.path.dirname(os.path.dirname(path)))
         if not re.fullmatch(r"seed(0|[1-9]\d*)", seed_dir):
             continue
-        problem = result_problem(path, model, int(seed_dir[4:]))
+        run, problem = read_result(path, model, int(seed_dir[4:]))
         if problem:
             if warn:
                 print(f"warning: {path}: {problem}; left out", file=sys.stderr)
             continue
-        with open(path, encoding="utf-8") as f:
-            runs.append(json.load(f))
+        runs.append(run)
     return sorted(runs, key=lambda r: (r["model"], r["seed"]))
 
 
@@ -162,13 +163,6 @@ def other_budgets(runs: list[dict], steps: int, data: str) -> list[str]:
     wanted = os.path.realpath(os.path.join(ROOT, data_path(data)))
     return [f"{r['model']} seed {r['seed']}: steps={r.get('steps')}, data={r.get('data')}" for r in runs
             if r.get("steps") != steps or os.path.realpath(os.path.join(ROOT, str(r.get("data")))) != wanted]
-
-
-def write_json(path: str, value) -> None:
-    """Writes ``value`` to ``path`` through a temporary file, so an interruption leaves the old file or the new."""
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 def write_results(output: str, command: str) -> list[dict]:
@@ -190,7 +184,7 @@ def write_results(output: str, command: str) -> list[dict]:
     if command not in commands:
         commands.append(command)
     runs = collected_runs(output, warn=False)
-    write_json(path, {"commands": commands, "runs": runs})
+    atomic_write(path, json.dumps({"commands": commands, "runs": runs}, indent=2))
     return runs
 
 
@@ -225,7 +219,7 @@ def main(argv=None) -> int:
     for seed in range(args.seeds):
         for label in labels.values():
             path = os.path.join(args.output, label, f"seed{seed}", "result.json")
-            problem = os.path.isfile(path) and result_problem(path, label, seed)
+            problem = os.path.isfile(path) and read_result(path, label, seed)[1]
             if problem:
                 print(f"error: {path}: {problem}; move it away to train this run again", file=sys.stderr)
                 return 2
@@ -242,7 +236,7 @@ def main(argv=None) -> int:
                 result = {"model": labels[name], "seed": seed, "steps": args.steps, "data": data_path(args.data),
                           **trained, "cpu": cpu_record(),
                           "wall_seconds": time.perf_counter() - started}
-                write_json(path, result)
+                atomic_write(path, json.dumps(result, indent=2))
             with open(path, encoding="utf-8") as f:
                 runs.append(json.load(f))
             print(f"{labels[name]} seed {seed}: val mIoU {runs[-1]['val_miou']:.4f} "
