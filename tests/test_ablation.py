@@ -34,14 +34,18 @@ def test_rows_have_their_configs_and_the_paper_numbers():
     with pytest.raises(ValueError, match="--table"):
         rows_for("5")
     assert [r.key for r in rows_for("dap")] == ["5", "6", "6-noBR", "6-noBR*"]
-    assert [r.key for r in rows_for("ecre")] == ["3", "4", "4-soft", "4-upsampled", "4-soft*", "4-upsampled*"]
-    targets = [load_config(os.path.join(CONFIG_DIR, r.config)).train.ecre_target for r in rows_for("ecre")[1:]]
-    assert targets == ["nearest", "soft", "upsampled", "soft", "upsampled"]
+    assert [r.key for r in rows_for("ecre")] == ["3", "4", "4-soft", "4-upsampled", "4-soft*", "4-upsampled*",
+                                                 "4-w0.1", "4-w0.1*"]
+    configs = [load_config(os.path.join(CONFIG_DIR, r.config)).train for r in rows_for("ecre")[1:]]
+    assert [c.ecre_target for c in configs] == ["nearest", "soft", "upsampled", "soft", "upsampled", "nearest", "nearest"]
+    assert [c.ecre_loss_weight for c in configs] == [1.0] * 5 + [0.1, 0.1]
     # The starred rows reuse their targets' runs and pair them with today's nearest target.
     ecre = {r.key: r for r in rows_for("ecre")}
     assert [ecre[k].run_name for k in ("4-soft*", "4-upsampled*")] == [ecre["4-soft"].run_name,
                                                                       ecre["4-upsampled"].run_name]
     assert ecre["4-soft*"].reference == ecre["4-upsampled*"].reference == "4"
+    assert ecre["4-w0.1*"].run_name == ecre["4-w0.1"].run_name != ecre["4"].run_name
+    assert (ecre["4-w0.1"].reference, ecre["4-w0.1*"].reference) == ("3", "4")
 
 
 def test_modules_of_each_row():
@@ -577,6 +581,34 @@ def test_a_weight_sweep_reuses_the_rows_that_setting_does_not_touch(tmp_path):
         finished(TABLE_ECRE[0], other_data, 0, committed_runs(light.committed))
 
 
+def test_the_weight_row_reuses_weight_runs_committed_as_row_4_by_their_design_alone(tmp_path):
+    """Row 4-w0.1 (its own config) finds the runs an earlier ``--set train.ecre_loss_weight=0.1``
+    sweep committed under row 4's name, by their design record: row 4's weight-1 runs there are
+    not taken for it, nor is a run under that name that recorded no design (it was row 4's
+    config); its own runs go to a folder of their own."""
+    from exfuse_keras.ablation.rows import TABLE_ECRE
+    from exfuse_keras.ablation.sweep import SweepSettings, budget_record, committed_runs, finished, run_dir
+
+    ecre = {row.key: row for row in TABLE_ECRE}
+    settings = SweepSettings(data=SCENES, steps=1200, output=str(tmp_path / "out"))
+    light = dataclasses.replace(settings, overrides=["train.ecre_loss_weight=0.1"])
+    row4 = {"row": ecre["4"].run_name, "settings": budget_record(settings)}
+    runs = [dict(row4, seed=0, val_miou=0.45, design=_design(ecre["4"], settings)),
+            dict(row4, seed=0, val_miou=0.49, design=_design(ecre["4"], light)),
+            dict(row4, seed=1, val_miou=0.47)]  # no design record: row 4 at weight 1
+    (tmp_path / "results.json").write_text(json.dumps({"runs": runs}))
+    committed, said = committed_runs(str(tmp_path / "results.json")), []
+    assert _design(ecre["4-w0.1"], settings) == _design(ecre["4"], light)
+    assert finished(ecre["4-w0.1"], settings, 0, committed)["val_miou"] == 0.49
+    assert finished(ecre["4-w0.1*"], settings, 0, committed)["val_miou"] == 0.49
+    assert finished(ecre["4"], settings, 0, committed)["val_miou"] == 0.45
+    assert finished(ecre["4-w0.1"], settings, 1, committed, said.append) is None
+    assert said == [f"{tmp_path / 'results.json'} (row4_ecre, seed 1) is another design than "
+                    "ecre_loss_weight_0.1.yaml now (no design recorded for row4_ecre): not reused"]
+    assert finished(ecre["4"], settings, 1, committed)["val_miou"] == 0.47
+    assert run_dir(ecre["4-w0.1"], settings, 0) != run_dir(ecre["4"], settings, 0)
+
+
 def test_committed_runs_of_one_design_are_checked_against_each_other_and_the_sweep(tmp_path):
     """Two committed runs of one row, seed and design that scored differently are refused, not
     picked from; a run whose record lacks a key this sweep overrides is not reused (it may not
@@ -617,9 +649,9 @@ def test_curves_of_two_tables_keep_rows_of_one_key_apart():
 
     other = Row("3", "ecre", "another row 3", "ecre_soft_target.yaml", None, True)
     rows = rows_for("3")[:3] + (other,)
-    assert list(report.curve_rows(rows)) == ["1", "2", "3", "3 (ECRE's target)"]
+    assert list(report.curve_rows(rows)) == ["1", "2", "3", "3 (ECRE's loss)"]
     results = {(r.run_name, 0): {"val_miou_curve": [[1000, 0.1 * (i + 1)]]} for i, r in enumerate(rows)}
-    assert report.mean_curves(rows, results, 1)["3 (ECRE's target)"] == [(1000, pytest.approx(40.0))]
+    assert report.mean_curves(rows, results, 1)["3 (ECRE's loss)"] == [(1000, pytest.approx(40.0))]
 
 
 def _design(row, settings):
@@ -676,7 +708,8 @@ def test_the_published_verdict_table_is_what_the_committed_runs_regenerate(tmp_p
     committed = [os.path.join(ROOT, "docs", "results", name) for name in ("ablation4000_xeon.json",
                                                                           "ablation_ecre_xeon.json",
                                                                           "ablation4000_seed2_xeon.json",
-                                                                          "ablation_rows67_xeon.json")]
+                                                                          "ablation_rows67_xeon.json",
+                                                                          "ablation_ecre_w01_xeon.json")]
     settings = SweepSettings(data="configs/data/scenes_128.yaml", steps=4000, seeds=3, output=str(tmp_path),
                              committed=committed)
     rows = rows_for("all,ecre")
@@ -687,6 +720,7 @@ def test_the_published_verdict_table_is_what_the_committed_runs_regenerate(tmp_p
     first = page.index(verdicts[0])
     assert page[first:first + len(verdicts)] == verdicts
     assert any("#4-soft* − #4" in line for line in verdicts)
+    assert any(line.startswith("| loss weight 0.1, against 1 | ECRE's loss: #4-w0.1* − #4 |") for line in verdicts)
     assert any(line.startswith("| DAP | #6 − #5 |") for line in verdicts)
     assert any(line.startswith("| ECRE (on #6) | #7 − #6 |") for line in verdicts)
 

@@ -287,7 +287,7 @@ def format_increment(d: dict, which: str = "ci") -> str:
     return f"{100 * d['mean']:+.2f} {_interval(d[which])}"
 
 
-TABLE_TITLES = {"3": "Table 3", "4": "Table 4", "dap": "Where DAP's votes come from", "ecre": "ECRE's target",
+TABLE_TITLES = {"3": "Table 3", "4": "Table 4", "dap": "Where DAP's votes come from", "ecre": "ECRE's loss",
                 "controls": "Positive controls"}
 
 

@@ -39,6 +39,9 @@ class Row:
             DAP = #6 - #5, ECRE again = #7 - #6; Table 4's rows against its baseline (None for a
             reference row).
         claim: the module whose increment the row measures, in words (the verdict table's).
+        committed_as: other run names under which earlier sweeps committed runs of this row's
+            design (row 4 trained with ``--set train.ecre_loss_weight=0.1`` is committed as
+            ``row4_ecre``); a sweep reuses those whose design record is this row's.
     """
 
     key: str
@@ -50,6 +53,7 @@ class Row:
     experimental: bool = False
     reference: Optional[str] = None
     claim: str = ""
+    committed_as: tuple = ()
 
     @property
     def run_name(self) -> str:
@@ -91,8 +95,8 @@ TABLE_DAP = (
         None, True, experimental=True, reference="6", claim="the final BR after DAP, removed"),
 )
 # How ECRE's auxiliary target is built (train.ecre_target; the paper says "labels at that
-# resolution"), each on Table 3's row 4 against row 3. Run at train.ecre_loss_weight 1 and 0.1
-# (--set) into separate outputs.
+# resolution") and how much its loss weighs (train.ecre_loss_weight), each on Table 3's row 4
+# against row 3.
 TABLE_ECRE = (
     Row("3", "ecre", "+ SS + LR (Table 3 #3)", "row3_ss_lr.yaml", 78.3, True),
     Row("4", "ecre", "#3 + ECRE, nearest labels (Table 3 #4)", "row4_ecre.yaml", 78.8, True,
@@ -108,6 +112,12 @@ TABLE_ECRE = (
     Row("4-upsampled*", "ecre", "#4 with upsampled logits (4-upsampled's runs, against #4)",
         "ecre_upsampled_target.yaml", None, True, experimental=True, reference="4",
         claim="upsampled logits, against nearest"),
+    # The nearest target at a tenth of the loss weight, against row 3 and against weight 1 (the
+    # paper's plain sum of the losses); earlier sweeps trained it as row 4 with --set.
+    Row("4-w0.1", "ecre", "#3 + ECRE, nearest labels, loss weight 0.1", "ecre_loss_weight_0.1.yaml", None, True,
+        experimental=True, reference="3", claim="ECRE, loss weight 0.1", committed_as=("row4_ecre",)),
+    Row("4-w0.1*", "ecre", "#4 at loss weight 0.1 (4-w0.1's runs, against #4)", "ecre_loss_weight_0.1.yaml", None,
+        True, experimental=True, reference="4", claim="loss weight 0.1, against 1", committed_as=("row4_ecre",)),
 )
 # Positive controls (not the paper's): does the benchmark test what it claims? Each against Table
 # 3's row 1. A model that cannot see a context object's surroundings should lose on the context

@@ -199,8 +199,8 @@ def committed_runs(paths) -> CommittedRuns:
 
 def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[dict] = None,
              log=lambda message: None) -> Optional[dict]:
-    """The run's result.json (or its entry in ``committed``, ``committed_runs``), or None if it has
-    not finished; a ConfigError if it was trained with other settings than this sweep's (reusing
+    """The run's result.json (or its entry in ``committed``, ``committed_runs``, under the row's run
+    name or one of its ``committed_as`` names), or None if it has not finished; a ConfigError if it was trained with other settings than this sweep's (reusing
     it would mix budgets in one table), or a run folder of another design than the row's config
     now (``design_record``). A committed run of another design is not reused (None, said to
     ``log``); of several committed runs of this design, the one of this budget is, and a
@@ -221,14 +221,20 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
         if differ:
             raise ConfigError(f"{path} was trained with {', '.join(differ)}; {resume_hint(differ)}")
         return result
-    if not committed or (row.run_name, seed) not in committed:
+    # Under the row's run name, then under the names an earlier sweep committed its design as.
+    keys = [(name, seed) for name in (row.run_name, *row.committed_as) if committed and (name, seed) in committed]
+    if not keys:
         return None
-    candidates = (committed.candidates((row.run_name, seed)) if isinstance(committed, CommittedRuns)
-                  else [(committed[(row.run_name, seed)], settings.committed)])
+    candidates = [(result, source, key[0]) for key in keys
+                  for result, source in (committed.candidates(key) if isinstance(committed, CommittedRuns)
+                                         else [(committed[key], settings.committed)])]
     same, other = [], None
-    for result, source in candidates:
-        label = f"{source} ({row.run_name}, seed {seed})"
-        changed = _design_changes(result, row, settings, seed, design)
+    for result, source, name in candidates:
+        label = f"{source} ({name}, seed {seed})"
+        # A run under another name counts only by the design it recorded (one without a record
+        # was that name's config, not this row's).
+        changed = (_design_changes(result, row, settings, seed, design) if name == row.run_name or result.get("design")
+                   else [f"no design recorded for {name}"])
         if changed:
             other = other or (label, changed)
         else:
