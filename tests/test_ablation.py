@@ -585,7 +585,8 @@ def test_the_weight_row_reuses_weight_runs_committed_as_row_4_by_their_design_al
     """Row 4-w0.1 (its own config) finds the runs an earlier ``--set train.ecre_loss_weight=0.1``
     sweep committed under row 4's name, by their design record: row 4's weight-1 runs there are
     not taken for it, nor is a run under that name that recorded no design (it was row 4's
-    config); its own runs go to a folder of their own."""
+    config), nor one whose record lacks the key that tells the two configs apart; its own runs go to
+    a folder of their own, and a reused run is renamed to the row that reuses it."""
     from exfuse_keras.ablation.rows import TABLE_ECRE
     from exfuse_keras.ablation.sweep import SweepSettings, budget_record, committed_runs, finished, run_dir
 
@@ -593,20 +594,29 @@ def test_the_weight_row_reuses_weight_runs_committed_as_row_4_by_their_design_al
     settings = SweepSettings(data=SCENES, steps=1200, output=str(tmp_path / "out"))
     light = dataclasses.replace(settings, overrides=["train.ecre_loss_weight=0.1"])
     row4 = {"row": ecre["4"].run_name, "settings": budget_record(settings)}
+    partial = {k: v for k, v in _design(ecre["4"], light).items() if k != "train.ecre_loss_weight"}
     runs = [dict(row4, seed=0, val_miou=0.45, design=_design(ecre["4"], settings)),
             dict(row4, seed=0, val_miou=0.49, design=_design(ecre["4"], light)),
-            dict(row4, seed=1, val_miou=0.47)]  # no design record: row 4 at weight 1
+            dict(row4, seed=1, val_miou=0.47),  # no design record: row 4 at weight 1
+            dict(row4, seed=2, val_miou=0.44, design=partial)]  # a record without the weight
     (tmp_path / "results.json").write_text(json.dumps({"runs": runs}))
     committed, said = committed_runs(str(tmp_path / "results.json")), []
     assert _design(ecre["4-w0.1"], settings) == _design(ecre["4"], light)
-    assert finished(ecre["4-w0.1"], settings, 0, committed)["val_miou"] == 0.49
+    reused = finished(ecre["4-w0.1"], settings, 0, committed)
+    assert (reused["val_miou"], reused["row"]) == (0.49, "ecre_loss_weight_0.1")  # listed under the row using it
     assert finished(ecre["4-w0.1*"], settings, 0, committed)["val_miou"] == 0.49
     assert finished(ecre["4"], settings, 0, committed)["val_miou"] == 0.45
     assert finished(ecre["4-w0.1"], settings, 1, committed, said.append) is None
+    assert finished(ecre["4-w0.1"], settings, 2, committed, said.append) is None
     assert said == [f"{tmp_path / 'results.json'} (row4_ecre, seed 1) is another design than "
-                    "ecre_loss_weight_0.1.yaml now (no design recorded for row4_ecre): not reused"]
+                    "ecre_loss_weight_0.1.yaml now (no design recorded for row4_ecre): not reused",
+                    f"{tmp_path / 'results.json'} (row4_ecre, seed 2) is another design than "
+                    "ecre_loss_weight_0.1.yaml now (train.ecre_loss_weight=not recorded (now 0.1)): not reused"]
     assert finished(ecre["4"], settings, 1, committed)["val_miou"] == 0.47
     assert run_dir(ecre["4-w0.1"], settings, 0) != run_dir(ecre["4"], settings, 0)
+    # A report's results.json of the reused run is found again under the row's own name.
+    (tmp_path / "report.json").write_text(json.dumps({"runs": [reused]}))
+    assert finished(ecre["4-w0.1"], settings, 0, committed_runs(str(tmp_path / "report.json")))["val_miou"] == 0.49
 
 
 def test_committed_runs_of_one_design_are_checked_against_each_other_and_the_sweep(tmp_path):

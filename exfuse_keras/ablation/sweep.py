@@ -231,14 +231,13 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
     same, other = [], None
     for result, source, name in candidates:
         label = f"{source} ({name}, seed {seed})"
-        # A run under another name counts only by the design it recorded (one without a record
-        # was that name's config, not this row's).
-        changed = (_design_changes(result, row, settings, seed, design) if name == row.run_name or result.get("design")
-                   else [f"no design recorded for {name}"])
+        changed = (_design_changes(result, row, settings, seed, design) if name == row.run_name
+                   else _alias_design_changes(result, row, name, settings, seed, design))
         if changed:
             other = other or (label, changed)
         else:
-            same.append((label, result))
+            # Named by the row that reuses it, so the report's results.json lists it under this row.
+            same.append((label, result if name == row.run_name else dict(result, row=row.run_name)))
     if not same:
         # The row's config has changed since those runs (e.g. row 6's DAP placement): another
         # design neither counts as this row's run nor pairs with its runs; train it anew.
@@ -253,6 +252,24 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
         differ = budget_differences(result, settings)
         raise ConfigError(f"{label} was trained with {', '.join(differ)}; {resume_hint(differ)}")
     return fitting[0][1]
+
+
+def _alias_design_changes(result: dict, row: Row, name: str, settings: SweepSettings, seed: int,
+                          design: dict) -> list:
+    """How a run committed as ``name`` (one of ``row.committed_as``) differs from ``row``'s design:
+    it counts only by the design it recorded, and that record must hold every key in which the
+    row differs from ``name``'s own config (a run that recorded no design, or not that key, was
+    ``name``'s config as far as anyone can tell)."""
+    recorded = result.get("design")
+    if not recorded:
+        return [f"no design recorded for {name}"]
+    plain = dataclasses.replace(settings, overrides=budget_overrides(settings.overrides))
+    own = design_record(row_config(dataclasses.replace(row, config=f"{name}.yaml", committed_as=()), plain, seed))
+    overridden = [key for key in map(_design_key, settings.overrides) if key]
+    telling = [key for key in sorted(design) if own.get(key) != design[key]
+               or any(key == o or key.startswith(o + ".") for o in overridden)]
+    missing = [f"{key}=not recorded (now {design[key]!r})" for key in telling if key not in recorded]
+    return missing + design_differences({"design": recorded}, design)
 
 
 def _design_changes(result: dict, row: Row, settings: SweepSettings, seed: int, design: dict) -> list:
