@@ -549,6 +549,9 @@ class TrainConfig:
     ``val_batch_size`` is per replica (validation during training).
     ``ecre_target`` is how ECRE's auxiliary loss reads the labels at 1/16 (``nearest`` labels,
     ``soft`` class shares per cell, or the logits ``upsampled`` to the labels; ``ECRECrossEntropy``).
+    ``log_every_steps``: every so many steps, the mean of each training loss over the steps since
+    the last such point goes to ``steps.csv`` and TensorBoard (``logs/steps``), so a loss spike
+    inside a long epoch shows where it happened (null: per epoch only).
     ``max_train_seconds`` is a wall-clock budget (null: none); ``budget_mode`` says what it does:
     ``stop`` ends the run where the time runs out, ``anneal`` also drives the learning-rate
     schedule by time (it follows whichever of steps and time is further along), so a slower
@@ -575,6 +578,7 @@ class TrainConfig:
     deterministic: bool = False
     seed: int = 0
     val_batch_size: int = 1
+    log_every_steps: Optional[int] = 100
     max_train_seconds: Optional[float] = None
     budget_mode: Literal["stop", "anneal"] = "stop"
     init: InitConfig = field(default_factory=InitConfig)
@@ -594,6 +598,8 @@ class TrainConfig:
             _fail(where, "train.ohem_fraction", "must be in (0, 1] or null", self.ohem_fraction)
         if self.class_weights is not None and any(w < 0 for w in self.class_weights):
             _fail(where, "train.class_weights", "must be non-negative", self.class_weights)
+        if self.log_every_steps is not None:
+            _positive(where, "train.log_every_steps", self.log_every_steps)
         if self.max_train_seconds is not None and self.max_train_seconds <= 0:
             _fail(where, "train.max_train_seconds", "must be positive or null", self.max_train_seconds)
 

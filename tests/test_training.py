@@ -73,7 +73,7 @@ model:
   ss: {{levels: [res3], channels: 8}}
 data: {{root: {data_root}, crop_size: 64, shuffle_buffer: 64}}
 train: {{batch_size: 4, epochs: 3, steps_per_epoch: 4, warmup_steps: 2, deterministic: true, seed: 3,
-         max_train_seconds: null}}
+         max_train_seconds: null, log_every_steps: 2}}
 """
     path = tmp_path / name
     path.write_text(text)
@@ -104,6 +104,20 @@ def reference_run(tmp_path_factory, tiny_shapes):
     assert [line for line in run.stdout.splitlines() if re.fullmatch(r"Epoch \d+/\d+", line)] == \
         ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
     return {"config": config, "run_dir": str(root / "run"), "snapshots": str(root / "snapshots")}
+
+
+def test_steps_csv_windows_average_to_each_epochs_loss(reference_run):
+    """In a real fit, steps.csv's windows (train.log_every_steps: 2 of 4 steps an epoch) average
+    to the loss history.csv logs for their epoch."""
+    import csv
+
+    steps = list(csv.DictReader(open(os.path.join(reference_run["run_dir"], "steps.csv"))))
+    epochs = list(csv.DictReader(open(os.path.join(reference_run["run_dir"], "history.csv"))))
+    assert [(int(r["step"]), int(r["steps"])) for r in steps] == [(s, 2) for s in range(2, 13, 2)]
+    for key in ("loss", "logits_loss"):
+        windows = np.array([float(r[key]) for r in steps]).reshape(3, 2)
+        np.testing.assert_allclose(windows.mean(axis=1), [float(r[key]) for r in epochs], rtol=1e-5, err_msg=key)
+    assert len({r["loss"] for r in steps}) == 6  # the windows differ: not one epoch value repeated
 
 
 def _epochs_before_next_best(run_dir, done):
@@ -213,6 +227,13 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_weights(tmp_path, re
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]  # the killed epochs logged once
     for key in ("loss", "val_loss", "val_logits_miou", "lr"):
         np.testing.assert_allclose([float(row[key]) for row in rows], [float(row[key]) for row in reference_rows],
+                                   rtol=1e-5, err_msg=key)
+    # The steps the kills made it train again are logged once, as the uninterrupted run logged them.
+    steps = list(csv.DictReader(open(os.path.join(run_dir, "steps.csv"))))
+    reference_steps = list(csv.DictReader(open(os.path.join(reference_run["run_dir"], "steps.csv"))))
+    assert [row["step"] for row in steps] == [row["step"] for row in reference_steps]
+    for key in ("loss", "logits_loss", "lr"):
+        np.testing.assert_allclose([float(row[key]) for row in steps], [float(row[key]) for row in reference_steps],
                                    rtol=1e-5, err_msg=key)
 
 

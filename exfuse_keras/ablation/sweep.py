@@ -28,7 +28,8 @@ RESULT_FILE = "result.json"
 # Train keys that are the run's budget, seed or bookkeeping (recorded in the settings, or not a
 # property of the method): left out of a run's design record.
 _NOT_DESIGN = ("train.seed", "train.epochs", "train.steps_per_epoch", "train.max_train_seconds",
-               "train.budget_mode", "train.init.", "train.val_batch_size", "model.backbone.weights")
+               "train.budget_mode", "train.init.", "train.val_batch_size", "train.log_every_steps",
+               "model.backbone.weights")
 # Validation (and backup) points per run: the budget is split into this many epochs.
 EPOCHS_PER_RUN = 4
 

@@ -9,8 +9,10 @@ Run directory (one layout; evaluation and export read it)::
       last.keras       the model at the end of training
       backup/          resume state (AtomicBackupAndRestore): rerun the same command after a kill;
                        deleted once last.keras is written
-      logs/            TensorBoard: loss per head, lr, mIoU, steps/s; images/ (predictions)
+      logs/            TensorBoard: loss per head, lr, mIoU, steps/s; images/ (predictions);
+                       steps/ (the losses every train.log_every_steps steps)
       history.csv      one row per epoch
+      steps.csv        each loss's mean over every train.log_every_steps steps
 
 An "epoch" is ``train.steps_per_epoch`` steps: the unit of backup, validation and logging.
 Its batches are a pure function of (``train.seed``, global step): after a kill the rerun
@@ -157,7 +159,8 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
     import numpy as np
 
     from exfuse_keras.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint, EpochTimeEstimate,
-                                                 ImageSummary, LearningRateLogger, NonFiniteLossGuard, Throughput)
+                                                 ImageSummary, LearningRateLogger, NonFiniteLossGuard, StepLossLog,
+                                                 Throughput)
 
     palette = np.asarray(cfg.data.resolved_palette, np.uint8)
     callbacks = [
@@ -172,6 +175,9 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
         ImageSummary(os.path.join(run_dir, "logs"), *val_sample, palette),
     ]
+    if cfg.train.log_every_steps:
+        callbacks.append(StepLossLog(cfg.train.log_every_steps, os.path.join(run_dir, "steps.csv"),
+                                     os.path.join(run_dir, "logs", "steps")))
     # Last, so an epoch counts as done for resume only after everything above has logged it.
     callbacks.append(AtomicBackupAndRestore(backup_dir, save_freq="epoch"))
     return callbacks + time_budget(cfg, clock)
