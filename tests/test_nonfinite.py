@@ -1,5 +1,6 @@
 """A non-finite loss stops training at its step with one line, and the last good backup is kept."""
 
+import csv
 import hashlib
 import os
 
@@ -85,12 +86,19 @@ train: {{batch_size: 2, val_batch_size: 4, epochs: 3, steps_per_epoch: 3, warmup
     assert _checksums(backup) == record[1], "the backup must still be the last good epoch's"
     assert not os.path.exists(model_dir / "last.keras")
     assert len(open(model_dir / "history.csv").read().strip().splitlines()) == 1 + 1
+    # steps.csv: epoch 1's window, then the good step before the NaN and the NaN step on its own.
+    rows = list(csv.DictReader(open(model_dir / "steps.csv")))
+    assert [(int(r["step"]), int(r["steps"])) for r in rows] == [(3, 3), (4, 1), (5, 1)]
+    assert [np.isfinite(float(r["logits_loss"])) for r in rows] == [True, True, False]
 
     # Without the NaN batch, the same command resumes from the kept backup and finishes.
     monkeypatch.setattr(run, "training_dataset", _nan_batch_at(-1))
     assert run.main(argv) == 0
     assert "resuming from the backup" in capsys.readouterr().out
     assert sorted(record) == [1, 2, 3]
+    rows = list(csv.DictReader(open(model_dir / "steps.csv")))  # the retrained steps' old rows gone
+    assert [(int(r["step"]), int(r["steps"])) for r in rows] == [(3, 3), (6, 3), (9, 3)]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
     model = keras.models.load_model(model_dir / "last.keras", compile=False)
     assert all(np.isfinite(w).all() for w in model.get_weights())
 

@@ -33,6 +33,7 @@ def _drive(callback, losses_per_epoch, start_step=0):
         callback.on_epoch_begin(epoch)
         total = np.float32(0)
         for batch, loss in enumerate(losses):
+            callback.on_train_batch_begin(batch)
             optimizer.iterations.assign_add(1)
             total = np.float32(total + np.float32(loss))
             running = float(total / np.float32(batch + 1))
@@ -82,6 +83,26 @@ def test_a_resumed_run_drops_the_rows_of_the_steps_it_trains_again(tmp_path):
     assert [int(r["step"]) for r in rows] == [20, 40, 60, 80, 100, 120]
     assert [float(r["loss"]) for r in rows] == pytest.approx([1, 1, 2, 2, 5, 5])
     assert len(glob.glob(os.path.join(logs, "events.out.tfevents.*"))) == 2
+
+
+def test_a_repeated_step_count_gives_one_point_per_multiple(tmp_path):
+    """A loss-scale optimizer does not count a step whose gradients overflowed: the count stays,
+    and the next step, not a second row at the same count, closes the window."""
+    path = str(tmp_path / "steps.csv")
+    callback = StepLossLog(2, path, str(tmp_path / "logs"))
+    optimizer = _Optimizer(0)
+    callback.set_model(types.SimpleNamespace(optimizer=optimizer))
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    for batch, (count, running) in enumerate([(1, 1.0), (2, 1.0), (2, 2.0), (3, 2.0), (4, 2.0)]):
+        callback.on_train_batch_begin(batch)
+        optimizer.iterations.assign(count)
+        callback.on_train_batch_end(batch, {"loss": running})
+    callback.on_epoch_end(0)
+    callback.on_train_end()
+    rows = list(csv.DictReader(open(path)))
+    assert [(int(r["step"]), int(r["steps"])) for r in rows] == [(2, 2), (4, 3)]
+    assert [float(r["loss"]) for r in rows] == pytest.approx([1.0, (5 * 2.0 - 2 * 1.0) / 3], rel=1e-6)
 
 
 def test_log_every_steps_must_be_positive_or_null(tmp_path):

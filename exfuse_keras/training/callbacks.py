@@ -194,26 +194,36 @@ class StepLossLog(keras.callbacks.Callback):
     ``step``, ``steps``, ``lr``, then the losses) and written to TensorBoard under ``log_dir``.
 
     Keras' batch logs hold each loss's running mean since the epoch began, m_n after n steps, so
-    the mean over steps a+1 .. n is (n m_n - a m_a) / (n - a): exact, where an epoch-level log
-    shows one number per epoch and the running mean dilutes a spike. Points fall on global steps
-    (the optimizer's iteration count, so a resumed run continues the axis) that are multiples of
-    ``every``, and at each epoch's end, so every step is in exactly one window.
+    the mean over steps a+1 .. n is (n m_n - a m_a) / (n - a) (up to float32 rounding), where an
+    epoch-level log shows one number per epoch and the running mean dilutes a spike. Points fall
+    where the optimizer's step count (so a resumed run continues the axis) reaches a multiple of
+    ``every``, and at each epoch's end, so every step is in exactly one window. A step with a
+    non-finite loss gets a row of its own after the window before it (put this callback before
+    ``NonFiniteLossGuard``, which stops training there). ``lr`` is the rate of the next step.
     """
 
     def __init__(self, every: int, csv_path: str, log_dir: str):
         super().__init__()
         self.every, self.csv_path, self.log_dir = every, csv_path, log_dir
-        self._writer, self._columns, self._trimmed = None, None, False
+        self._writer, self._columns, self._point = None, None, None
         self._written = (0, {})  # (steps into the epoch, running means) at the last point
-        self._latest = None  # (steps into the epoch, global step, logs) of the last step
+        self._latest = None  # (steps into the epoch, step count, running means) after the last step
 
     def on_train_begin(self, logs=None):
-        self._writer, self._trimmed = tf.summary.create_file_writer(self.log_dir), False
+        self._writer, self._point = tf.summary.create_file_writer(self.log_dir), None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._point is None:
+            # After every on_train_begin, so after BackupAndRestore restored the step count.
+            self._point = self._step()
+            self._trim(self._point)
+
+    def _step(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def _trim(self, done: int) -> None:
         """A run resumed from its last backup trains again the steps after it (``done``): the rows
-        a killed run wrote for them go. Called at the first step, after the backup was restored
-        (``BackupAndRestore`` restores the step count in its own ``on_train_begin``)."""
+        a killed run wrote for them go (TensorBoard keeps its points; steps.csv is the record)."""
         import os
 
         from exfuse_keras.atomic import atomic_write
@@ -224,17 +234,21 @@ class StepLossLog(keras.callbacks.Callback):
             kept = lines[:1] + [line for line in lines[1:] if line and int(line.split(",", 1)[0]) <= done]
             if len(kept) < len(lines):
                 atomic_write(self.csv_path, "\n".join(kept) + "\n")
-        self._trimmed = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self._written, self._latest = (0, {}), None
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if not self._trimmed:
-            self._trim(step - 1)
-        self._latest = (batch + 1, step, {k: float(v) for k, v in (logs or {}).items() if _is_loss_key(k)})
-        if step % self.every == 0:
+        step = self._step()
+        running = {k: float(v) for k, v in (logs or {}).items() if _is_loss_key(k)}
+        if not all(np.isfinite(v) for v in running.values()):
+            if self._latest is not None and self._latest[0] > self._written[0]:
+                self._write(*self._latest)
+            self._write(batch + 1, step, running)
+            return
+        self._latest = (batch + 1, step, running)
+        # The count may repeat (a loss-scale optimizer skips overflowing steps): one point per multiple.
+        if step // self.every > self._point // self.every:
             self._write(*self._latest)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -253,7 +267,7 @@ class StepLossLog(keras.callbacks.Callback):
         window = n - start
         means = {k: (n * v - start * before.get(k, 0.0)) / window for k, v in running.items()}
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        self._written = (n, running)
+        self._written, self._point = (n, running), step
         if self._columns is None:
             self._columns = sorted(means)
         fresh = not os.path.isfile(self.csv_path)
@@ -261,7 +275,7 @@ class StepLossLog(keras.callbacks.Callback):
             out = csv.writer(f)
             if fresh:
                 out.writerow(["step", "steps", "lr", *self._columns])
-            out.writerow([step, window, f"{lr:.6g}", *(f"{means[k]:.6g}" if k in means else "" for k in self._columns)])
+            out.writerow([step, window, f"{lr:.6g}", *(f"{means[k]:.7g}" if k in means else "" for k in self._columns)])
         if self._writer is not None:
             with self._writer.as_default(step=step):
                 for key, value in means.items():

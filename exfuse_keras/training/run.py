@@ -163,8 +163,11 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
                                                  Throughput)
 
     palette = np.asarray(cfg.data.resolved_palette, np.uint8)
-    callbacks = [
-        # First: it raises at the bad step, before any callback below saves a non-finite state.
+    # Before the guard, so the steps before a non-finite loss, and its step, reach steps.csv.
+    steps = ([StepLossLog(cfg.train.log_every_steps, os.path.join(run_dir, "steps.csv"),
+                          os.path.join(run_dir, "logs", "steps"))] if cfg.train.log_every_steps else [])
+    callbacks = steps + [
+        # First to save nothing: it raises at the bad step, before any callback below saves a non-finite state.
         NonFiniteLossGuard(backup_dir),
         LearningRateLogger(),
         Throughput(cfg.train.batch_size),
@@ -175,9 +178,6 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
         ImageSummary(os.path.join(run_dir, "logs"), *val_sample, palette),
     ]
-    if cfg.train.log_every_steps:
-        callbacks.append(StepLossLog(cfg.train.log_every_steps, os.path.join(run_dir, "steps.csv"),
-                                     os.path.join(run_dir, "logs", "steps")))
     # Last, so an epoch counts as done for resume only after everything above has logged it.
     callbacks.append(AtomicBackupAndRestore(backup_dir, save_freq="epoch"))
     return callbacks + time_budget(cfg, clock)
