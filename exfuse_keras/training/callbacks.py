@@ -26,7 +26,8 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     """Stops training at the first step whose loss, or any per-output loss term (``logits_loss``,
     ``ecre_loss``, ``ss_res2_loss`` ...), is NaN or Inf, by raising ``NonFiniteLossError``.
 
-    Put it first in the callback list. It raises in ``on_train_batch_end`` of the bad step, so
+    Put it before every callback that saves (only ``StepLossLog``, which logs, comes before it in
+    train.py). It raises in ``on_train_batch_end`` of the bad step, so
     ``fit`` ends there: the epoch never ends, so neither ``BackupAndRestore`` (which saves at
     epoch end) nor ``ModelCheckpoint`` writes the non-finite state, and the backup of the last
     good epoch stays as it was. (``keras.callbacks.TerminateOnNaN`` only sets ``stop_training``:
