@@ -225,16 +225,9 @@ class StepLossLog(keras.callbacks.Callback):
     def _trim(self, done: int) -> None:
         """A run resumed from its last backup trains again the steps after it (``done``): the rows
         a killed run wrote for them go (TensorBoard keeps its points; steps.csv is the record)."""
-        import os
+        from exfuse_keras.training.rundir import truncate_history
 
-        from exfuse_keras.atomic import atomic_write
-
-        if os.path.isfile(self.csv_path):
-            with open(self.csv_path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-            kept = lines[:1] + [line for line in lines[1:] if line and int(line.split(",", 1)[0]) <= done]
-            if len(kept) < len(lines):
-                atomic_write(self.csv_path, "\n".join(kept) + "\n")
+        truncate_history(self.csv_path, done + 1)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._written, self._latest = (0, {}), None

@@ -44,7 +44,7 @@ def write_versions(path: str, **extra) -> dict:
 
 # What a run writes in its folder, atomically (exfuse_keras.atomic): the temporaries of these a
 # killed run left behind are deleted when the next run of that folder starts.
-RUN_FILES = ("best.keras", "last.keras", "backup", "history.csv", "config.yaml", "versions.json",
+RUN_FILES = ("best.keras", "last.keras", "backup", "history.csv", "steps.csv", "config.yaml", "versions.json",
              "backbone.keras")
 
 
@@ -78,9 +78,10 @@ def completed_epochs(backup_dir: str) -> int:
 
 
 def truncate_history(path: str, epochs: int) -> None:
-    """Drops CSV rows of epochs >= ``epochs``: a killed run may have logged an epoch whose backup
-    it did not finish (the first one included: ``epochs`` 0), and the resumed run logs that epoch
-    again. A run started again after it finished (no backup) logs its epochs from the first."""
+    """Drops CSV rows whose first column (the epoch in ``history.csv``, the step in ``steps.csv``)
+    is >= ``epochs``: a killed run may have logged an epoch whose backup it did not finish (the
+    first one included: ``epochs`` 0), and the resumed run logs that epoch again. A run started
+    again after it finished (no backup) logs its epochs from the first."""
     if not os.path.isfile(path):
         return
     with open(path, encoding="utf-8") as f:
@@ -90,7 +91,8 @@ def truncate_history(path: str, epochs: int) -> None:
     from exfuse_keras.atomic import atomic_write
 
     kept = lines[:1] + [line for line in lines[1:] if line and int(line.split(",", 1)[0]) < epochs]
-    atomic_write(path, "\n".join(kept) + "\n")
+    if len(kept) < len(lines):
+        atomic_write(path, "\n".join(kept) + "\n")
 
 
 def logged_best(path: str, key: str) -> Optional[float]:
