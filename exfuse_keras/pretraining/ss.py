@@ -105,11 +105,11 @@ def pretrain(cfg: Config, model_dir: str, strategy_name: str = "auto", verbose="
     from exfuse_keras.data.pipeline import shard_size
     from exfuse_keras.atomic import atomic_path, atomic_remove
     from exfuse_keras.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint, LearningRateLogger,
-                                                 NonFiniteLossGuard, Throughput)
+                                                 NonFiniteLossGuard, Throughput, time_budget)
     from exfuse_keras.training.compat import build_before_fit, patch_log_reduction
     from exfuse_keras.training.optim import learning_rate_clock
     from exfuse_keras.training.rundir import (check_time_budget, logged_best, resume, resumed_training_data,
-                                              setup_run, time_budget)
+                                              setup_run)
 
     setup = setup_run(cfg, model_dir, strategy_name, task="ss_pretraining")
     strategy, is_chief, run_dir, jit = setup.strategy, setup.is_chief, setup.run_dir, setup.jit_compile

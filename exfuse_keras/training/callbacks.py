@@ -80,13 +80,10 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     def _backup_note(self, steps: int) -> str:
         if not self.backup_dir:
             return "no backup configured"
-        import json
-        import os
+        from exfuse_keras.training.rundir import completed_epochs
 
-        # BackupAndRestore's metadata (rundir.completed_epochs reads it too; rundir imports this module).
         try:
-            with open(os.path.join(self.backup_dir, "training_metadata.json"), encoding="utf-8") as f:
-                done = int(json.load(f)["epoch"])
+            done = completed_epochs(self.backup_dir)
         except (OSError, ValueError, KeyError):
             done = 0
         if not done:
@@ -355,6 +352,13 @@ class TimeBudget(keras.callbacks.Callback):
         if now - self._start > self.seconds:
             self.model.stop_training = True
             self.stopped_early = True
+
+
+def time_budget(cfg, clock=None) -> list:
+    """``[TimeBudget]`` for ``train.max_train_seconds`` (advancing ``clock`` when given), or ``[]``."""
+    if not cfg.train.max_train_seconds:
+        return []
+    return [TimeBudget(cfg.train.max_train_seconds, clock, cfg.train.epochs * cfg.train.steps_per_epoch)]
 
 
 class ImageSummary(keras.callbacks.Callback):

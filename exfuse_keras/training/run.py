@@ -28,8 +28,7 @@ import os
 import sys
 import time
 
-from exfuse_keras.training.rundir import (check_time_budget, logged_best, resume, resumed_training_data, setup_run,
-                                          time_budget)
+from exfuse_keras.training.rundir import check_time_budget, logged_best, resume, resumed_training_data, setup_run
 
 
 def miou_key(output_names, validation: bool = True) -> str:
@@ -160,7 +159,7 @@ def _callbacks(cfg, run_dir: str, val_sample, backup_dir: str, monitor: str, clo
 
     from exfuse_keras.training.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint, EpochTimeEstimate,
                                                  ImageSummary, LearningRateLogger, NonFiniteLossGuard, StepLossLog,
-                                                 Throughput)
+                                                 Throughput, time_budget)
 
     palette = np.asarray(cfg.data.resolved_palette, np.uint8)
     # Before the guard, so the steps before a non-finite loss, and its step, reach steps.csv.

@@ -6,7 +6,8 @@
   ``<run>/backup``; the temporaries a killed run left are deleted), ``logged_best`` (the score
   ``best.keras`` has) and ``resumed_training_data``, which replays the training stream from the
   resumed step.
-- ``time_budget`` and ``check_time_budget``: ``train.max_train_seconds``.
+- ``check_time_budget``: ``train.max_train_seconds`` is refused under multi-worker training
+  (``callbacks.time_budget`` builds its callback).
 """
 
 from __future__ import annotations
@@ -150,15 +151,6 @@ def resumed_training_data(strategy, global_batch: int, start_step: int, examples
     if strategy.num_replicas_in_sync > 1 or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return strategy.distribute_datasets_from_function(dataset_fn)
     return dataset_fn()
-
-
-def time_budget(cfg, clock=None) -> list:
-    """``[TimeBudget]`` for ``train.max_train_seconds`` (advancing ``clock`` when given), or ``[]``."""
-    from exfuse_keras.training.callbacks import TimeBudget
-
-    if not cfg.train.max_train_seconds:
-        return []
-    return [TimeBudget(cfg.train.max_train_seconds, clock, cfg.train.epochs * cfg.train.steps_per_epoch)]
 
 
 def check_time_budget(cfg, strategy) -> None:
