@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 
 from exfuse_keras.ablation import report
 from exfuse_keras.ablation.rows import (CONFIG_DIR, TABLE3, TABLE4, modules_on, preset_overrides, rows_for,
@@ -812,6 +813,11 @@ def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path
     assert len(results["runs"]) == 2 and all(0.0 <= r["val_miou"] <= 1.0 for r in results["runs"])
     run = tmp_path / "runs" / "row7_exfuse" / "seed0"
     assert (run / "config.yaml").is_file() and (run / "result.json").is_file()
+    # Each run's first line names the batch and crop it trains at, as its saved config has them.
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    crop, batch = saved["data"]["crop_size"], saved["train"]["batch_size"]
+    assert f"row7_exfuse seed 0: training (" in first.stdout
+    assert f"steps of batch {batch}, {crop} × {crop} crops)" in first.stdout.split("row7_exfuse seed 0: training (")[1]
     assert (tmp_path / "pretraining" / "ss_2-2-2-2_seed0" / "backbone.keras").is_file()
     stamp = (run / "result.json").stat().st_mtime_ns
     # The reruns in process (they train nothing; a new TensorFlow start would cost more than they do).

@@ -444,7 +444,12 @@ def run_sweep(rows: Sequence[Row], settings: SweepSettings, verbose: int = 2, lo
         if report_only:
             log(f"{tag}: not finished yet, left out of the report")
             continue
-        log(f"{tag}: training ({settings.steps} steps)")
+        # The crop is the one the run trains at, after the preset and --set (the cpu preset's 128
+        # overrides a dataset's own crop_size), so a launch at the wrong size shows in its first line.
+        cfg = row_config(row, settings, seed)
+        crop = cfg.data.crop_size
+        log(f"{tag}: training ({settings.steps} steps of batch {cfg.train.batch_size}, "
+            f"{f'{crop} × {crop}' if crop != 'auto' else 'auto-sized'} crops)")
         started = time.perf_counter()
         result = run_one(row, settings, seed, verbose)
         spent, trained = spent + time.perf_counter() - started, trained + 1
