@@ -42,6 +42,17 @@ def test_every_module_builds_on_mobilenetv3_at_any_size():
         assert out["logits"].shape == (1, height, width, 21) and out["ecre"].shape == (1, height // 16, width // 16, 21)
 
 
+def test_the_minimalistic_config_is_the_mobile_config_with_the_minimalistic_backbone():
+    """configs/exfuse_mobilenetv3_min.yaml changes one field of exfuse_mobilenetv3.yaml, nothing else."""
+    import dataclasses
+
+    minimal = load_config("configs/exfuse_mobilenetv3_min.yaml")
+    default = load_config("configs/exfuse_mobilenetv3.yaml")
+    assert minimal.model.backbone.minimalistic and not default.model.backbone.minimalistic
+    assert dataclasses.asdict(minimal) == dataclasses.asdict(load_config("configs/exfuse_mobilenetv3.yaml",
+                                                                         ["model.backbone.minimalistic=true"]))
+
+
 @pytest.mark.parametrize("sets,message", [
     (["model.backbone.blocks=[8,8,9,8]"], "model.backbone.blocks (layer rearrangement) applies to ResNet/ResNeXt"),
     (["model.backbone.norm=sync_batch"], "model.backbone.norm must be 'batch' for mobilenetv3_large"),

@@ -43,6 +43,18 @@ def test_compare_runs_each_file_and_reports_paired_differences(tmp_path, capsys)
     low, high = diff["ci"]
     assert low <= diff["median_ms"] <= high
     assert diff["median_ms"] > 0  # two 64-channel convolutions against one of 4: the second file is slower
-    assert "| file | median ms / call |" in capsys.readouterr().out
+    # Every call's time is kept: the medians and intervals are numpy's median and the order
+    # statistics of those times, each file's own and the paired differences'.
+    times = np.array([f["times_ms"] for f in result["files"]])
+    assert times.shape == (2, 30) and (times > 0).all()
+    for f, t in zip(result["files"], times):
+        assert f["median_ms"] == pytest.approx(np.median(t))
+        # n = 30: P(10 <= B <= 20) = 0.957 for B ~ Binomial(30, 1/2), so [x_(10), x_(21)].
+        assert f["ci"] == pytest.approx([np.sort(t)[9], np.sort(t)[20]])
+    assert diff["median_ms"] == pytest.approx(np.median(times[1] - times[0]))
+    assert diff["ci"] == pytest.approx([np.sort(times[1] - times[0])[9], np.sort(times[1] - times[0])[20]])
+    out_text = capsys.readouterr().out
+    assert "| file | median ms / call [95% CI] |" in out_text
+    assert f"| {paths[1]} | {result['files'][1]['median_ms']:.2f} [" in out_text
     with pytest.raises(SystemExit):
         tflite_compare.main([paths[0], "--rounds", "30"])

@@ -15,9 +15,9 @@ def benchmark_models(run: str, models: Sequence[str] = MODELS) -> Iterator[tuple
     cleared between them): ``"quickstart"``, the trained run in ``run`` if it exists, else a
     randomly initialised one; ``"r101"``, ExFuse-ResNet-101, and ``"mobilenetv3"``,
     ExFuse-MobileNetV3-Large (configs/exfuse_mobilenetv3.yaml), and ``"mobilenetv3_min"``, the
-    same with the minimalistic backbone (ReLU for hard-swish, no squeeze-excite, 3x3 kernels:
-    every int8 op on XNNPACK), randomly initialised (timing does not depend on the weights and
-    ImageNet weights need a download)."""
+    same with the minimalistic backbone (configs/exfuse_mobilenetv3_min.yaml: ReLU for hard-swish,
+    no squeeze-excite, 3x3 kernels, every int8 op on XNNPACK), randomly initialised (timing does
+    not depend on the weights and ImageNet weights need a download)."""
     import keras
 
     from exfuse_keras.config import load_config
@@ -41,6 +41,5 @@ def benchmark_models(run: str, models: Sequence[str] = MODELS) -> Iterator[tuple
         yield "ExFuse-MobileNetV3-Large (random init)", cfg, build_model(cfg)
         keras.backend.clear_session()
     if "mobilenetv3_min" in models:
-        cfg = load_config(str(ROOT / "configs" / "exfuse_mobilenetv3.yaml"),
-                          ["model.backbone.weights=null", "model.backbone.minimalistic=true"])
+        cfg = load_config(str(ROOT / "configs" / "exfuse_mobilenetv3_min.yaml"), ["model.backbone.weights=null"])
         yield "ExFuse-MobileNetV3-Large-minimalistic (random init)", cfg, build_model(cfg)

@@ -5,6 +5,8 @@ the speed drifts between blocks by more than the few milliseconds two variants o
 differ by. Here every round calls each file once, in a fresh random order, and the comparison is
 the per-round difference against the first file: its median, with a distribution-free 95%
 interval (order statistics of the differences, binomial ranks), so drift common to a round cancels.
+Each file's own median time per call gets the same kind of interval (for a latency goal: is the
+median below it), and the JSON keeps every call's time.
 
 Each file is fed the same image as its input type wants (float32 pixels 0..255; int8: the
 pixels less 128) and its output is read as it comes (``tflite.run(..., raw=True)``): what an app
@@ -50,8 +52,9 @@ def _input_for(runner, image: np.ndarray) -> np.ndarray:
 
 
 def compare(paths: Sequence[str], rounds: int = 100, threads: int = 2, warmup: int = 3, seed: int = 0) -> dict:
-    """``{"files": [{"path", "median_ms"}], "differences": [{"path", "median_ms", "ci"}], "rounds"}``:
-    per file its median time per call, and per file after the first its paired difference."""
+    """``{"files": [{"path", "median_ms", "ci", "times_ms"}], "differences": [{"path", "median_ms", "ci"}],
+    "rounds", "threads"}``: per file its median time per call with its 95% interval and every
+    round's time (0.1 µs), and per file after the first its paired difference."""
     from exfuse_keras.bench.export_latency import smooth_image
     from exfuse_keras.export import tflite
 
@@ -75,7 +78,11 @@ def compare(paths: Sequence[str], rounds: int = 100, threads: int = 2, warmup: i
             start = time.perf_counter()
             tflite.run(runners[j], inputs[j], raw=True)
             times[k, j] = (time.perf_counter() - start) * 1e3
-    files = [{"path": str(p), "median_ms": float(np.median(times[:, j]))} for j, p in enumerate(paths)]
+    times = np.round(times, 4)
+    files = []
+    for j, path in enumerate(paths):
+        median, low, high = median_interval(times[:, j])
+        files.append({"path": str(path), "median_ms": median, "ci": [low, high], "times_ms": times[:, j].tolist()})
     differences = []
     for j in range(1, len(paths)):
         median, low, high = median_interval(times[:, j] - times[:, 0])
@@ -103,12 +110,11 @@ def main(argv=None) -> int:
     result = compare(args.files, args.rounds, args.threads)
     result["cpu"] = cpu_description()
     print(f"{args.rounds} rounds, {args.threads} threads, {result['cpu']}")
-    print("| file | median ms / call | Δ against the first, median [95% CI] |\n|---|---|---|")
-    base = result["files"][0]
-    print(f"| {base['path']} | {base['median_ms']:.2f} | – |")
-    for row, diff in zip(result["files"][1:], result["differences"]):
-        low, high = diff["ci"]
-        print(f"| {row['path']} | {row['median_ms']:.2f} | {diff['median_ms']:+.2f} [{low:+.2f}, {high:+.2f}] |")
+    print("| file | median ms / call [95% CI] | Δ against the first, median [95% CI] |\n|---|---|---|")
+    for row, diff in zip(result["files"], [None] + result["differences"]):
+        own = f"{row['median_ms']:.2f} [{row['ci'][0]:.2f}, {row['ci'][1]:.2f}]"
+        delta = "–" if diff is None else f"{diff['median_ms']:+.2f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]"
+        print(f"| {row['path']} | {own} | {delta} |")
     if args.json:
         from exfuse_keras.export.common import write_json
 
