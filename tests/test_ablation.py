@@ -816,8 +816,8 @@ def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path
     # Each run's first line names the batch and crop it trains at, as its saved config has them.
     saved = yaml.safe_load((run / "config.yaml").read_text())
     crop, batch = saved["data"]["crop_size"], saved["train"]["batch_size"]
-    assert f"row7_exfuse seed 0: training (" in first.stdout
-    assert f"steps of batch {batch}, {crop} × {crop} crops)" in first.stdout.split("row7_exfuse seed 0: training (")[1]
+    line = first.stdout.split("row7_exfuse seed 0: training (")[1].split("\n")[0]
+    assert line.endswith(f"steps of batch {batch}, {crop} × {crop} crops)"), line
     assert (tmp_path / "pretraining" / "ss_2-2-2-2_seed0" / "backbone.keras").is_file()
     stamp = (run / "result.json").stat().st_mtime_ns
     # The reruns in process (they train nothing; a new TensorFlow start would cost more than they do).

@@ -109,7 +109,7 @@ def test_the_minimalistic_mobile_model_runs_every_int8_op_in_xnnpack():
 
 
 def test_the_benchmarks_minimalistic_model_has_no_hard_swish_and_no_squeeze_excite():
-    """bench's ``mobilenetv3_min`` (the 28 ms int8 row of docs/benchmarks.md) is the shipped mobile
+    """bench's ``mobilenetv3_min`` (the 28 ms int8 row of docs/mobile.md) is the shipped mobile
     config with keras.applications' minimalistic backbone; the default one has both."""
     from exfuse_keras.bench.models import benchmark_models
 

@@ -1,5 +1,5 @@
 """bench.mobile_peers: its table is the four measurements' numbers, model by model (the
-measurements themselves are timed by hand, docs/benchmarks.md)."""
+measurements themselves are timed by hand, docs/mobile.md)."""
 
 from exfuse_keras.bench.mobile_peers import collect, format_table
 
