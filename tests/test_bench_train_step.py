@@ -46,3 +46,12 @@ def test_an_unknown_xla_setting_is_refused():
     with pytest.raises(SystemExit) as exit_info:
         train_step.main(["--quick", "--models", "quickstart", "--jit-compile", "auto"])
     assert exit_info.value.code == 2
+
+
+def test_the_mobile_rows_build_their_configs_without_weights():
+    """``mobilenetv3`` and ``mobilenetv3_min`` time the shipped phone configs (no download)."""
+    default, minimal = train_step._exfuse_config("mobilenetv3"), train_step._exfuse_config("mobilenetv3_min")
+    assert default.model.backbone.architecture == minimal.model.backbone.architecture == "mobilenetv3_large"
+    assert (default.model.backbone.minimalistic, minimal.model.backbone.minimalistic) == (False, True)
+    assert default.model.backbone.weights is None and minimal.model.backbone.weights is None
+    assert train_step.LABELS["mobilenetv3_min"] == "ExFuse-MobileNetV3-Large-minimalistic"

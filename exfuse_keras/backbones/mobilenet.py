@@ -27,6 +27,8 @@ these backbones (config.py). ``weights``: ``null``, ``imagenet`` (downloaded onc
 
 from __future__ import annotations
 
+import os
+
 import keras
 
 from exfuse_keras.config import BackboneConfig
@@ -48,6 +50,22 @@ def keras_application(cfg: BackboneConfig, weights=None) -> keras.Model:
                                                     weights=weights, include_preprocessing=False)
 
 
+def _load_local_weights(application: keras.Model, cfg: BackboneConfig) -> None:
+    """``cfg.weights``, a local ``.h5`` of the keras.applications network (offline), into
+    ``application``; a missing or mismatching file is a ``WeightsError`` of one line."""
+    from exfuse_keras.backbones.weights import WeightsError
+
+    if not os.path.isfile(cfg.weights):
+        raise WeightsError(f"model.backbone.weights: file not found: {cfg.weights}")
+    try:
+        application.load_weights(cfg.weights)
+    except Exception as err:  # h5py and Keras raise many types for a mismatching file
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(":")
+        variant = f"alpha {cfg.alpha}{', minimalistic' if cfg.minimalistic else ''}, without its top"
+        raise WeightsError(f"model.backbone.weights: {cfg.weights} does not hold the keras.applications "
+                           f"{TAPS[cfg.architecture][0]} weights ({variant}): {reason}") from None
+
+
 def build_mobilenet_backbone(cfg: BackboneConfig, name: str = "backbone") -> keras.Model:
     """The encoder as a functional model with ``cfg.weights`` loaded.
 
@@ -62,7 +80,9 @@ def build_mobilenet_backbone(cfg: BackboneConfig, name: str = "backbone") -> ker
         encoder = build_mobilenet_backbone(BackboneConfig(architecture="mobilenetv3_large"))
         encoder(images)["res5"].shape          # images [N, 512, 512, 3] -> (N, 16, 16, 960)
     """
-    application = keras_application(cfg, cfg.weights)
+    application = keras_application(cfg, cfg.weights if cfg.weights in (None, "imagenet") else None)
+    if cfg.weights not in (None, "imagenet"):
+        _load_local_weights(application, cfg)
     # keras.applications builds MobileNetV3's BatchNorms with momentum 0.999: moving statistics that
     # lag thousands of steps behind a network trained from scratch, so that inference mode predicts
     # background only after 2,000 steps (docs/benchmarks.md, "peers"). model.backbone.bn_momentum

@@ -1,5 +1,5 @@
-"""ExFuse-MobileNetV3 beside ExFuse-ResNet-101 and keras-hub's SegFormer-B0, in one run: TFLite
-float32 and int8 latency (``bench.export_latency`` and ``peer_segformer.py latency``) and the
+"""ExFuse-MobileNetV3 (and its minimalistic variant) beside ExFuse-ResNet-101 and keras-hub's
+SegFormer-B0, in one run: TFLite float32, int8 and int8_io latency (``bench.export_latency`` and ``peer_segformer.py latency``) and the
 training step (``bench.train_step`` and ``peer_segformer.py train``), 512², 2 threads, each
 measurement a TensorFlow job of its own, one after another.
 
@@ -9,9 +9,10 @@ Usage::
         [--size 512] [--repeats 10] [--peer-python .venv-peer/bin/python]
 
 Writes each step's JSON under ``--output`` and ``mobile_peers.json`` (the table's rows and the
-CPU), and prints one table: parameters, forward GFLOPs, TFLite float32 and int8 ms per image,
-training images per second (batch 2, float32, no XLA). All three models have random weights:
-latency does not depend on them. Nothing else may run on the machine meanwhile.
+CPU), and prints one table: parameters, forward GFLOPs, TFLite float32, int8 and int8_io (int8
+pixels in, int8 logits out; ours only: the peer's script converts with float ends) ms per image,
+training images per second (batch 2, float32, no XLA). All models have random weights: latency
+does not depend on them. Nothing else may run on the machine meanwhile.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXFUSE = {"r101": ("exfuse", "ExFuse-ResNet-101"), "mobilenetv3": ("mobilenetv3", "ExFuse-MobileNetV3-Large")}
+# export_latency's model name -> (train_step's name, the row's label); export_latency labels a
+# model "<label> (random init)", so a row is matched on the label before " (".
+EXFUSE = {"r101": ("exfuse", "ExFuse-ResNet-101"), "mobilenetv3": ("mobilenetv3", "ExFuse-MobileNetV3-Large"),
+          "mobilenetv3_min": ("mobilenetv3_min", "ExFuse-MobileNetV3-Large-minimalistic")}
+QUANTIZATIONS = ("float32", "int8", "int8_io")
 
 
 def _run(command: list[str], log) -> str:
@@ -39,16 +44,16 @@ def collect(export_rows: dict, train_rows: list, peer_latency: dict, peer_train:
     """One row per model from the four measurements' JSON."""
     rows = []
     for train_name, label in EXFUSE.values():
-        mine = [r for r in export_rows["rows"] if r["model"].startswith(label)]
-        ms = {q: next((r["ms"] for r in mine if r["format"].startswith(f"TFLite {q}")), None)
-              for q in ("float32", "int8")}
+        mine = [r for r in export_rows["rows"] if r["model"].split(" (")[0] == label]
+        ms = {q: next((r["ms"] for r in mine if r["format"].startswith(f"TFLite {q} ")), None) for q in QUANTIZATIONS}
         step = next((r for r in train_rows if r["model"] == train_name and r["precision"] == "float32"), None)
         rows.append({"model": label, "params": step and step["params"], "forward_gflops": step and step["forward_gflops"],
                      "tflite_float32_ms": ms["float32"], "tflite_int8_ms": ms["int8"],
-                     "train_img_per_s": step and step["img_per_s"]})
+                     "tflite_int8_io_ms": ms["int8_io"], "train_img_per_s": step and step["img_per_s"]})
     rows.append({"model": "keras-hub SegFormer-B0", "params": peer_latency["params"],
                  "forward_gflops": peer_latency["forward_gflops"], "tflite_float32_ms": peer_latency["tflite_float32_ms"],
-                 "tflite_int8_ms": peer_latency["tflite_int8_ms"], "train_img_per_s": peer_train["img_per_s"]})
+                 "tflite_int8_ms": peer_latency["tflite_int8_ms"], "tflite_int8_io_ms": None,
+                 "train_img_per_s": peer_train["img_per_s"]})
     return rows
 
 
@@ -56,13 +61,13 @@ def format_table(rows: list[dict]) -> str:
     def number(value, spec):
         return "–" if value is None else format(value, spec)
 
-    lines = ["| model | parameters | forward GFLOPs | TFLite float32 ms | TFLite int8 ms | train img/s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| model | parameters | forward GFLOPs | TFLite float32 ms | TFLite int8 ms | TFLite int8_io ms "
+             "| train img/s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         params = "–" if r["params"] is None else f"{r['params'] / 1e6:.2f} M"
         lines.append(f"| {r['model']} | {params} | {number(r['forward_gflops'], '.2f')} | "
                      f"{number(r['tflite_float32_ms'], '.1f')} | {number(r['tflite_int8_ms'], '.1f')} | "
-                     f"{number(r['train_img_per_s'], '.3f')} |")
+                     f"{number(r.get('tflite_int8_io_ms'), '.1f')} | {number(r['train_img_per_s'], '.3f')} |")
     return "\n".join(lines)
 
 
@@ -85,13 +90,13 @@ def main(argv=None) -> int:
     me, peer = [sys.executable, "-m"], [args.peer_python, os.path.join(ROOT, "exfuse_keras", "bench", "peer_segformer.py")]
     size = str(args.size)
     log = lambda line: print(f"$ {line}", flush=True)  # noqa: E731
-    _run([*me, "exfuse_keras.bench.export_latency", "--models", "r101,mobilenetv3", "--no-onnx", "--size", size,
+    _run([*me, "exfuse_keras.bench.export_latency", "--models", ",".join(EXFUSE), "--no-onnx", "--size", size,
           "--repeats", str(args.repeats), "--threads", "2", "--json", path["export_latency"]], log)
     with open(path["peer_latency"], "w", encoding="utf-8") as f:
         f.write(_run([*peer, "latency", "--size", size, "--threads", "2", "--repeats", str(args.repeats)],
                      log).strip().splitlines()[-1])
-    _run([*me, "exfuse_keras.bench.train_step", "--models", "exfuse,mobilenetv3", "--size", size, "--batch", "2",
-          "--warmup", "2", "--steps", "4", "--json", path["train_step"]], log)
+    _run([*me, "exfuse_keras.bench.train_step", "--models", ",".join(t for t, _ in EXFUSE.values()), "--size", size,
+          "--batch", "2", "--warmup", "2", "--steps", "4", "--json", path["train_step"]], log)
     with open(path["peer_train"], "w", encoding="utf-8") as f:
         f.write(_run([*peer, "train", "--size", size, "--batch", "2", "--warmup", "2", "--steps", "4"],
                      log).strip().splitlines()[-1])

@@ -3,7 +3,8 @@
 Usage::
 
     python -m exfuse_keras.bench.train_step [--size 512] [--batch 2] [--warmup 3] [--steps 10]
-        [--models exfuse,gcn,backbone,peer,quickstart,mobilenetv3] [--precisions float32,mixed_bfloat16]
+        [--models exfuse,gcn,backbone,peer,quickstart,mobilenetv3,mobilenetv3_min]
+        [--precisions float32,mixed_bfloat16]
         [--jit-compile off,on] [--peer-python PATH] [--quick]
 
 Each model gets a compiled ``train_on_batch`` step (SGD) on random images and masks of
@@ -17,6 +18,7 @@ timed. Models:
   outputs and losses (main, ECRE);
 - **gcn**: the GCN baseline on the same backbone (SEB, ECRE, DAP and SS off);
 - **mobilenetv3**: ExFuse on MobileNetV3-Large (configs/exfuse_mobilenetv3.yaml, random init);
+  **mobilenetv3_min** the same on its minimalistic variant (configs/exfuse_mobilenetv3_min.yaml);
 - **quickstart**: the quick start's model (configs/quickstart.yaml) with its outputs and losses,
   at ``--quickstart-size``² and batch ``--quickstart-batch`` (128, 8: its recipe's);
 - **backbone**: keras.applications ResNet101 + a 1×1 head at stride 32, its logits resized
@@ -51,8 +53,9 @@ def _exfuse_config(variant: str):
 
     if variant == "quickstart":
         return load_config(os.path.join(ROOT, "configs", "quickstart.yaml"))
-    if variant == "mobilenetv3":
-        return load_config(os.path.join(ROOT, "configs", "exfuse_mobilenetv3.yaml"), ["model.backbone.weights=null"])
+    if variant in ("mobilenetv3", "mobilenetv3_min"):
+        name = "exfuse_mobilenetv3.yaml" if variant == "mobilenetv3" else "exfuse_mobilenetv3_min.yaml"
+        return load_config(os.path.join(ROOT, "configs", name), ["model.backbone.weights=null"])
     overrides = ["model.backbone.weights=null", "model.ss.levels=[]"]
     if variant == "gcn":
         overrides += ["model.seb.enabled=false", "model.ecre.enabled=false", "model.ecre.supervised=false",
@@ -125,7 +128,7 @@ def measure(name: str, size: int, batch: int, warmup: int, steps: int, precision
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(precision)
-    if name in ("exfuse", "gcn", "quickstart", "mobilenetv3"):
+    if name in ("exfuse", "gcn", "quickstart", "mobilenetv3", "mobilenetv3_min"):
         model, forward = build_exfuse(name, jit_compile)
     elif name == "backbone":
         model, forward = build_bare_backbone(jit_compile)
@@ -180,6 +183,7 @@ def measure_peer(python: str, size: int, batch: int, warmup: int, steps: int) ->
 
 LABELS = {"exfuse": "ExFuse-ResNet-101 (SEB, ECRE, DAP)", "gcn": "GCN baseline, same backbone",
           "quickstart": "the quick start's model", "mobilenetv3": "ExFuse-MobileNetV3-Large",
+          "mobilenetv3_min": "ExFuse-MobileNetV3-Large-minimalistic",
           "backbone": "keras.applications ResNet101 + 1x1 head",
           "peer": "keras-cv DeepLabV3Plus-ResNet50V2"}
 
