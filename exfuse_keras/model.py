@@ -106,7 +106,7 @@ def build_model(cfg: Config, name: str = "exfuse") -> keras.Model:
     else:
         from exfuse_keras.backbones.mobilenet import build_mobilenet_backbone
 
-        backbone = build_mobilenet_backbone(m.backbone)  # keras.applications loads the weights
+        backbone = build_mobilenet_backbone(m.backbone)  # with its weights: downloaded or a local .h5
     features = backbone(x)
 
     # Encoder side: SEB multiplies each low level by the upsampled semantics of all higher ones.

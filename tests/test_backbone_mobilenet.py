@@ -79,7 +79,8 @@ def test_a_missing_or_mismatching_weights_file_fails_in_one_line(small_weights, 
     missing = str(tmp_path / "missing.h5")
     with pytest.raises(WeightsError) as info:
         build_mobilenet_backbone(_small(missing))
-    assert str(info.value) == f"model.backbone.weights: file not found: {missing}"
+    assert str(info.value) == (f"model.backbone.weights: file not found: {missing} (expected an .h5 of the "
+                               "keras.applications MobileNetV3Small weights (alpha 1.0, without its top))")
     _, path = small_weights  # Small's weights into Large
     with pytest.raises(WeightsError) as info:
         build_mobilenet_backbone(BackboneConfig(architecture="mobilenetv3_large", weights=path))
@@ -234,6 +235,10 @@ def test_the_mobile_model_exports_agree_with_keras_in_every_format(tmp_path):
         runner = tflite.interpreter(tflite.convert(model, (64, 96), quantization, representative=representative))
         error = max(np.abs(tflite.run(runner, image[None]) - logits[k:k + 1]).max() for k, image in enumerate(images))
         assert error <= bound * scale, (quantization, error / scale)
+        if quantization == "int8_io":  # the bound has teeth: pixels fed without the -128 offset miss it
+            wrong = max(np.abs(tflite.run(runner, np.clip(image, -128, 127).astype(np.int8)[None])
+                               - logits[k:k + 1]).max() for k, image in enumerate(images))
+            assert wrong > bound * scale, wrong / scale
 
     session = onnxruntime.InferenceSession(export_onnx(model, str(tmp_path / "mobile.onnx")),
                                            providers=["CPUExecutionProvider"])

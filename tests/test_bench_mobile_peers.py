@@ -10,15 +10,16 @@ def test_the_table_takes_each_number_from_its_measurement():
     export_rows = {"rows": [
         {"model": "ExFuse-ResNet-101 (random init)", "format": "TFLite float32 (2 threads)", "ms": 1000.0},
         {"model": "ExFuse-ResNet-101 (random init)", "format": "TFLite int8 (2 threads)", "ms": 700.0},
-        {"model": "ExFuse-MobileNetV3-Large (random init)", "format": "TFLite float32 (2 threads)", "ms": 87.0},
-        {"model": "ExFuse-MobileNetV3-Large (random init)", "format": "TFLite int8 (2 threads)", "ms": 109.0},
-        {"model": "ExFuse-MobileNetV3-Large (random init)", "format": "TFLite float16 (2 threads)", "ms": 86.0},
-        {"model": "ExFuse-MobileNetV3-Large (random init)", "format": "TFLite int8_io (2 threads)", "ms": 100.0},
+        # The minimalistic rows first: a match on the label's prefix would give the default row their numbers.
         {"model": "ExFuse-MobileNetV3-Large-minimalistic (random init)", "format": "TFLite float32 (2 threads)",
          "ms": 75.0},
         {"model": "ExFuse-MobileNetV3-Large-minimalistic (random init)", "format": "TFLite int8_io (2 threads)",
          "ms": 24.0},
-        {"model": "ExFuse-MobileNetV3-Large-minimalistic (random init)", "format": "TFLite int8 (2 threads)", "ms": 28.0}]}
+        {"model": "ExFuse-MobileNetV3-Large-minimalistic (random init)", "format": "TFLite int8 (2 threads)", "ms": 28.0},
+        {"model": "ExFuse-MobileNetV3-Large (random init)", "format": "TFLite float32 (2 threads)", "ms": 87.0},
+        {"model": "ExFuse-MobileNetV3-Large (random init)", "format": "TFLite int8 (2 threads)", "ms": 109.0},
+        {"model": "ExFuse-MobileNetV3-Large (random init)", "format": "TFLite float16 (2 threads)", "ms": 86.0},
+        {"model": "ExFuse-MobileNetV3-Large (random init)", "format": "TFLite int8_io (2 threads)", "ms": 100.0}]}
     train_rows = [{"model": "exfuse", "precision": "float32", "params": 86_600_000, "forward_gflops": 134.9,
                    "img_per_s": 0.218},
                   {"model": "mobilenetv3", "precision": "mixed_bfloat16", "params": 5_110_000, "forward_gflops": 8.24,

@@ -55,15 +55,15 @@ def _load_local_weights(application: keras.Model, cfg: BackboneConfig) -> None:
     ``application``; a missing or mismatching file is a ``WeightsError`` of one line."""
     from exfuse_keras.backbones.weights import WeightsError
 
+    expected = (f"the keras.applications {TAPS[cfg.architecture][0]} weights (alpha {cfg.alpha}"
+                f"{', minimalistic' if cfg.minimalistic else ''}, without its top)")
     if not os.path.isfile(cfg.weights):
-        raise WeightsError(f"model.backbone.weights: file not found: {cfg.weights}")
+        raise WeightsError(f"model.backbone.weights: file not found: {cfg.weights} (expected an .h5 of {expected})")
     try:
         application.load_weights(cfg.weights)
     except Exception as err:  # h5py and Keras raise many types for a mismatching file
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(":")
-        variant = f"alpha {cfg.alpha}{', minimalistic' if cfg.minimalistic else ''}, without its top"
-        raise WeightsError(f"model.backbone.weights: {cfg.weights} does not hold the keras.applications "
-                           f"{TAPS[cfg.architecture][0]} weights ({variant}): {reason}") from None
+        raise WeightsError(f"model.backbone.weights: {cfg.weights} does not hold {expected}: {reason}") from None
 
 
 def build_mobilenet_backbone(cfg: BackboneConfig, name: str = "backbone") -> keras.Model:

@@ -1,7 +1,8 @@
 """ExFuse-MobileNetV3 (and its minimalistic variant) beside ExFuse-ResNet-101 and keras-hub's
-SegFormer-B0, in one run: TFLite float32, int8 and int8_io latency (``bench.export_latency`` and ``peer_segformer.py latency``) and the
-training step (``bench.train_step`` and ``peer_segformer.py train``), 512², 2 threads, each
-measurement a TensorFlow job of its own, one after another.
+SegFormer-B0, in one run: TFLite float32, int8 and int8_io latency (``bench.export_latency`` and
+``peer_segformer.py latency``) and the training step (``bench.train_step`` and
+``peer_segformer.py train``), 512², 2 threads, each measurement a TensorFlow job of its own, one
+after another.
 
 Usage::
 
