@@ -41,6 +41,21 @@ def small_weights(tmp_path_factory):
     return source, path
 
 
+def test_a_legacy_h5_like_the_published_files_loads_offline(small_weights, tmp_path):
+    """The files keras.applications publishes (``weights_mobilenet_v3_*_no_top_v2.h5``, what a user
+    copies for offline use) are Keras 2 HDF5 weights, read by layer order: the same format here."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    source, _ = small_weights
+    path = str(tmp_path / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5")
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    images = np.random.default_rng(4).uniform(-1, 1, (1, 64, 64, 3)).astype("float32")
+    got = build_mobilenet_backbone(_small(path))(images, training=False)["res5"]
+    np.testing.assert_allclose(got.numpy(), source(images, training=False).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def _small(weights):
     return BackboneConfig(architecture="mobilenetv3_small", weights=weights)
 
