@@ -1,5 +1,6 @@
 """Helpers the tests share (imported as ``from tests.helpers import ...``; conftest.py holds the
-fixtures only): a tiny ExFuse config and ``run_layer_test``, the checks every public layer gets."""
+fixtures only): a tiny ExFuse config, ``run_layer_test``, the checks every public layer gets, and
+``serve_keras_downloads``, keras.applications' weight downloads answered by a local file."""
 
 import os
 
@@ -130,3 +131,18 @@ def run_layer_test(layer_cls, init_kwargs: dict, input_shape, expected_output_sh
         for got, want in zip(as_outputs(reloaded.predict(call_input(values), verbose=0)), expected):
             np.testing.assert_allclose(got, want, atol=atol)
     return layer
+
+
+def serve_keras_downloads(monkeypatch, path: str) -> list:
+    """keras' ``get_file`` (what keras.applications downloads its weights with) returns ``path``
+    instead of downloading; the returned list gains each (file name, URL) asked for."""
+    from keras.src.utils import file_utils
+
+    requested = []
+
+    def fake_get_file(fname, origin, **kwargs):
+        requested.append((fname, origin))
+        return path
+
+    monkeypatch.setattr(file_utils, "get_file", fake_get_file)
+    return requested

@@ -9,6 +9,7 @@ import pytest
 from exfuse_keras.backbones.resnext import build_backbone, build_classifier
 from exfuse_keras.backbones.weights import WeightsError, copy_weights_by_name, load_backbone_weights
 from exfuse_keras.config import BackboneConfig
+from tests.helpers import serve_keras_downloads
 
 # docs/design.md's table ("LR"; torchvision-style, 1000-class head); the standard rows equal
 # torchvision's published counts.
@@ -70,16 +71,8 @@ def test_local_weights_file_loads_offline(resnet50_weights, rng):
 
 def test_imagenet_weights_go_through_keras_download(resnet50_weights, rng, monkeypatch):
     """`weights: imagenet` asks keras.applications for its file; here the download returns a local one."""
-    from keras.src.applications import resnet
-
     source, path = resnet50_weights
-    requested = []
-
-    def fake_get_file(fname, origin, **kwargs):
-        requested.append((fname, origin))
-        return path
-
-    monkeypatch.setattr(resnet.file_utils, "get_file", fake_get_file)
+    requested = serve_keras_downloads(monkeypatch, path)
     backbone = build_backbone(_resnet50_cfg("imagenet"))
     load_backbone_weights(backbone, _resnet50_cfg("imagenet"))
     assert requested and requested[0][0] == "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"

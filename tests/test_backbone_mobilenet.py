@@ -9,6 +9,7 @@ import pytest
 from exfuse_keras.backbones.mobilenet import TAPS, build_mobilenet_backbone
 from exfuse_keras.config import BackboneConfig, ConfigError, load_config
 from exfuse_keras.model import build_model
+from tests.helpers import serve_keras_downloads
 
 CHANNELS = {"mobilenetv3_large": (24, 40, 112, 960), "mobilenetv3_small": (16, 24, 48, 576)}
 
@@ -73,13 +74,7 @@ def test_imagenet_weights_go_through_keras_download(small_weights, monkeypatch):
     from keras.src.applications import mobilenet_v3
 
     source, path = small_weights
-    requested = []
-
-    def fake_get_file(fname, origin, **kwargs):
-        requested.append((fname, origin))
-        return path
-
-    monkeypatch.setattr(mobilenet_v3.file_utils, "get_file", fake_get_file)
+    requested = serve_keras_downloads(monkeypatch, path)
     backbone = build_mobilenet_backbone(_small("imagenet"))
     assert requested == [("weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
                           mobilenet_v3.BASE_WEIGHT_PATH + "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5")]
