@@ -80,8 +80,9 @@ def build_mobilenet_backbone(cfg: BackboneConfig, name: str = "backbone") -> ker
         encoder = build_mobilenet_backbone(BackboneConfig(architecture="mobilenetv3_large"))
         encoder(images)["res5"].shape          # images [N, 512, 512, 3] -> (N, 16, 16, 960)
     """
-    application = keras_application(cfg, cfg.weights if cfg.weights in (None, "imagenet") else None)
-    if cfg.weights not in (None, "imagenet"):
+    local_file = cfg.weights not in (None, "imagenet")
+    application = keras_application(cfg, None if local_file else cfg.weights)
+    if local_file:
         _load_local_weights(application, cfg)
     # keras.applications builds MobileNetV3's BatchNorms with momentum 0.999: moving statistics that
     # lag thousands of steps behind a network trained from scratch, so that inference mode predicts
