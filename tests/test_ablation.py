@@ -851,6 +851,48 @@ def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path
     assert "--rows: no row 9 in --table all; its rows are 1, 7" in capsys.readouterr().err
 
 
+def test_a_sweep_on_a_folder_dataset_measures_an_auto_crop_once_for_training_and_cost(tmp_path, capsys):
+    # data.crop_size: auto on the user's own folder of images: the run trains, is scored and has
+    # its FLOPs counted at the measured crop (the median shorter side, 80, down to a multiple of
+    # 32: 64), instead of failing after training when the cost is counted at "auto".
+    from PIL import Image
+
+    from exfuse_keras.ablation.__main__ import main as ablation_main
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    ids = [f"im{k}" for k in range(6)]
+    for name in ids:
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(rng.integers(0, 2, (80, 96)).astype(np.uint8), mode="L").save(root / "masks" / f"{name}.png")
+    (root / "train.txt").write_text("\n".join(ids[:4]))
+    (root / "val.txt").write_text("\n".join(ids[4:]))
+    data = tmp_path / "mine.yaml"
+    data.write_text(yaml.safe_dump({"data": {"dataset": "folder", "root": str(root), "num_classes": 2,
+                                             "class_names": ["bg", "fg"], "crop_size": "auto",
+                                             "folder": {"train_list": "train.txt", "val_list": "val.txt"}}}))
+    out = tmp_path / "sweep"
+    argv = ["--table", "3", "--rows", "1", "--config-set", "cpu", "--data", str(data), "--seeds", "1",
+            "--steps", "2", "--output", str(out), "--set", "data.crop_size=auto", "--set", "model.backbone.weights=null",
+            "--set", "train.batch_size=2", "--set", "train.warmup_steps=1", "--set", "train.val_batch_size=2"]
+    assert ablation_main(argv) == 0, capsys.readouterr().err
+    run = out / "runs" / "row1_gcn_baseline" / "seed0"
+    result = json.loads((run / "result.json").read_text())
+    assert result["eval_size"] == 64 and result["steps_run"] == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["crop_size"] == 64
+    from exfuse_keras.summary import count_flops
+    import keras
+
+    model = keras.models.load_model(run / "last.keras", compile=False)
+    assert result["gflops"] == pytest.approx(sum(count_flops(model, 64, 64).values()) / 1e9)
+    assert "auto-sized crops" in capsys.readouterr().out
+    # A rerun reuses the finished run: the measured crop is not a design change.
+    assert ablation_main(argv) == 0
+    assert "finished before, skipped" in capsys.readouterr().out
+
+
 def test_calibration_curve_matches_the_run_it_trained(tmp_path):
     """``python -m exfuse_keras.ablation.calibrate``: one point per --every steps, the last equal
     to evaluating the run's last weights on val; a --steps that --every does not divide is refused."""

@@ -360,7 +360,11 @@ def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> d
     from exfuse_keras.evaluation.evaluate import evaluate
     from exfuse_keras.training.run import train
 
-    cfg = row_config(row, settings, seed)
+    from exfuse_keras.data.sizing import resolve_auto_sizes
+
+    # ``auto`` sizes measured once, here: the pretraining, the training, the FLOPs count and the
+    # result's eval_size all need the number (a folder dataset's data.crop_size: auto).
+    cfg, _ = resolve_auto_sizes(row_config(row, settings, seed), progress=False)
     directory = run_dir(row, settings, seed)
     pretraining = None
     if settings.pretrain == "presence":
