@@ -298,6 +298,39 @@ def test_controls_report_each_class_group_paired_by_seed():
     assert report.summarize(TABLE_CONTROLS, results, 3, ["bg", "a"])[1]["class_groups"] == {}  # not scenes
 
 
+def test_every_modules_increment_is_split_by_class_group_paired_by_seed():
+    """Where a module's gain comes from: SEB's (#5 - #3) context - look-alikes contrast against
+    numpy and scipy; a row whose runs recorded no per-class IoU is left out of the table."""
+    from scipy import stats
+
+    from exfuse_keras.data.scenes import SCENES_CLASSES
+
+    rng = np.random.default_rng(5)
+    rows = [r for r in TABLE3 if r.key in ("1", "2", "3", "5")]
+    iou = {(r.run_name, s): rng.uniform(0.2, 0.9, len(SCENES_CLASSES)) for r in rows for s in range(3)}
+    results = {key: {"row": key[0], "seed": key[1], "val_miou": float(np.mean(v)), "val_boundary_miou": 0.1,
+                     "per_class_iou": [float(x) for x in v], "cpu": {"kind": "Zen 3"}} for key, v in iou.items()}
+    for seed in range(3):  # SS's runs from before per-class IoU was recorded
+        del results[("row2_ss", seed)]["per_class_iou"]
+    summary = report.summarize(rows, results, 3, list(SCENES_CLASSES))
+    seb = next(s for s in summary if s["row"] == "5")
+
+    def contrast(run):
+        mean = lambda names: np.mean(iou[run][[SCENES_CLASSES.index(c) for c in names]])  # noqa: E731
+        return mean(("nucleus", "boxed")) - mean(("disc", "square"))
+
+    deltas = [contrast(("row5_seb", s)) - contrast(("row3_ss_lr", s)) for s in range(3)]
+    got = seb["class_groups"]["context − look-alikes"]
+    half = stats.t.ppf(0.975, 2) * np.std(deltas, ddof=1) / np.sqrt(3)
+    assert got["mean"] == pytest.approx(np.mean(deltas), abs=1e-12)
+    assert got["ci"] == pytest.approx([np.mean(deltas) - half, np.mean(deltas) + half], abs=1e-12)
+    table = report.format_table(summary)
+    section = table.split("### Each increment by class group")[1].split("###")[0]
+    assert "| SEB: #5 − #3 |" in section
+    assert "SS: #2 − #1" not in section and "LR: #3 − #2" not in section  # row 2 has no per-class IoU
+    assert "### Positive controls by class group" not in table
+
+
 def test_pair_accuracies_tell_a_lost_context_from_a_lost_shape():
     """Context and shape accuracy from a confusion matrix, against a per-class loop over the
     pixels' labels; a model that calls nucleus and disc at random but never square keeps its

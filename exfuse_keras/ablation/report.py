@@ -209,8 +209,9 @@ def _control_groups(row, reference, results: dict, seeds: int, class_names: list
 def summarize(rows: Sequence, results: dict, seeds: int, class_names: Optional[Sequence[str]] = None) -> list[dict]:
     """One dict per row with runs: modules, cost, scores over seeds, and its increment over its
     reference row (``paired_increment``, the detectable effect pooled over all the rows given).
-    A positive control's row (table ``controls``) also gets ``class_groups``: the paired increment
-    of each ``CONTROL_GROUPS`` group's mean IoU (own sd), when ``class_names`` holds the groups."""
+    Every compared row (a module's increment, or a positive control against row 1) also gets
+    ``class_groups``: the paired increment of each ``CONTROL_GROUPS`` group's mean IoU and their
+    contrasts (own sd), when ``class_names`` holds the groups: where a module's gain comes from."""
     by_key = {(r.table, r.key): r for r in rows}
     # Keyed by (table, key): "3" is a row of Table 3 and of the ECRE screen.
     references = {(r.table, r.key): by_key.get((r.table, r.reference)) for r in rows if r.reference}
@@ -259,7 +260,7 @@ def summarize(rows: Sequence, results: dict, seeds: int, class_names: Optional[S
             "delta_miou": delta, "delta_boundary_miou": delta_boundary,
             "paper_miou": row.paper_miou, "paper_delta": paper_delta,
         })
-        if row.table == "controls" and reference is not None and class_names:
+        if reference is not None and class_names:
             summary[-1]["class_groups"] = _control_groups(row, reference, results, seeds, list(class_names))
     return summary
 
@@ -348,7 +349,16 @@ def format_table(summary: Sequence[dict]) -> str:
                 f"{'–' if d is None else '#' + str(s['delta_vs'])} | {'–' if d is None else format_increment(d)} | "
                 f"{'–' if db is None else format_increment(db)} | {paper} | {paper_delta} |")
         lines.append("")
-    controls = [s for s in summary if s.get("class_groups")]
+    grouped = [s for s in summary if s.get("class_groups")]
+    controls = [s for s in grouped if s["table"] == "controls"]
+    lines += _control_table(
+        "Each increment by class group", [s for s in grouped if s["table"] != "controls"],
+        [*CONTROL_GROUPS, *CONTROL_CONTRASTS, PAIR_CONTRAST], "Δ",
+        "The group's mean IoU × 100 (a contrast: the first group's minus the second's; the last column from the "
+        "val confusion matrix, as for the controls below), the row minus the row it is compared with, paired by "
+        "seed; 95% CI: t with n − 1 degrees of freedom. A module that gives low levels context (SS, SEB) should "
+        "raise context − look-alikes and context − shape accuracy; one that adds resolution (ECRE, DAP) thin − "
+        "look-alikes.", first="comparison")
     lines += _control_table(
         "Positive controls by class group", controls, [*CONTROL_GROUPS, *CONTROL_CONTRASTS], "Δ IoU",
         "The group's mean IoU × 100 (a contrast: the first group's minus the second's), the control minus row 1, "
@@ -367,17 +377,21 @@ def format_table(summary: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _control_table(title: str, controls: Sequence[dict], measures: Sequence[str], prefix: str, note: str) -> list:
-    """A Markdown table of the controls' ``class_groups`` increments over ``measures`` (lines), or
-    nothing when no control has any of them."""
-    controls = [s for s in controls if any(g in s["class_groups"] for g in measures)]
+def _control_table(title: str, controls: Sequence[dict], measures: Sequence[str], prefix: str, note: str,
+                   first: str = "control") -> list:
+    """A Markdown table of the rows' ``class_groups`` increments over ``measures`` (lines), or
+    nothing when no row has any of them."""
+    controls = [s for s in controls if any(s["class_groups"].get(g, {}).get("n") for g in measures)]
     if not controls:
         return []
-    lines = [f"### {title}", "", "| control | " + " | ".join(f"{prefix} {g} [95% CI]" for g in measures) + " |",
+    lines = [f"### {title}", "", f"| {first} | " + " | ".join(f"{prefix} {g} [95% CI]" for g in measures) + " |",
              "|---" * (len(measures) + 1) + "|"]
     for s in controls:
         cells = [format_increment(s["class_groups"][g]) if g in s["class_groups"] else "–" for g in measures]
-        lines.append(f"| {s['row']} − #{s['delta_vs']} | " + " | ".join(cells) + " |")
+        compared = f"{s['row']} − #{s['delta_vs']}"
+        if first != "control":  # a module's increment: named by its claim, e.g. "SS: #2 − #1"
+            compared = f"{s['claim'] or s['label']}: {'#' if str(s['row'])[0].isdigit() else ''}{compared}"
+        lines.append(f"| {compared} | " + " | ".join(cells) + " |")
     return lines + ["", note, ""]
 
 
