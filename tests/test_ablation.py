@@ -299,35 +299,57 @@ def test_controls_report_each_class_group_paired_by_seed():
 
 
 def test_every_modules_increment_is_split_by_class_group_paired_by_seed():
-    """Where a module's gain comes from: SEB's (#5 - #3) context - look-alikes contrast against
-    numpy and scipy; a row whose runs recorded no per-class IoU is left out of the table."""
+    """Where a module's gain comes from: SEB's (#5 - #3) context - look-alikes IoU contrast and its
+    context - shape accuracy contrast against numpy and scipy, paired only within a CPU kind; a
+    row whose runs recorded no per-class IoU is left out; a comparison two tables share is shown once."""
     from scipy import stats
 
     from exfuse_keras.data.scenes import SCENES_CLASSES
 
     rng = np.random.default_rng(5)
-    rows = [r for r in TABLE3 if r.key in ("1", "2", "3", "5")]
-    iou = {(r.run_name, s): rng.uniform(0.2, 0.9, len(SCENES_CLASSES)) for r in rows for s in range(3)}
+    rows = [r for r in TABLE3 if r.key in ("1", "2", "3", "4", "5")] + list(TABLE4)
+    names = {r.run_name for r in rows}
+    iou = {(name, s): rng.uniform(0.2, 0.9, len(SCENES_CLASSES)) for name in names for s in range(4)}
+    confusion = {key: rng.uniform(1, 100, (len(SCENES_CLASSES),) * 2) for key in iou}
     results = {key: {"row": key[0], "seed": key[1], "val_miou": float(np.mean(v)), "val_boundary_miou": 0.1,
-                     "per_class_iou": [float(x) for x in v], "cpu": {"kind": "Zen 3"}} for key, v in iou.items()}
-    for seed in range(3):  # SS's runs from before per-class IoU was recorded
-        del results[("row2_ss", seed)]["per_class_iou"]
-    summary = report.summarize(rows, results, 3, list(SCENES_CLASSES))
+                     "per_class_iou": [float(x) for x in v], "confusion_matrix": confusion[key].tolist(),
+                     "cpu": {"kind": "Zen 4" if key == ("row5_seb", 3) else "Zen 3"}} for key, v in iou.items()}
+    for seed in range(4):  # SS's runs from before per-class IoU and confusion matrices were recorded
+        del results[("row2_ss", seed)]["per_class_iou"], results[("row2_ss", seed)]["confusion_matrix"]
+    summary = report.summarize(rows, results, 4, list(SCENES_CLASSES))
     seb = next(s for s in summary if s["row"] == "5")
+    index = {c: SCENES_CLASSES.index(c) for c in ("nucleus", "boxed", "disc", "square")}
+    partner = {"nucleus": "disc", "disc": "nucleus", "boxed": "square", "square": "boxed"}
 
-    def contrast(run):
-        mean = lambda names: np.mean(iou[run][[SCENES_CLASSES.index(c) for c in names]])  # noqa: E731
+    def iou_contrast(run):
+        mean = lambda group: np.mean(iou[run][[index[c] for c in group]])  # noqa: E731
         return mean(("nucleus", "boxed")) - mean(("disc", "square"))
 
-    deltas = [contrast(("row5_seb", s)) - contrast(("row3_ss_lr", s)) for s in range(3)]
-    got = seb["class_groups"]["context − look-alikes"]
-    half = stats.t.ppf(0.975, 2) * np.std(deltas, ddof=1) / np.sqrt(3)
-    assert got["mean"] == pytest.approx(np.mean(deltas), abs=1e-12)
-    assert got["ci"] == pytest.approx([np.mean(deltas) - half, np.mean(deltas) + half], abs=1e-12)
+    def accuracy_contrast(run):
+        m = confusion[run]
+        four = [index[c] for c in index]
+        context = [m[index[c], index[c]] / (m[index[c], index[c]] + m[index[c], index[partner[c]]]) for c in index]
+        shape = [(m[index[c], index[c]] + m[index[c], index[partner[c]]]) / m[index[c], four].sum() for c in index]
+        return np.mean(context) - np.mean(shape)
+
+    # Seed 3's row 5 ran on another CPU kind than its row 3: three pairs, not four.
+    for measure, contrast in (("context − look-alikes", iou_contrast), (report.PAIR_CONTRAST, accuracy_contrast)):
+        deltas = [contrast(("row5_seb", s)) - contrast(("row3_ss_lr", s)) for s in range(3)]
+        got = seb["class_groups"][measure]
+        half = stats.t.ppf(0.975, 2) * np.std(deltas, ddof=1) / np.sqrt(3)
+        assert got["n"] == 3 and got["mean"] == pytest.approx(np.mean(deltas), abs=1e-12)
+        assert got["ci"] == pytest.approx([np.mean(deltas) - half, np.mean(deltas) + half], abs=1e-12)
     table = report.format_table(summary)
     section = table.split("### Each increment by class group")[1].split("###")[0]
-    assert "| SEB: #5 − #3 |" in section
+    line = next(x for x in section.splitlines() if x.startswith("| SEB: #5 − #3 |"))
+    header = next(x for x in section.splitlines() if x.startswith("| comparison |"))
+    cells = dict(zip(header.strip("| ").split(" | "), line.strip("| ").split(" | ")))
+    assert cells["Δ context − look-alikes [95% CI]"] == report.format_increment(seb["class_groups"]["context − look-alikes"])
+    assert cells[f"Δ {report.PAIR_CONTRAST} [95% CI]"] == report.format_increment(seb["class_groups"][report.PAIR_CONTRAST])
     assert "SS: #2 − #1" not in section and "LR: #3 − #2" not in section  # row 2 has no per-class IoU
+    # Table 4's rows by their keys; its ECRE row is Table 3's #4 - #3, shown once.
+    assert "| ECRE's supervision alone: deconv+sup − baseline |" in section
+    assert section.count("#4 − #3") == 1 and "ECRE − baseline" not in section
     assert "### Positive controls by class group" not in table
 
 
@@ -884,13 +906,17 @@ def test_quick_sweep_writes_its_report_and_skips_finished_runs_on_rerun(tmp_path
     assert "--rows: no row 9 in --table all; its rows are 1, 7" in capsys.readouterr().err
 
 
-def test_a_sweep_on_a_folder_dataset_measures_an_auto_crop_once_for_training_and_cost(tmp_path, capsys):
-    # data.crop_size: auto on the user's own folder of images: the run trains, is scored and has
-    # its FLOPs counted at the measured crop (the median shorter side, 80, down to a multiple of
-    # 32: 64), instead of failing after training when the cost is counted at "auto".
+def test_a_sweep_on_a_folder_dataset_measures_an_auto_crop_for_pretraining_training_and_cost(tmp_path, capsys):
+    # data.crop_size: auto on the user's own folder of images: the run pretrains, trains, is scored
+    # and has its FLOPs counted at the measured crop (the median shorter side, 110, down to a
+    # multiple of 32: 96), and its first line says so; it used to fail in the pretraining, or with
+    # --pretrain config after training, when the cost was counted at "auto".
     from PIL import Image
 
+    import keras
+
     from exfuse_keras.ablation.__main__ import main as ablation_main
+    from exfuse_keras.summary import count_flops
 
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)
@@ -898,8 +924,8 @@ def test_a_sweep_on_a_folder_dataset_measures_an_auto_crop_once_for_training_and
     rng = np.random.default_rng(0)
     ids = [f"im{k}" for k in range(6)]
     for name in ids:
-        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(root / "images" / f"{name}.png")
-        Image.fromarray(rng.integers(0, 2, (80, 96)).astype(np.uint8), mode="L").save(root / "masks" / f"{name}.png")
+        Image.fromarray(rng.integers(0, 255, (110, 130, 3), dtype=np.uint8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(rng.integers(0, 2, (110, 130)).astype(np.uint8), mode="L").save(root / "masks" / f"{name}.png")
     (root / "train.txt").write_text("\n".join(ids[:4]))
     (root / "val.txt").write_text("\n".join(ids[4:]))
     data = tmp_path / "mine.yaml"
@@ -907,23 +933,26 @@ def test_a_sweep_on_a_folder_dataset_measures_an_auto_crop_once_for_training_and
                                              "class_names": ["bg", "fg"], "crop_size": "auto",
                                              "folder": {"train_list": "train.txt", "val_list": "val.txt"}}}))
     out = tmp_path / "sweep"
-    argv = ["--table", "3", "--rows", "1", "--config-set", "cpu", "--data", str(data), "--seeds", "1",
-            "--steps", "2", "--output", str(out), "--set", "data.crop_size=auto", "--set", "model.backbone.weights=null",
-            "--set", "train.batch_size=2", "--set", "train.warmup_steps=1", "--set", "train.val_batch_size=2"]
-    assert ablation_main(argv) == 0, capsys.readouterr().err
-    run = out / "runs" / "row1_gcn_baseline" / "seed0"
+    argv = lambda output: ["--table", "3", "--rows", "2", "--config-set", "cpu", "--data", str(data),  # noqa: E731
+                           "--seeds", "1", "--steps", "2", "--pretrain", "presence", "--pretrain-steps", "2",
+                           "--output", str(output), "--set", "data.crop_size=auto", "--set", "train.batch_size=2",
+                           "--set", "train.warmup_steps=1", "--set", "train.val_batch_size=2"]
+    assert ablation_main(argv(out)) == 0, capsys.readouterr().err
+    assert "row2_ss seed 0: training (2 steps of batch 2, 96 × 96 crops); data.crop_size: auto -> 96" \
+        in capsys.readouterr().out
+    run = out / "runs" / "row2_ss" / "seed0"
     result = json.loads((run / "result.json").read_text())
-    assert result["eval_size"] == 64 and result["steps_run"] == 2
-    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["crop_size"] == 64
-    from exfuse_keras.summary import count_flops
-    import keras
-
+    assert result["eval_size"] == 96 and result["steps_run"] == 2 and result["pretraining_seconds"] > 0
     model = keras.models.load_model(run / "last.keras", compile=False)
-    assert result["gflops"] == pytest.approx(sum(count_flops(model, 64, 64).values()) / 1e9)
-    assert "auto-sized crops" in capsys.readouterr().out
+    assert result["gflops"] == pytest.approx(sum(count_flops(model, 96, 96).values()) / 1e9)
     # A rerun reuses the finished run: the measured crop is not a design change.
-    assert ablation_main(argv) == 0
+    assert ablation_main(argv(out)) == 0
     assert "finished before, skipped" in capsys.readouterr().out
+    # An image whose size cannot be read: one line naming it, before anything trains.
+    (root / "images" / "im1.png").write_bytes(b"not a png")
+    assert ablation_main(argv(tmp_path / "again")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "im1.png" in err and err.startswith("error: ")
 
 
 def test_calibration_curve_matches_the_run_it_trained(tmp_path):

@@ -69,6 +69,18 @@ def _quick_settings(args, settings):
     return dataclasses.replace(settings, seeds=1, steps=4, pretrain_steps=4, overrides=overrides)
 
 
+def one_line_errors() -> tuple:
+    """The user errors train.py reports in one line: a config, a data file, a weights file, a model
+    file. The weights' class is taken only once its module (which imports keras) is loaded: before
+    that, nothing can have raised it, and ``--report-only`` never loads it."""
+    from exfuse_keras.config import ConfigError
+    from exfuse_keras.data.checks import DataError
+    from exfuse_keras.saving import ModelFileError
+
+    weights = sys.modules.get("exfuse_keras.backbones.weights")
+    return (ConfigError, DataError, ModelFileError) + ((weights.WeightsError,) if weights else ())
+
+
 def main(argv=None) -> int:
     from exfuse_keras.ablation import report
     from exfuse_keras.ablation.rows import QUICK_ROWS, rows_for
@@ -113,7 +125,9 @@ def main(argv=None) -> int:
                         print(f"{row.run_name} seed {seed}: confusion matrix added", flush=True)
         results = run_sweep(rows, settings, verbose=0 if args.quick else 2,
                             report_only=args.report_only or args.add_confusion)
-    except ConfigError as err:
+    except ValueError as err:
+        if not isinstance(err, one_line_errors()):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     summary = report.summarize(rows, results, settings.seeds, load_config(settings.data).data.class_names)

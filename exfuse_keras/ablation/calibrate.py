@@ -63,16 +63,19 @@ def main(argv=None) -> int:
     from exfuse_keras.ablation.rows import TABLE3
     from exfuse_keras.ablation.sweep import SweepSettings, row_config, with_presence_pretraining
     from exfuse_keras.config import ConfigError
-    from exfuse_keras.training.run import train
+    from exfuse_keras.training.run import sized_by_data, train
 
     row = next(r for r in TABLE3 if r.key == args.row)
     settings = SweepSettings(data=args.data, preset=args.config_set, steps=args.steps, seeds=1,
                              output=args.output, pretrain_steps=args.pretrain_steps, overrides=list(args.set))
-    try:
-        cfg = row_config(row, settings, args.seed)
+    run_dir = os.path.join(args.output, "run")
+    try:  # a folder dataset's crop_size: auto measured before the pretraining, which needs it too
+        cfg, sized = sized_by_data(row_config(row, settings, args.seed), run_dir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for line in sized:
+        print(line, flush=True)
     started = time.perf_counter()
     pretraining = None
     if args.pretrain_steps > 0:
@@ -85,7 +88,6 @@ def main(argv=None) -> int:
         print(f"presence pretraining: {args.pretrain_steps} steps, {pretraining['seconds']:.0f} s", flush=True)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=args.steps // args.every,
                                                              steps_per_epoch=args.every))
-    run_dir = os.path.join(args.output, "run")
     trained = train(cfg, run_dir, "auto", verbose=0)
     curve = learning_curve(os.path.join(run_dir, "history.csv"), args.every)
     print(f"row {row.key} ({row.label}), {args.config_set} preset, {args.data}:")

@@ -292,6 +292,11 @@ TABLE_TITLES = {"3": "Table 3", "4": "Table 4", "dap": "Where DAP's votes come f
                 "controls": "Positive controls"}
 
 
+def row_name(key) -> str:
+    """A row as the tables name it: Table 3's numbered rows with '#' (#4, #4-w0.1*), the others by key."""
+    return f"#{key}" if str(key)[0].isdigit() else str(key)
+
+
 def format_verdicts(summary: Sequence[dict]) -> str:
     """The verdict table: per module, the paper's increment, ours with its 95% interval, n, the
     smallest effect the design detects, and the verdict."""
@@ -304,9 +309,8 @@ def format_verdicts(summary: Sequence[dict]) -> str:
         if d is None:
             continue
         ref = by_key.get((s["table"], s["delta_vs"]))
-        name = lambda r: f"#{r}" if str(r)[0].isdigit() else r  # noqa: E731
         where = "" if s["table"] == "3" else f"{TABLE_TITLES[s['table']]}: "
-        comparison = f"{where}{name(s['row'])} − {name(s['delta_vs'])}"
+        comparison = f"{where}{row_name(s['row'])} − {row_name(s['delta_vs'])}"
         paper = "–" if s["paper_delta"] is None else f"{s['paper_delta']:+.1f}"
         mde = "–" if d["mde"] is None else f"{100 * d['mde']:.1f}"
         seeds = d["n"] if ref is None or not ref["cpu"] else f"{d['n']} ({', '.join(s['cpu'])})"
@@ -351,18 +355,25 @@ def format_table(summary: Sequence[dict]) -> str:
         lines.append("")
     grouped = [s for s in summary if s.get("class_groups")]
     controls = [s for s in grouped if s["table"] == "controls"]
+    increments, compared = [], set()
+    for s in grouped:  # a comparison that several tables share (#4 − #3) is shown once, as its first table has it
+        pair = (s["config"], next((r["config"] for r in summary
+                                   if r["table"] == s["table"] and r["row"] == s["delta_vs"]), None))
+        if s["table"] != "controls" and pair not in compared:
+            compared.add(pair)
+            increments.append(s)
     lines += _control_table(
-        "Each increment by class group", [s for s in grouped if s["table"] != "controls"],
+        "Each increment by class group", increments,
         [*CONTROL_GROUPS, *CONTROL_CONTRASTS, PAIR_CONTRAST], "Δ",
         "The group's mean IoU × 100 (a contrast: the first group's minus the second's; the last column from the "
-        "val confusion matrix, as for the controls below), the row minus the row it is compared with, paired by "
-        "seed; 95% CI: t with n − 1 degrees of freedom. A module that gives low levels context (SS, SEB) should "
+        "val confusion matrix: context and shape accuracy as the positive controls define them), the row minus "
+        "the row it is compared with, paired by seed on one CPU kind; 95% CI: t with n − 1 degrees of freedom. A module that gives low levels context (SS, SEB) should "
         "raise context − look-alikes and context − shape accuracy; one that adds resolution (ECRE, DAP) thin − "
         "look-alikes.", first="comparison")
     lines += _control_table(
         "Positive controls by class group", controls, [*CONTROL_GROUPS, *CONTROL_CONTRASTS], "Δ IoU",
         "The group's mean IoU × 100 (a contrast: the first group's minus the second's), the control minus row 1, "
-        "paired by seed; 95% CI: t with n − 1 degrees of freedom. A context control that works costs the context "
+        "paired by seed on one CPU kind; 95% CI: t with n − 1 degrees of freedom. A context control that works costs the context "
         "classes more than their look-alikes (context − look-alikes < 0); a resolution control the thin classes "
         "more (thin − look-alikes < 0).")
     lines += _control_table(
@@ -390,7 +401,7 @@ def _control_table(title: str, controls: Sequence[dict], measures: Sequence[str]
         cells = [format_increment(s["class_groups"][g]) if g in s["class_groups"] else "–" for g in measures]
         compared = f"{s['row']} − #{s['delta_vs']}"
         if first != "control":  # a module's increment: named by its claim, e.g. "SS: #2 − #1"
-            compared = f"{s['claim'] or s['label']}: {'#' if str(s['row'])[0].isdigit() else ''}{compared}"
+            compared = f"{s['claim'] or s['label']}: {row_name(s['row'])} − {row_name(s['delta_vs'])}"
         lines.append(f"| {compared} | " + " | ".join(cells) + " |")
     return lines + ["", note, ""]
 

@@ -352,19 +352,26 @@ def validation_curve(directory: str, steps_per_epoch: int) -> list:
     return [[(int(r["epoch"]) + 1) * steps_per_epoch, float(r[key])] for r in rows]
 
 
-def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2) -> dict:
-    """Pretrains (if the sweep does), trains and evaluates one (row, seed); writes result.json."""
+def sized_row_config(row: Row, settings: SweepSettings, seed: int) -> tuple[Config, list]:
+    """(the run's config with its ``auto`` sizes measured, the lines that say what was chosen): a
+    folder dataset's ``data.crop_size: auto`` is needed as a number by the pretraining, the
+    training, the FLOPs count and the result's ``eval_size`` alike, so it is measured once per run.
+    A run that resumes keeps the numbers its ``config.yaml`` recorded (``sized_by_data``)."""
+    from exfuse_keras.training.run import sized_by_data
+
+    return sized_by_data(row_config(row, settings, seed), run_dir(row, settings, seed))
+
+
+def run_one(row: Row, settings: SweepSettings, seed: int, verbose: int = 2, cfg: Optional[Config] = None) -> dict:
+    """Pretrains (if the sweep does), trains and evaluates one (row, seed); writes result.json.
+    ``cfg``: the run's ``sized_row_config``, when the caller has measured it already."""
     import keras
 
     import exfuse_keras.layers  # noqa: F401  (registers the custom layers for loading)
     from exfuse_keras.evaluation.evaluate import evaluate
     from exfuse_keras.training.run import train
 
-    from exfuse_keras.data.sizing import resolve_auto_sizes
-
-    # ``auto`` sizes measured once, here: the pretraining, the training, the FLOPs count and the
-    # result's eval_size all need the number (a folder dataset's data.crop_size: auto).
-    cfg, _ = resolve_auto_sizes(row_config(row, settings, seed), progress=False)
+    cfg = cfg if cfg is not None else sized_row_config(row, settings, seed)[0]
     directory = run_dir(row, settings, seed)
     pretraining = None
     if settings.pretrain == "presence":
@@ -449,13 +456,14 @@ def run_sweep(rows: Sequence[Row], settings: SweepSettings, verbose: int = 2, lo
             log(f"{tag}: not finished yet, left out of the report")
             continue
         # The crop is the one the run trains at, after the preset and --set (the cpu preset's 128
-        # overrides a dataset's own crop_size), so a launch at the wrong size shows in its first line.
-        cfg = row_config(row, settings, seed)
+        # overrides a dataset's own crop_size) and measured if auto, so a launch at the wrong size
+        # shows in its first line.
+        cfg, sized = sized_row_config(row, settings, seed)
         crop = cfg.data.crop_size
-        log(f"{tag}: training ({settings.steps} steps of batch {cfg.train.batch_size}, "
-            f"{f'{crop} × {crop}' if crop != 'auto' else 'auto-sized'} crops)")
+        log(f"{tag}: training ({settings.steps} steps of batch {cfg.train.batch_size}, {crop} × {crop} crops)"
+            + "".join(f"; {line}" for line in sized))
         started = time.perf_counter()
-        result = run_one(row, settings, seed, verbose)
+        result = run_one(row, settings, seed, verbose, cfg)
         spent, trained = spent + time.perf_counter() - started, trained + 1
         left = sum(1 for r, s in runs[index:] if finished(r, settings, s, committed) is None)
         log(f"{tag}: val mIoU {result['val_miou']:.4f}, boundary mIoU {result['val_boundary_miou']:.4f}, "
