@@ -982,6 +982,9 @@ def test_calibration_curve_matches_the_run_it_trained(tmp_path):
     assert record["curve"][-1]["val_miou"] == pytest.approx(evaluate(cfg, model, "val", progress=False)["miou"],
                                                             abs=1e-4)
     assert calibrate.main(["--steps", "5", "--every", "2"]) == 2
+    # Sizes are measured before anything trains: an auto crop on generated data is refused up front.
+    assert calibrate.main([*argv, "--set", "data.crop_size=auto", "--output", str(tmp_path / "auto")]) == 2
+    assert not (tmp_path / "auto" / "run").exists()
 
 
 def test_context_by_size_renders_the_val_objects_again_and_scores_them(tmp_path):
