@@ -69,18 +69,6 @@ def _quick_settings(args, settings):
     return dataclasses.replace(settings, seeds=1, steps=4, pretrain_steps=4, overrides=overrides)
 
 
-def one_line_errors() -> tuple:
-    """The user errors train.py reports in one line: a config, a data file, a weights file, a model
-    file. The weights' class is taken only once its module (which imports keras) is loaded: before
-    that, nothing can have raised it, and ``--report-only`` never loads it."""
-    from exfuse_keras.config import ConfigError
-    from exfuse_keras.data.checks import DataError
-    from exfuse_keras.saving import ModelFileError
-
-    weights = sys.modules.get("exfuse_keras.backbones.weights")
-    return (ConfigError, DataError, ModelFileError) + ((weights.WeightsError,) if weights else ())
-
-
 def main(argv=None) -> int:
     from exfuse_keras.ablation import report
     from exfuse_keras.ablation.rows import QUICK_ROWS, rows_for
@@ -125,8 +113,12 @@ def main(argv=None) -> int:
                         print(f"{row.run_name} seed {seed}: confusion matrix added", flush=True)
         results = run_sweep(rows, settings, verbose=0 if args.quick else 2,
                             report_only=args.report_only or args.add_confusion)
-    except ValueError as err:
-        if not isinstance(err, one_line_errors()):
+    except ValueError as err:  # train.py's one-line user errors: a config, data, weights or model file
+        from exfuse_keras.backbones.weights import WeightsError  # imports keras: only on this error path
+        from exfuse_keras.data.checks import DataError
+        from exfuse_keras.saving import ModelFileError
+
+        if not isinstance(err, (ConfigError, DataError, WeightsError, ModelFileError)):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -367,15 +367,15 @@ def format_table(summary: Sequence[dict]) -> str:
         [*CONTROL_GROUPS, *CONTROL_CONTRASTS, PAIR_CONTRAST], "Δ",
         "The group's mean IoU × 100 (a contrast: the first group's minus the second's; the last column from the "
         "val confusion matrix: context and shape accuracy as the positive controls define them), the row minus "
-        "the row it is compared with, paired by seed on one CPU kind; 95% CI: t with n − 1 degrees of freedom. A module that gives low levels context (SS, SEB) should "
-        "raise context − look-alikes and context − shape accuracy; one that adds resolution (ECRE, DAP) thin − "
-        "look-alikes.", first="comparison")
+        "the row it is compared with, paired by seed on one CPU kind; 95% CI: t with n − 1 degrees of freedom. "
+        "A module that gives low levels context (SS, SEB) should raise context − look-alikes and context − shape "
+        "accuracy; one that adds resolution (ECRE, DAP) thin − look-alikes.", first="comparison")
     lines += _control_table(
         "Positive controls by class group", controls, [*CONTROL_GROUPS, *CONTROL_CONTRASTS], "Δ IoU",
         "The group's mean IoU × 100 (a contrast: the first group's minus the second's), the control minus row 1, "
-        "paired by seed on one CPU kind; 95% CI: t with n − 1 degrees of freedom. A context control that works costs the context "
-        "classes more than their look-alikes (context − look-alikes < 0); a resolution control the thin classes "
-        "more (thin − look-alikes < 0).")
+        "paired by seed on one CPU kind; 95% CI: t with n − 1 degrees of freedom. A context control that works "
+        "costs the context classes more than their look-alikes (context − look-alikes < 0); a resolution control "
+        "the thin classes more (thin − look-alikes < 0).")
     lines += _control_table(
         "Positive controls: context and shape errors", controls, [*PAIR_ACCURACIES, PAIR_CONTRAST], "Δ",
         "From the val confusion matrix, over nucleus, disc, boxed and square, each class weighted equally (× 100): "

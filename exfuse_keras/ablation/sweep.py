@@ -203,9 +203,10 @@ def finished(row: Row, settings: SweepSettings, seed: int, committed: Optional[d
     """The run's result.json (or its entry in ``committed``, ``committed_runs``, under the row's run
     name or one of its ``committed_as`` names), or None if it has not finished; a ConfigError if
     it was trained with other settings than this sweep's (reusing it would mix budgets in one
-    table), or a run folder of another design than the row's config now (``design_record``). A committed run of another design is not reused (None, said to
-    ``log``); of several committed runs of this design, the one of this budget is, and a
-    ConfigError says so when they scored differently."""
+    table), or a run folder of another design than the row's config now (``design_record``). A
+    committed run of another design is not reused (None, said to ``log``); of several committed
+    runs of this design, the one of this budget is, and a ConfigError says so when they scored
+    differently."""
     path = os.path.join(run_dir(row, settings, seed), RESULT_FILE)
     design = design_record(row_config(row, settings, seed))
     if os.path.isfile(path):
